@@ -1,0 +1,44 @@
+// Bernoulli log-likelihood from logits: logits [M, N, D], x [N, D] -> [M, N], and its backward.
+#include "common.h"
+
+namespace fastair {
+
+at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
+  const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
+  auto out = at::empty({M, N}, x.options());
+  dispatch_logits(logits.scalar_type(), x.scalar_type(), "bernoulli_fwd", [&](auto ltag, auto atag) {
+    using scalar_t = typename decltype(ltag)::type;
+    using acc_t = typename decltype(atag)::type;
+    const scalar_t* l = logits.const_data_ptr<scalar_t>();
+    const acc_t* xp = x.const_data_ptr<acc_t>();
+    acc_t* o = out.data_ptr<acc_t>();
+    at::parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        o[row] = bernoulli_row<scalar_t, acc_t>(l + row * D, xp + (row % N) * D, D);
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& x) {
+  const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
+  auto dlogits = at::empty_like(logits);
+  dispatch_logits(logits.scalar_type(), x.scalar_type(), "bernoulli_bwd", [&](auto ltag, auto atag) {
+    using scalar_t = typename decltype(ltag)::type;
+    using acc_t = typename decltype(atag)::type;
+    const scalar_t* l = logits.const_data_ptr<scalar_t>();
+    const acc_t* xp = x.const_data_ptr<acc_t>();
+    const acc_t* g = grad.const_data_ptr<acc_t>();
+    scalar_t* dl = dlogits.data_ptr<scalar_t>();
+    at::parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        bernoulli_grad_row<scalar_t, acc_t>(g[row], l + row * D, xp + (row % N) * D,
+                                            dl + row * D, D);
+      }
+    });
+  });
+  return dlogits;
+}
+
+}  // namespace fastair

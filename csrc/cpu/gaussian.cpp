@@ -1,0 +1,83 @@
+// Diagonal Gaussian log-density: z [M, N, Z], mu and logvar [N, Z] -> [M, N], and its backward.
+#include "common.h"
+
+namespace fastair {
+
+namespace {
+constexpr double kLog2Pi = 1.8378770664093454835606594728112;
+}
+
+at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar) {
+  const int64_t M = z.size(0), N = z.size(1), Z = z.size(2);
+  auto out = at::empty({M, N}, z.options());
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_fwd", [&] {
+    using Vec = Vectorized<scalar_t>;
+    constexpr int64_t W = Vec::size();
+    const auto inv_var = at::exp(-logvar);
+    const scalar_t *zp = z.const_data_ptr<scalar_t>(), *mp = mu.const_data_ptr<scalar_t>();
+    const scalar_t *lp = logvar.const_data_ptr<scalar_t>(), *ip = inv_var.const_data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const scalar_t log2pi = static_cast<scalar_t>(kLog2Pi);
+    at::parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const scalar_t *zr = zp + row * Z, *mr = mp + (row % N) * Z;
+        const scalar_t *lr = lp + (row % N) * Z, *ir = ip + (row % N) * Z;
+        Vec acc(scalar_t(0));
+        int64_t j = 0;
+        for (; j + W <= Z; j += W) {
+          const Vec diff = Vec::loadu(zr + j) - Vec::loadu(mr + j);
+          acc = acc + (diff * diff * Vec::loadu(ir + j) + Vec::loadu(lr + j));
+        }
+        scalar_t s = reduce_sum(acc);
+        for (; j < Z; ++j) s += (zr[j] - mr[j]) * (zr[j] - mr[j]) * ir[j] + lr[j];
+        o[row] = scalar_t(-0.5) * (s + static_cast<scalar_t>(Z) * log2pi);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& grad,
+                                                            const at::Tensor& z,
+                                                            const at::Tensor& mu,
+                                                            const at::Tensor& logvar) {
+  const int64_t M = z.size(0), N = z.size(1), Z = z.size(2);
+  auto dz = at::empty_like(z);
+  auto dmu = at::empty_like(mu);
+  auto dlogvar = at::empty_like(logvar);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_bwd", [&] {
+    const auto inv_var = at::exp(-logvar);
+    const scalar_t *g = grad.const_data_ptr<scalar_t>(), *zp = z.const_data_ptr<scalar_t>();
+    const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *ip = inv_var.const_data_ptr<scalar_t>();
+    scalar_t *dzp = dz.data_ptr<scalar_t>(), *dmp = dmu.data_ptr<scalar_t>();
+    scalar_t* dlp = dlogvar.data_ptr<scalar_t>();
+    // dz = -g (z - mu) / var, row by row.
+    at::parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row % N;
+        for (int64_t j = 0; j < Z; ++j) {
+          dzp[row * Z + j] = -g[row] * (zp[row * Z + j] - mp[n * Z + j]) * ip[n * Z + j];
+        }
+      }
+    });
+    // dmu = sum_m g (z - mu) / var, dlogvar = sum_m g ((z - mu)^2 / var - 1) / 2, per n.
+    at::parallel_for(0, N, grain_for(M * Z), [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t j = 0; j < Z; ++j) {
+          scalar_t sm = 0, sl = 0;
+          const scalar_t m = mp[n * Z + j], iv = ip[n * Z + j];
+          for (int64_t row = n; row < M * N; row += N) {
+            const scalar_t diff = zp[row * Z + j] - m;
+            sm += g[row] * diff * iv;
+            sl += g[row] * (diff * diff * iv - scalar_t(1));
+          }
+          dmp[n * Z + j] = sm;
+          dlp[n * Z + j] = scalar_t(0.5) * sl;
+        }
+      }
+    });
+  });
+  return {dz, dmu, dlogvar};
+}
+
+}  // namespace fastair

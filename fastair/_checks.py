@@ -1,0 +1,45 @@
+"""Argument checks shared by the public ops: clear errors that name the argument."""
+import torch
+
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def shape_str(shape):
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def check_tensor(name, t, *, floating=True, allow_bool=False):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    ok = t.dtype in FLOATING or (allow_bool and (t.dtype == torch.bool or not t.is_floating_point()
+                                                 and not t.is_complex()))
+    if floating and not ok:
+        kinds = "a floating-point (or bool/integer 0/1)" if allow_bool else "a floating-point"
+        raise TypeError(f"{name}: expected {kinds} tensor (float16, bfloat16, float32 or "
+                        f"float64), got {t.dtype}")
+
+
+def check_same_device(**tensors):
+    items = [(n, t) for n, t in tensors.items() if t is not None]
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{name}: expected a tensor on {first.device} like {first_name}, "
+                             f"got one on {t.device}")
+
+
+def check_shape(name, t, expected, described):
+    """Raise a ValueError unless ``t.shape == expected``; ``described`` names the dims."""
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {described} = {shape_str(expected)}, "
+                         f"got {shape_str(t.shape)}")
+
+
+def check_broadcasts_to(name, t, shape, target_name):
+    """``t`` must broadcast to ``shape`` without changing it (no silent batch broadcasting)."""
+    ok = t.dim() <= len(shape) and all(
+        s == 1 or s == full for s, full in zip(reversed(t.shape), reversed(shape)))
+    if not ok:
+        raise ValueError(f"{name}: expected a shape that broadcasts to {target_name}'s "
+                         f"{shape_str(shape)} (equal or 1 in each trailing dim), "
+                         f"got {shape_str(t.shape)}")

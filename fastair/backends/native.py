@@ -1,0 +1,107 @@
+"""The ``native`` backend: C++ CPU kernels from csrc/, built with ninja on first use and cached.
+
+The build goes to ``$FASTAIR_BUILD_DIR`` (default ``~/.cache/fastair``), in a folder named after
+the torch version, the CPU's SIMD level and a hash of the sources, so a rebuild happens only when
+one of them changes. The first build takes about a minute on two cores.
+"""
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+_SOURCES = ("bernoulli.cpp", "gaussian.cpp", "logsumexp.cpp", "iwae_bernoulli_gaussian.cpp",
+            "register.cpp")
+_SIMD_FLAGS = {  # what torch.compile's C++ code generator uses for the same levels
+    "AVX512": ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+               "-mfma"],
+    "AVX2": ["-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
+}
+_state = {"loaded": False, "error": None}
+
+
+def source_dir():
+    """The folder holding the C++ sources (``csrc/cpu`` of the repository or the install)."""
+    spec = importlib.util.find_spec("fastair.csrc")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fastair.csrc (the C++ sources) is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "cpu"
+
+
+def _simd_level():
+    try:
+        level = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # pragma: no cover - torch without the query
+        level = "DEFAULT"
+    return "AVX512" if level.startswith("AVX512") else level if level in _SIMD_FLAGS else "DEFAULT"
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    folder = source_dir()
+    files = [folder / name for name in _SOURCES] + [folder / "common.h"]
+    simd = _simd_level()
+    flags = ["-O3", "-fopenmp", "-DNDEBUG"] + _SIMD_FLAGS.get(simd, [])
+    digest = hashlib.sha256(" ".join([torch.__version__] + flags).encode())
+    for f in files:
+        digest.update(f.read_bytes())
+    name = f"fastair_native_{simd.lower()}_{digest.hexdigest()[:12]}"
+    root = Path(os.environ.get("FASTAIR_BUILD_DIR", Path.home() / ".cache" / "fastair"))
+    build_dir = root / f"torch-{torch.__version__}" / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(name=name, sources=[str(folder / s) for s in _SOURCES],
+                       extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                       build_directory=str(build_dir), is_python_module=False, verbose=False)
+
+
+def load():
+    """Build (first time) and load the C++ kernels; raise RuntimeError if that is impossible."""
+    if _state["loaded"]:
+        return
+    if _state["error"] is None:
+        try:
+            _build()
+            _state["loaded"] = True
+            return
+        except Exception as err:  # compiler missing, build error: remember, do not retry
+            _state["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}"
+    raise RuntimeError(f"the C++ kernels could not be built ({_state['error']})")
+
+
+def _op(name):
+    load()
+    return getattr(torch.ops.fastair_native, name)
+
+
+def bernoulli_fwd(logits, x):
+    return _op("bernoulli_fwd")(logits, x)
+
+
+def bernoulli_bwd(grad, logits, x):
+    return _op("bernoulli_bwd")(grad, logits, x)
+
+
+def gaussian_fwd(z, mu, logvar):
+    return _op("gaussian_fwd")(z, mu, logvar)
+
+
+def gaussian_bwd(grad, z, mu, logvar):
+    return _op("gaussian_bwd")(grad, z, mu, logvar)
+
+
+def logsumexp_fwd(v):
+    return _op("logsumexp_fwd")(v)
+
+
+def logsumexp_bwd(grad, v, lse):
+    return _op("logsumexp_bwd")(grad, v, lse)
+
+
+def iwae_bg_fwd(x, logits, z, mu, logvar):
+    return _op("iwae_bg_fwd")(x, logits, z, mu, logvar)
+
+
+def iwae_bg_bwd(G, x, logits, z, mu, logvar):
+    return _op("iwae_bg_bwd")(G, x, logits, z, mu, logvar)

@@ -1,0 +1,190 @@
+"""The public ops: argument checks, canonical shapes, and the choice of backend.
+
+Dtypes: float32 and float64 inputs compute and return in their own dtype (float64 if any input
+is float64). float16/bfloat16 inputs are read as they are and accumulated in float32; the
+results of these ops (all reductions) are then float32, and gradients come back in each
+input's own dtype.
+"""
+import math
+
+import torch
+
+from fastair import ops
+from fastair._backend import get_backend
+from fastair._checks import (check_broadcasts_to, check_same_device, check_shape,
+                             check_tensor, shape_str)
+from fastair.backends import reference
+from fastair.backends.reference import accumulation_dtype
+from fastair.backends.select import resolve
+
+__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian"]
+
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def _backend_for(t):
+    return resolve(get_backend(), t.device.type)
+
+
+def _logits_in(logits, acc):
+    """Keep float16/bfloat16 logits as they are (the kernels widen them); else cast to ``acc``."""
+    if logits.dtype in _REDUCED and acc == torch.float32:
+        return logits
+    return logits.to(acc)
+
+
+def _rows_of(p, shape):
+    """View ``p`` (broadcastable to ``shape`` = [..., C]) as rows [N, C] such that the data of
+    ``shape`` reads as [M, N, C] and row ``r`` of it pairs with row ``r % N`` of ``p``.
+
+    Returns ``(p_rows, M, N)``. Where ``p`` broadcasts in a way this cannot express (a size-1
+    dim between full ones), it is expanded and copied; autograd sums its gradient back.
+    """
+    nd = len(shape)
+    padded = (1,) * (nd - p.dim()) + tuple(p.shape)
+    j = nd
+    while j > 0 and padded[j - 1] == shape[j - 1]:
+        j -= 1
+    if j < nd and all(s == 1 for s in padded[:j]):
+        n = math.prod(shape[j:-1])
+        return p.reshape(n, shape[-1]), math.prod(shape[:j]), n
+    return p.expand(shape).reshape(-1, shape[-1]), 1, math.prod(shape[:-1])
+
+
+def bernoulli_log_prob(logits, x):
+    """Bernoulli log-likelihood from logits, summed over the last dim.
+
+    ``log p(x|l) = sum_d x_d * l_d - softplus(l_d)``, never through ``sigmoid`` then ``log``.
+
+    Args:
+        logits: [..., D] floating tensor.
+        x: data broadcastable to ``logits`` (e.g. [B, D] against [k, B, D]); float or bool.
+            It gets no gradient.
+    Returns:
+        [...] (``logits.shape[:-1]``), float32 for float16/bfloat16 logits.
+    """
+    check_tensor("logits", logits)
+    check_tensor("x", x, allow_bool=True)
+    if logits.dim() == 0:
+        raise ValueError("logits: expected shape [..., D] with at least one dim, got []")
+    check_same_device(logits=logits, x=x)
+    check_broadcasts_to("x", x, logits.shape, "logits")
+    backend = _backend_for(logits)
+    if backend == "reference" or logits.numel() == 0:
+        return reference.bernoulli_log_prob(logits, x)
+    x_dtype = x.dtype if x.is_floating_point() else torch.float32
+    acc = accumulation_dtype(logits.dtype, x_dtype)
+    shape = logits.shape
+    x_rows, m, n = _rows_of(x.detach().to(acc), shape)
+    logits3 = _logits_in(logits, acc).reshape(m, n, shape[-1]).contiguous()
+    out = ops.bernoulli_log_prob(logits3, x_rows.contiguous(), backend)
+    return out.reshape(shape[:-1])
+
+
+def gaussian_log_prob(z, mu=None, logvar=None):
+    """Diagonal Gaussian log-density summed over the last dim.
+
+    ``log N(z; mu, exp(logvar)) = -1/2 sum_j (z_j - mu_j)^2 exp(-logvar_j) + logvar_j + log 2 pi``;
+    the standard normal where ``mu`` and ``logvar`` are None (a missing one counts as zeros).
+
+    Args:
+        z: [..., Z].
+        mu, logvar: None or broadcastable to ``z`` (e.g. [B, Z] against [k, B, Z]).
+    Returns:
+        [...] (``z.shape[:-1]``); gradients flow to ``z``, ``mu`` and ``logvar``.
+    """
+    check_tensor("z", z)
+    if z.dim() == 0:
+        raise ValueError("z: expected shape [..., Z] with at least one dim, got []")
+    params = {"mu": mu, "logvar": logvar}
+    for name, p in params.items():
+        if p is not None:
+            check_tensor(name, p)
+            check_broadcasts_to(name, p, z.shape, "z")
+    check_same_device(z=z, mu=mu, logvar=logvar)
+    backend = _backend_for(z)
+    if backend == "reference" or z.numel() == 0:
+        return reference.gaussian_log_prob(z, mu, logvar)
+    given = [p for p in (mu, logvar) if p is not None]
+    acc = accumulation_dtype(z.dtype, *[p.dtype for p in given])
+    pshape = torch.broadcast_shapes(*[p.shape for p in given]) if given else z.shape[-1:]
+    rows = []
+    for p in (mu, logvar):
+        full = z.new_zeros(pshape, dtype=acc) if p is None else p.to(acc).expand(pshape)
+        rows.append(_rows_of(full, z.shape))
+    (mu_rows, m, n), (logvar_rows, _, _) = rows
+    z3 = z.to(acc).reshape(m, n, z.shape[-1]).contiguous()
+    out = ops.gaussian_log_prob(z3, mu_rows.contiguous(), logvar_rows.contiguous(), backend)
+    return out.reshape(z.shape[:-1])
+
+
+def iwae_bound(log_w, dim=0):
+    """The k-sample bound from log importance weights: ``logsumexp(log_w, dim) - log n``.
+
+    Its gradient with respect to ``log_w`` is the softmax over ``dim``: the normalized weights.
+
+    Args:
+        log_w: [..., n, ...] with the ``n`` samples along ``dim``.
+    Returns:
+        ``log_w`` without ``dim``, float32 for float16/bfloat16 input.
+    """
+    check_tensor("log_w", log_w)
+    if log_w.dim() == 0:
+        raise ValueError("log_w: expected at least one dim (the samples), got shape []")
+    if not isinstance(dim, int) or not -log_w.dim() <= dim < log_w.dim():
+        raise ValueError(f"dim: expected an int in [{-log_w.dim()}, {log_w.dim() - 1}] for log_w "
+                         f"of shape {shape_str(log_w.shape)}, got {dim!r}")
+    n = log_w.shape[dim]
+    if n == 0:
+        raise ValueError(f"log_w: expected at least one sample along dim {dim}, "
+                         f"got shape {shape_str(log_w.shape)}")
+    backend = _backend_for(log_w)
+    if backend == "reference" or log_w.numel() == 0:
+        return reference.iwae_bound(log_w, dim)
+    v = log_w.to(accumulation_dtype(log_w.dtype)).movedim(dim, 0)
+    rest = v.shape[1:]
+    lse = ops.logsumexp(v.reshape(n, -1).contiguous(), backend)
+    return lse.reshape(rest) - math.log(n)
+
+
+def iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
+    """The k-sample IWAE bound for a Bernoulli decoder and a Gaussian encoder, per example.
+
+    ``log w[k, b] = log p(x_b | z[k, b]) + log N(z[k, b]; 0, I) - log N(z[k, b]; mu_b, exp(logvar_b))``
+    and ``L_k(x_b) = logsumexp_k log w[:, b] - log k`` (``k = 1`` is the ELBO), in one fused pass
+    over the logits. ``z`` is taken as given (sample it as ``mu + exp(logvar/2) * eps`` so that
+    the reparameterization gradient reaches ``mu`` and ``logvar`` through it too).
+
+    Args:
+        x: [B, D] binary data (no gradient).
+        logits: [k, B, D] decoder logits.
+        z: [k, B, Z] latent samples.
+        mu, logvar: [B, Z] encoder outputs.
+    Returns:
+        [B], float32 for float16/bfloat16 logits; gradients for logits, z, mu and logvar.
+    """
+    names = {"x": x, "logits": logits, "z": z, "mu": mu, "logvar": logvar}
+    for name, t in names.items():
+        check_tensor(name, t, allow_bool=(name == "x"))
+    if logits.dim() != 3:
+        raise ValueError(f"logits: expected shape [k, B, D], got {shape_str(logits.shape)}")
+    k, b, d = logits.shape
+    if k == 0:
+        raise ValueError("logits: expected at least one sample (k >= 1) in shape [k, B, D], "
+                         f"got {shape_str(logits.shape)}")
+    check_shape("x", x, (b, d), "[B, D] (B, D from logits [k, B, D])")
+    if z.dim() != 3:
+        raise ValueError(f"z: expected shape [k, B, Z] = [{k}, {b}, Z], got {shape_str(z.shape)}")
+    zdim = z.shape[-1]
+    check_shape("z", z, (k, b, zdim), "[k, B, Z] (k, B from logits [k, B, D])")
+    check_shape("mu", mu, (b, zdim), "[B, Z] (B from logits, Z from z)")
+    check_shape("logvar", logvar, (b, zdim), "[B, Z] (B from logits, Z from z)")
+    check_same_device(**names)
+    backend = _backend_for(logits)
+    if backend == "reference" or logits.numel() == 0 or z.numel() == 0:
+        return reference.iwae_bernoulli_gaussian(x, logits, z, mu, logvar)
+    acc = accumulation_dtype(x.dtype, logits.dtype, z.dtype, mu.dtype, logvar.dtype)
+    log_w, lse = ops.iwae_bernoulli_gaussian(
+        x.detach().to(acc).contiguous(), _logits_in(logits, acc).contiguous(),
+        z.to(acc).contiguous(), mu.to(acc).contiguous(), logvar.to(acc).contiguous(), backend)
+    return lse - math.log(k)

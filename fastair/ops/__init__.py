@@ -1,0 +1,12 @@
+"""torch.library registrations: one file per op, each with its fake (meta) implementation and
+autograd formula, so that ``torch.compile(fullgraph=True)`` sees the fused kernels as single ops.
+
+Every op takes the backend name (``native`` or ``triton``) as its last argument and canonical,
+contiguous shapes (see :mod:`fastair.backends`).
+"""
+from fastair.ops.bernoulli import bernoulli_log_prob
+from fastair.ops.gaussian import gaussian_log_prob
+from fastair.ops.logsumexp import logsumexp
+from fastair.ops.iwae_bernoulli_gaussian import iwae_bernoulli_gaussian
+
+__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "logsumexp", "iwae_bernoulli_gaussian"]

@@ -1,0 +1,20 @@
+"""Installs the package ``fastair``, its Triton kernels (``kernels/`` as ``fastair.kernels``) and
+its C++ sources (``csrc/`` as ``fastair.csrc``, compiled on first use)."""
+from setuptools import setup
+
+setup(
+    name="fastair",
+    version="0.1.0",
+    description="Fused kernels for amortized inference regularization (AIR) in PyTorch",
+    python_requires=">=3.9",
+    packages=["fastair", "fastair.backends", "fastair.ops", "fastair.kernels", "fastair.csrc"],
+    package_dir={"fastair": "fastair", "fastair.kernels": "kernels", "fastair.csrc": "csrc"},
+    package_data={"fastair.csrc": ["cpu/*.cpp", "cpu/*.h"]},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "numpy",
+        "ninja",
+    ],
+    extras_require={"test": ["pytest", "pytest-benchmark"], "progress": ["tqdm"]},
+)
