@@ -1,0 +1,32 @@
+# Set-up and the main jobs. `make demo` and `make test` work on a fresh machine: they create
+# .venv, install torch (a CPU build by default, so no multi-GB CUDA download), then fastair.
+PYTHON ?= python3
+VENV ?= .venv
+# Override for a CUDA machine, e.g. `make test TORCH_SPEC="torch>=2.4"`.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastair-installed
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.py pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test,progress]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) bench/bench_ops.py --quick
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/bench_ops.py --out bench/results/ops_cpu.csv
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
