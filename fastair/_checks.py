@@ -40,6 +40,6 @@ def check_broadcasts_to(name, t, shape, target_name):
     ok = t.dim() <= len(shape) and all(
         s == 1 or s == full for s, full in zip(reversed(t.shape), reversed(shape)))
     if not ok:
-        raise ValueError(f"{name}: expected a shape that broadcasts to {target_name}'s "
+        raise ValueError(f"{name}: expected a shape that broadcasts to the shape of {target_name}, "
                          f"{shape_str(shape)} (equal or 1 in each trailing dim), "
                          f"got {shape_str(t.shape)}")
