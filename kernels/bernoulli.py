@@ -1,0 +1,84 @@
+"""Bernoulli log-likelihood from logits, summed over the last dim.
+
+``out[m, n] = sum_d x[n, d] * l[m, n, d] - softplus(l[m, n, d])`` for ``logits [M, N, D]``,
+``x [N, D]``; its gradient is ``dl = grad[m, n] * (x - sigmoid(l))``. Row-parallel: a program
+takes ``BLOCK_R`` rows of the flattened ``[M * N, D]`` logits and loops over D in ``BLOCK_D`` tiles.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ._common import bernoulli_term, on_input_device, row_blocks, sigmoid_pair
+
+
+@triton.jit
+def bernoulli_rows(l_ptr, x_ptr, rows, rmask, N, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``sum_d x*l - softplus(l)`` for ``rows`` of ``l [R, D]`` (x row = row % N): ``[BLOCK_R]``."""
+    acc_ty = x_ptr.dtype.element_ty
+    l_row = rows.to(tl.int64)[:, None] * D
+    x_row = (rows % N).to(tl.int64)[:, None] * D
+    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=acc_ty)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)[None, :]
+        mask = rmask[:, None] & (cols < D)
+        l = tl.load(l_ptr + l_row + cols, mask=mask, other=0.0).to(acc_ty)
+        x = tl.load(x_ptr + x_row + cols, mask=mask, other=0.0)
+        acc += tl.where(mask, bernoulli_term(l, x), 0.0)
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def _bernoulli_fwd_kernel(l_ptr, x_ptr, out_ptr, R, N, D,
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    total = bernoulli_rows(l_ptr, x_ptr, rows, rmask, N, D, BLOCK_R, BLOCK_D)
+    tl.store(out_ptr + rows, total, mask=rmask)
+
+
+@triton.jit
+def _bernoulli_bwd_kernel(g_ptr, l_ptr, x_ptr, dl_ptr, R, N, D,
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    acc_ty = x_ptr.dtype.element_ty
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
+    l_row = rows.to(tl.int64)[:, None] * D
+    x_row = (rows % N).to(tl.int64)[:, None] * D
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)[None, :]
+        mask = rmask[:, None] & (cols < D)
+        l = tl.load(l_ptr + l_row + cols, mask=mask, other=0.0).to(acc_ty)
+        x = tl.load(x_ptr + x_row + cols, mask=mask, other=0.0)
+        s_pos, s_neg = sigmoid_pair(l)
+        # x - sigmoid(l), written so that 1 - sigmoid(l) does not cancel for large l
+        dl = g * (x * s_neg - (1.0 - x) * s_pos)
+        tl.store(dl_ptr + l_row + cols, dl.to(dl_ptr.dtype.element_ty), mask=mask)
+
+
+@on_input_device
+def bernoulli_fwd(logits, x):
+    """``logits [M, N, D]``, ``x [N, D]`` -> ``[M, N]`` in x's dtype (the accumulation dtype)."""
+    M, N, D = logits.shape
+    out = torch.empty((M, N), dtype=x.dtype, device=logits.device)
+    R = M * N
+    if R == 0:
+        return out
+    BLOCK_R, BLOCK_D = row_blocks(R, D)
+    _bernoulli_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
+        logits, x, out, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D)
+    return out
+
+
+@on_input_device
+def bernoulli_bwd(grad, logits, x):
+    """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (logits' dtype)."""
+    M, N, D = logits.shape
+    dlogits = torch.empty((M, N, D), dtype=logits.dtype, device=logits.device)
+    R = M * N
+    if R == 0 or D == 0:
+        return dlogits
+    BLOCK_R, BLOCK_D = row_blocks(R, D)
+    _bernoulli_bwd_kernel[(triton.cdiv(R, BLOCK_R),)](
+        grad, logits, x, dlogits, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D)
+    return dlogits

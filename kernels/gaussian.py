@@ -1,0 +1,146 @@
+"""Diagonal Gaussian log-density summed over the last dim, and its gradients.
+
+``out[m, n] = -1/2 sum_j (z - mu)^2 exp(-logvar) + logvar + log(2 pi)`` for ``z [M, N, Z]``,
+``mu, logvar [N, Z]``. With ``g = grad[m, n]`` and ``t = g (z - mu) exp(-logvar)``:
+``dz = -t``, ``dmu = sum_m t``, ``dlogvar = sum_m (t (z - mu) - g) / 2``.
+The forward is row-parallel (rows of the flattened ``[M * N, Z]``); the backward is
+column-parallel over ``[N * Z]`` and loops over m, so the sums over m need no atomics.
+"""
+import math
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import MIN_PROGRAMS, TILE, on_input_device, row_blocks
+
+# log(2 pi) as an exact float32 part plus a remainder: scalar constants may be rounded to
+# float32 by Triton, and the sum keeps float64 kernels exact (float32 ones just see the first).
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2PI_F32 = struct.unpack("f", struct.pack("f", _LOG_2PI))[0]
+_LOG_2PI_HI = tl.constexpr(_LOG_2PI_F32)
+_LOG_2PI_LO = tl.constexpr(_LOG_2PI - _LOG_2PI_F32)
+
+@triton.jit
+def gaussian_rows(z_ptr, mu_ptr, lv_ptr, rows, rmask, N, Z, IWAE: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_Z: tl.constexpr):
+    """Per row of ``z [R, Z]`` (mu/logvar row = row % N), a ``[BLOCK_R]`` vector of
+    ``log N(z; mu, exp(logvar))``, or with ``IWAE`` ``log N(z; 0, I) - log N(z; mu, exp(logvar))
+    = -1/2 sum_j z^2 - (z - mu)^2 exp(-logvar) - logvar`` (log 2 pi cancels)."""
+    acc_ty = z_ptr.dtype.element_ty
+    z_row = rows.to(tl.int64)[:, None] * Z
+    p_row = (rows % N).to(tl.int64)[:, None] * Z
+    acc = tl.zeros([BLOCK_R, BLOCK_Z], dtype=acc_ty)
+    for j0 in range(0, Z, BLOCK_Z):
+        cols = j0 + tl.arange(0, BLOCK_Z)[None, :]
+        mask = rmask[:, None] & (cols < Z)
+        z = tl.load(z_ptr + z_row + cols, mask=mask, other=0.0)
+        mu = tl.load(mu_ptr + p_row + cols, mask=mask, other=0.0)
+        lv = tl.load(lv_ptr + p_row + cols, mask=mask, other=0.0)
+        d = z - mu
+        quad = d * d * tl.exp(-lv)
+        if IWAE:
+            term = z * z - quad - lv
+        else:
+            term = quad + lv + _LOG_2PI_HI + _LOG_2PI_LO
+        acc += tl.where(mask, term, 0.0)
+    return -0.5 * tl.sum(acc, axis=1)
+
+
+@triton.jit
+def _gaussian_fwd_kernel(z_ptr, mu_ptr, lv_ptr, out_ptr, R, N, Z,
+                         BLOCK_R: tl.constexpr, BLOCK_Z: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    total = gaussian_rows(z_ptr, mu_ptr, lv_ptr, rows, rmask, N, Z, False, BLOCK_R, BLOCK_Z)
+    tl.store(out_ptr + rows, total, mask=rmask)
+
+
+@triton.jit
+def gaussian_bwd_kernel(g_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr, plv_ptr, M, N, Z, M_PER,
+                        IWAE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program ``(c, s)``: columns ``c * BLOCK_C ...`` of the flattened ``[N * Z]`` and samples
+    ``m`` in ``[s * M_PER, (s + 1) * M_PER)``, ``BLOCK_M`` at a time; writes ``dz`` there and its
+    partial sums of ``dmu``/``dlogvar`` into row ``s`` of ``pmu``/``plv [S, N * Z]``.
+
+    With ``IWAE`` the weight is ``g = -G`` (the term is ``-log q``) and the prior ``log N(z; 0, I)``
+    adds ``-G z`` to ``dz``.
+    """
+    acc_ty = z_ptr.dtype.element_ty
+    NZ = N * Z
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < NZ
+    n = (cols // Z)[None, :]
+    mu = tl.load(mu_ptr + cols, mask=cmask, other=0.0)[None, :]
+    prec = tl.exp(-tl.load(lv_ptr + cols, mask=cmask, other=0.0))[None, :]
+    acc_mu = tl.zeros([BLOCK_M, BLOCK_C], dtype=acc_ty)
+    acc_lv = tl.zeros([BLOCK_M, BLOCK_C], dtype=acc_ty)
+    s = tl.program_id(1)
+    m0 = s * M_PER
+    m_end = tl.minimum(m0 + M_PER, M)
+    for i0 in range(0, M_PER, BLOCK_M):
+        m = m0 + i0 + tl.arange(0, BLOCK_M)
+        mask = (m < m_end)[:, None] & cmask[None, :]
+        g = tl.load(g_ptr + m[:, None] * N + n, mask=mask, other=0.0)  # masked: g = 0, z = 0
+        if IWAE:
+            g = -g
+        z_off = m.to(tl.int64)[:, None] * NZ + cols[None, :]
+        z = tl.load(z_ptr + z_off, mask=mask, other=0.0)
+        d = z - mu
+        t = g * d * prec
+        dz = -t
+        if IWAE:
+            dz += g * z
+        tl.store(dz_ptr + z_off, dz, mask=mask)
+        acc_mu += t
+        acc_lv += 0.5 * (t * d - g)
+    out = s.to(tl.int64) * NZ + cols
+    tl.store(pmu_ptr + out, tl.sum(acc_mu, axis=0), mask=cmask)
+    tl.store(plv_ptr + out, tl.sum(acc_lv, axis=0), mask=cmask)
+
+
+def gaussian_bwd_launch(grad, z, mu, logvar, iwae):
+    """Shared launcher of :func:`gaussian_bwd_kernel`: ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``.
+
+    The samples are split over ``S`` programs per column block (about ``2 * MIN_PROGRAMS``
+    programs in all); their partial sums ``[S, N, Z]`` are added by ``torch.sum``.
+    """
+    M, N, Z = z.shape
+    NZ = N * Z
+    dz = torch.empty((M, N, Z), dtype=z.dtype, device=z.device)
+    BLOCK_C = min(triton.next_power_of_2(max(NZ, 1)), 128)
+    BLOCK_M = min(triton.next_power_of_2(max(M, 1)), TILE // BLOCK_C)  # samples per step
+    col_blocks = triton.cdiv(NZ, BLOCK_C)
+    S = max(min(triton.cdiv(M, BLOCK_M), triton.cdiv(2 * MIN_PROGRAMS, max(col_blocks, 1))), 1)
+    m_per = triton.cdiv(triton.cdiv(max(M, 1), S), BLOCK_M) * BLOCK_M
+    S = max(triton.cdiv(M, m_per), 1)
+    pmu = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
+    plv = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
+    if NZ > 0:
+        gaussian_bwd_kernel[(col_blocks, S)](
+            grad, z, mu, logvar, dz, pmu, plv, M, N, Z, m_per,
+            IWAE=iwae, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C)
+    if S == 1:
+        return dz, pmu[0], plv[0]
+    return dz, pmu.sum(0), plv.sum(0)
+
+
+@on_input_device
+def gaussian_fwd(z, mu, logvar):
+    """``z [M, N, Z]``, ``mu, logvar [N, Z]`` -> ``log N(z; mu, exp(logvar))`` ``[M, N]``."""
+    M, N, Z = z.shape
+    out = torch.empty((M, N), dtype=z.dtype, device=z.device)
+    R = M * N
+    if R == 0:
+        return out
+    BLOCK_R, BLOCK_Z = row_blocks(R, Z, max_cols=64)
+    _gaussian_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
+        z, mu, logvar, out, R, N, Z, BLOCK_R=BLOCK_R, BLOCK_Z=BLOCK_Z)
+    return out
+
+
+@on_input_device
+def gaussian_bwd(grad, z, mu, logvar):
+    """``grad [M, N]`` -> ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``."""
+    return gaussian_bwd_launch(grad, z, mu, logvar, iwae=False)

@@ -1,0 +1,82 @@
+"""Log-sum-exp over the first dim and its gradient.
+
+``lse[r] = log sum_i exp(v[i, r])`` for ``v [n, R]``, with a running max and a rescaled running
+sum; ``dv = grad[r] * exp(v - lse[r])``, 0 where ``lse = -inf`` (a column of -inf). The forward is
+column-parallel; long columns (``n > ROWS_PER_PROGRAM``) are cut into chunks whose partial
+log-sum-exps ``[S, R]`` are reduced by a second launch of the same kernel.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ._common import on_input_device
+
+_INF = tl.constexpr(float("inf"))
+ROWS_PER_PROGRAM = 512
+TILE = 2048
+
+
+@triton.jit
+def _logsumexp_kernel(v_ptr, out_ptr, n, R, ROWS_PER, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Program ``(c, s)``: log-sum-exp of rows ``[s * ROWS_PER, (s + 1) * ROWS_PER) & [0, n)`` of
+    columns ``c * BLOCK_R ...`` of ``v [n, R]``, written to ``out[s, cols]``."""
+    acc_ty = v_ptr.dtype.element_ty
+    cols = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cmask = cols < R
+    s = tl.program_id(1)
+    r0 = s * ROWS_PER
+    r_end = tl.minimum(r0 + ROWS_PER, n)
+    run_max = tl.full([BLOCK_R], -_INF, acc_ty)
+    run_sum = tl.zeros([BLOCK_R], dtype=acc_ty)
+    for i0 in range(0, ROWS_PER, BLOCK_N):
+        rows = r0 + i0 + tl.arange(0, BLOCK_N)
+        mask = (rows < r_end)[:, None] & cmask[None, :]
+        v = tl.load(v_ptr + rows.to(tl.int64)[:, None] * R + cols[None, :], mask=mask, other=-_INF)
+        new_max = tl.maximum(run_max, tl.max(v, axis=0))
+        # shift by the max, or by 0 while the max is infinite (all -inf so far): no inf - inf
+        shift = tl.where(tl.abs(new_max) == _INF, 0.0, new_max)
+        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(v - shift[None, :]), axis=0)
+        run_max = new_max
+    empty = run_sum == 0.0  # a column of -inf (or past the last column): lse = -inf, no log(0)
+    lse = tl.where(empty, -_INF, run_max + tl.log(tl.where(empty, 1.0, run_sum)))
+    tl.store(out_ptr + s.to(tl.int64) * R + cols, lse, mask=cmask)
+
+
+@triton.jit
+def _logsumexp_bwd_kernel(g_ptr, v_ptr, lse_ptr, out_ptr, numel, R, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    col = offs % R
+    g = tl.load(g_ptr + col, mask=mask, other=0.0)
+    lse = tl.load(lse_ptr + col, mask=mask, other=0.0)
+    v = tl.load(v_ptr + offs, mask=mask, other=0.0)
+    empty = lse == -_INF
+    w = tl.exp(v - tl.where(empty, 0.0, lse))
+    tl.store(out_ptr + offs, tl.where(empty, 0.0, g * w), mask=mask)
+
+
+@on_input_device
+def logsumexp_fwd(v):
+    """``v [n, R]`` -> ``lse [R]`` = ``log sum_i exp(v[i, r])`` (``-inf`` for an all ``-inf`` column)."""
+    n, R = v.shape
+    rows_per = n if n <= ROWS_PER_PROGRAM else ROWS_PER_PROGRAM
+    S = max(triton.cdiv(n, rows_per), 1) if n > 0 else 1
+    out = torch.empty((S, R), dtype=v.dtype, device=v.device)
+    if R > 0:
+        BLOCK_R = min(triton.next_power_of_2(R), 64)
+        BLOCK_N = min(triton.next_power_of_2(max(rows_per, 1)), TILE // BLOCK_R)
+        _logsumexp_kernel[(triton.cdiv(R, BLOCK_R), S)](
+            v, out, n, R, rows_per, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R)
+    return out[0] if S == 1 else logsumexp_fwd(out)
+
+
+@on_input_device
+def logsumexp_bwd(grad, v, lse):
+    """``grad [R]``, ``v [n, R]``, ``lse [R]`` -> ``grad * exp(v - lse)`` ``[n, R]``, 0 where ``lse = -inf``."""
+    out = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    numel = v.numel()
+    if numel == 0:
+        return out
+    BLOCK = min(triton.next_power_of_2(numel), 1024)
+    _logsumexp_bwd_kernel[(triton.cdiv(numel, BLOCK),)](grad, v, lse, out, numel, v.shape[1], BLOCK=BLOCK)
+    return out
