@@ -17,7 +17,8 @@ from fastair.backends import reference
 from fastair.backends.reference import accumulation_dtype
 from fastair.backends.select import resolve
 
-__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian"]
+__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
+           "capped_weight_norm"]
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -188,3 +189,38 @@ def iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
         x.detach().to(acc).contiguous(), _logits_in(logits, acc).contiguous(),
         z.to(acc).contiguous(), mu.to(acc).contiguous(), logvar.to(acc).contiguous(), backend)
     return lse - math.log(k)
+
+
+def capped_weight_norm(v, u, H):
+    """Capped weight norm (WNI, AIR eq. 17-18) of the rows of a Linear weight.
+
+    ``w_i = v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))``: ``||w_i|| <= H`` and ``w_i = v_i`` where
+    the cap is inactive. Computed as ``w_i = s_i v_i``, ``s_i = 1`` if ``||v_i|| <= H sigmoid(u_i)``
+    else ``H sigmoid(u_i) / ||v_i||``, so no epsilon is needed: a zero row gives a zero row and
+    finite gradients. At the tie ``||v_i|| = H sigmoid(u_i)`` the gradient is that of the inactive
+    cap (``dv = dw``, ``du = 0``), a valid one-sided derivative.
+
+    Args:
+        v: [out, in] direction parameters (float16/bfloat16 allowed: norms in float32).
+        u: [out] cap parameters.
+        H: float > 0, the largest row norm.
+    Returns:
+        w: [out, in] in ``v``'s dtype; gradients flow to ``v`` and ``u``.
+    """
+    check_tensor("v", v)
+    check_tensor("u", u)
+    if v.dim() != 2:
+        raise ValueError(f"v: expected shape [out, in], got {shape_str(v.shape)}")
+    check_shape("u", u, v.shape[:1], "[out] (out from v [out, in])")
+    check_same_device(v=v, u=u)
+    if isinstance(H, bool) or not isinstance(H, (int, float)):
+        raise TypeError(f"H: expected a float > 0, got {type(H).__name__}")
+    if not (math.isfinite(H) and H > 0):
+        raise ValueError(f"H: expected a finite float > 0, got {H!r}")
+    backend = _backend_for(v)
+    if backend == "reference" or v.numel() == 0:
+        return reference.capped_weight_norm(v, u, H)
+    acc = accumulation_dtype(v.dtype)
+    w, _ = ops.capped_weight_norm(_logits_in(v, acc).contiguous(), u.to(acc).contiguous(),
+                                  float(H), backend)
+    return w

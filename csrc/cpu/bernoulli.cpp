@@ -6,7 +6,7 @@ namespace fastair {
 at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto out = at::empty({M, N}, x.options());
-  dispatch_logits(logits.scalar_type(), x.scalar_type(), "bernoulli_fwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_fwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -24,7 +24,7 @@ at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
 at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto dlogits = at::empty_like(logits);
-  dispatch_logits(logits.scalar_type(), x.scalar_type(), "bernoulli_bwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_bwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();

@@ -173,21 +173,22 @@ struct type_tag {
   using type = T;
 };
 
-// Calls f(type_tag<scalar_t>{}, type_tag<acc_t>{}) for the logits' dtype and the accumulation
-// dtype: (float, float), (double, double), (Half, float), (BFloat16, float).
+// Calls f(type_tag<scalar_t>{}, type_tag<acc_t>{}) for the dtype of the large tensor (logits,
+// weights) and the accumulation dtype: (float, float), (double, double), (Half, float),
+// (BFloat16, float).
 template <typename F>
-inline void dispatch_logits(at::ScalarType logits, at::ScalarType acc, const char* name, F&& f) {
+inline void dispatch_pair(at::ScalarType data, at::ScalarType acc, const char* name, F&& f) {
   using at::ScalarType;
-  if (logits == ScalarType::Float && acc == ScalarType::Float) {
+  if (data == ScalarType::Float && acc == ScalarType::Float) {
     f(type_tag<float>{}, type_tag<float>{});
-  } else if (logits == ScalarType::Double && acc == ScalarType::Double) {
+  } else if (data == ScalarType::Double && acc == ScalarType::Double) {
     f(type_tag<double>{}, type_tag<double>{});
-  } else if (logits == ScalarType::Half && acc == ScalarType::Float) {
+  } else if (data == ScalarType::Half && acc == ScalarType::Float) {
     f(type_tag<at::Half>{}, type_tag<float>{});
-  } else if (logits == ScalarType::BFloat16 && acc == ScalarType::Float) {
+  } else if (data == ScalarType::BFloat16 && acc == ScalarType::Float) {
     f(type_tag<at::BFloat16>{}, type_tag<float>{});
   } else {
-    TORCH_CHECK(false, name, ": unsupported dtypes, logits ", logits, " with ", acc);
+    TORCH_CHECK(false, name, ": unsupported dtypes, ", data, " with ", acc);
   }
 }
 

@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Te
   auto log_w = at::empty({K, B}, z.options());
   auto lse = at::empty({B}, z.options());
   const auto inv_var = at::exp(-logvar);
-  dispatch_logits(logits.scalar_type(), z.scalar_type(), "iwae_bg_fwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_fwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
   auto dmu = at::empty_like(mu);
   auto dlogvar = at::empty_like(logvar);
   const auto inv_var = at::exp(-logvar);
-  dispatch_logits(logits.scalar_type(), z.scalar_type(), "iwae_bg_bwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_bwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();

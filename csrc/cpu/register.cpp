@@ -17,6 +17,11 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor&, const at::Tens
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     const at::Tensor&);
+std::tuple<at::Tensor, at::Tensor> capped_weight_norm_fwd(const at::Tensor&, const at::Tensor&,
+                                                          double);
+std::tuple<at::Tensor, at::Tensor> capped_weight_norm_bwd(const at::Tensor&, const at::Tensor&,
+                                                          const at::Tensor&, const at::Tensor&,
+                                                          double);
 }  // namespace fastair
 
 TORCH_LIBRARY(fastair_native, m) {
@@ -29,6 +34,9 @@ TORCH_LIBRARY(fastair_native, m) {
   m.def("iwae_bg_fwd(Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor)");
   m.def("iwae_bg_bwd(Tensor G, Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
         "(Tensor, Tensor, Tensor, Tensor)");
+  m.def("capped_weight_norm_fwd(Tensor v, Tensor u, float H) -> (Tensor, Tensor)");
+  m.def("capped_weight_norm_bwd(Tensor grad_w, Tensor v, Tensor u, Tensor norm, float H) -> "
+        "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
@@ -40,4 +48,6 @@ TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
   m.impl("logsumexp_bwd", &fastair::logsumexp_bwd);
   m.impl("iwae_bg_fwd", &fastair::iwae_bg_fwd);
   m.impl("iwae_bg_bwd", &fastair::iwae_bg_bwd);
+  m.impl("capped_weight_norm_fwd", &fastair::capped_weight_norm_fwd);
+  m.impl("capped_weight_norm_bwd", &fastair::capped_weight_norm_bwd);
 }

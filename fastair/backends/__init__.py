@@ -3,8 +3,8 @@
 The fused backends (``native`` and ``triton``) expose the same raw functions. They take canonical,
 contiguous shapes prepared by :mod:`fastair.functional`, do no argument checking and no autograd
 (that lives in :mod:`fastair.ops`). "acc" is the accumulation dtype (float32, or float64 when
-inputs are float64); every tensor argument is in acc except ``logits``, which may also be
-float16/bfloat16 while acc is float32.
+inputs are float64); every tensor argument is in acc except ``logits`` (and the weights ``v`` and their gradient),
+which may also be float16/bfloat16 while acc is float32.
 
 =================================================  ==============================================
 function                                           returns
@@ -21,11 +21,19 @@ function                                           returns
 ``mu[B,Z], logvar[B,Z])``                          logsumexp of ``log_w`` over k
 ``iwae_bg_bwd(G[k,B], x, logits, z, mu, logvar)``  ``(dlogits, dz, dmu, dlogvar)`` where ``G`` is
                                                    the gradient with respect to ``log_w``
+``capped_weight_norm_fwd(v[O,I], u[O], H)``        ``(w[O,I], norm[O])``: ``w_i = s_i v_i``,
+                                                   ``s_i = 1`` if ``||v_i|| <= H sigmoid(u_i)``
+                                                   else ``H sigmoid(u_i) / ||v_i||``
+``capped_weight_norm_bwd(dw, v, u, norm, H)``      ``(dv[O,I], du[O])``
 =================================================  ==============================================
 
 with ``log_w = bernoulli(logits, x) + log N(z; 0, I) - log N(z; mu, exp(logvar))``, so that
 ``dlogits = G (x - sigmoid(l))``, ``dz = G (-z + (z - mu) exp(-logvar))``,
 ``dmu = sum_k G (mu - z) exp(-logvar)`` and ``dlogvar = sum_k G (1 - (z - mu)^2 exp(-logvar)) / 2``.
+Capped weight norm: where the cap is active, ``dv = (c/n) (dw - v (v.dw) / n^2)`` and
+``du = (v.dw / n) H sigmoid(u) (1 - sigmoid(u))`` (``n = ||v_i||``, ``c = H sigmoid(u_i)``);
+elsewhere, the tie included, ``dv = dw`` and ``du = 0``. ``v`` (and ``dw``, ``w``, ``dv``) may be
+float16/bfloat16 with ``u`` and ``norm`` in float32.
 ``bernoulli_fwd`` and ``iwae_bg_fwd`` read the logits once; the backward functions read them once
 and allocate nothing of their size except ``dlogits``.
 """

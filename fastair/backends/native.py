@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 _SOURCES = ("bernoulli.cpp", "gaussian.cpp", "logsumexp.cpp", "iwae_bernoulli_gaussian.cpp",
-            "register.cpp")
+            "capped_weight_norm.cpp", "register.cpp")
 _SIMD_FLAGS = {  # what torch.compile's C++ code generator uses for the same levels
     "AVX512": ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
                "-mfma"],
@@ -105,3 +105,11 @@ def iwae_bg_fwd(x, logits, z, mu, logvar):
 
 def iwae_bg_bwd(G, x, logits, z, mu, logvar):
     return _op("iwae_bg_bwd")(G, x, logits, z, mu, logvar)
+
+
+def capped_weight_norm_fwd(v, u, H):
+    return _op("capped_weight_norm_fwd")(v, u, H)
+
+
+def capped_weight_norm_bwd(grad_w, v, u, norm, H):
+    return _op("capped_weight_norm_bwd")(grad_w, v, u, norm, H)

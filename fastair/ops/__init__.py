@@ -8,5 +8,7 @@ from fastair.ops.bernoulli import bernoulli_log_prob
 from fastair.ops.gaussian import gaussian_log_prob
 from fastair.ops.logsumexp import logsumexp
 from fastair.ops.iwae_bernoulli_gaussian import iwae_bernoulli_gaussian
+from fastair.ops.capped_weight_norm import capped_weight_norm
 
-__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "logsumexp", "iwae_bernoulli_gaussian"]
+__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "logsumexp", "iwae_bernoulli_gaussian",
+           "capped_weight_norm"]

@@ -1,0 +1,77 @@
+"""Capped weight norm (WNI) on ``nn.Linear`` weights, as a ``torch.nn.utils.parametrize``
+parametrization, like ``torch.nn.utils.parametrizations.weight_norm``.
+
+A converted layer keeps ``parametrizations.weight.original0`` (``v`` [out, in]) and
+``parametrizations.weight.original1`` (``u`` [out]); ``layer.weight`` is
+``fastair.capped_weight_norm(v, u, H)``, so ``||weight_i|| <= H``.
+"""
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from fastair.functional import capped_weight_norm
+
+# u is initialized at logit(||w_i|| / H) + _U_MARGIN, so the cap H sigmoid(u_i) starts above the
+# row norm (the layer starts equal to the Linear it replaces) wherever ||w_i|| < H.
+_U_MARGIN = 2.0
+_T_CLAMP = 1e-6
+
+
+class CappedWeightNorm(nn.Module):
+    """Parametrization ``(v [out, in], u [out]) -> v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))``."""
+
+    def __init__(self, H):
+        super().__init__()
+        if isinstance(H, bool) or not isinstance(H, (int, float)) or not (
+                math.isfinite(H) and H > 0):
+            raise ValueError(f"H: expected a finite float > 0, got {H!r}")
+        self.H = float(H)
+
+    def forward(self, v, u):
+        return capped_weight_norm(v, u, self.H)
+
+    def right_inverse(self, weight):
+        """``weight`` [out, in] -> ``(v, u)`` with ``v = weight`` and the cap above each row norm
+        where ``||weight_i|| < H`` (rows above H start capped at about H)."""
+        with torch.no_grad():
+            ratio = torch.linalg.vector_norm(weight.float(), dim=1) / self.H
+            u = torch.logit(ratio.clamp(_T_CLAMP, 1 - _T_CLAMP)) + _U_MARGIN
+        return weight, u.to(weight.dtype)
+
+    def extra_repr(self):
+        return f"H={self.H}"
+
+
+def _is_capped(module):
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, CappedWeightNorm) for p in module.parametrizations.weight)
+
+
+def capped_weight_norm_(module, H):
+    """Put capped weight norm with bound ``H`` on every ``nn.Linear`` in ``module`` (the module
+    itself included), in place; layers that have it already are left as they are.
+
+    Returns ``module``. Undo with ``torch.nn.utils.parametrize.remove_parametrizations``.
+    """
+    CappedWeightNorm(H)  # validates H before anything changes
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear) and not _is_capped(layer):
+            parametrize.register_parametrization(layer, "weight", CappedWeightNorm(H),
+                                                 unsafe=True)
+    return module
+
+
+class CappedWeightNormLinear(nn.Linear):
+    """``nn.Linear`` whose weight rows have norm at most ``H`` (WNI, AIR eq. 17-18).
+
+    Args:
+        in_features, out_features, bias, device, dtype: as for ``nn.Linear``.
+        H: float > 0, the bound on every row norm of the weight.
+    Shapes: input [..., in_features] -> output [..., out_features].
+    """
+
+    def __init__(self, in_features, out_features, H, bias=True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        parametrize.register_parametrization(self, "weight", CappedWeightNorm(H), unsafe=True)
