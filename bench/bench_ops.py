@@ -72,15 +72,19 @@ def measure(run, case, mode, provider, backend, inputs, ref, target_s, min_reps)
     """Time, memory, errors (and bandwidth on CUDA) of one provider on one case and mode."""
     config = case.config(run.dtype, backend)
     with provider.context():
-        step = common.make_step(provider.prepare(case.op), case.op, inputs, mode)
+        call = provider.prepare(case, inputs)
+        step = common.make_step(call, mode)
         outputs = step()  # warm-up (and compilation for "compile"); these values are checked
-        errors = common.max_abs_errors(outputs, ref) if ref is not None else {}
+        if not provider.same_maths:  # another function (weight_norm): no error to speak of
+            errors = dict.fromkeys(common.output_names(call, mode), math.nan)
+        else:
+            errors = common.max_abs_errors(outputs, ref) if ref is not None else {}
         del outputs
         p50, p20, p80, _ = common.time_ms(step, run.device, target_s=target_s,
                                           min_reps=min_reps, warmed=True)
         memory = common.peak_memory_mb(step, run.device)
     add = lambda metric, values, cfg=config: run.add(  # noqa: E731
-        case.op, provider.name, mode, metric, "k", case.k, values, cfg)
+        case.op, provider.name, mode, metric, case.x_name, case.x_value, values, cfg)
     add("time", (p50, p20, p80))
     add("memory", (memory,) * 3)
     for name, err in errors.items():
@@ -128,7 +132,7 @@ def run_benchmarks(args):
         run.add("copy", "torch", "fwd", "bandwidth", "MB", COPY_MB, gbs,
                 f"size={COPY_MB}MB,dtype=float32")
 
-    total = len(cases) * len(modes) * len(provs)
+    total = len(modes) * sum(p.runs(c.op) for c in cases for p in provs)
     bar = tqdm(total=total, unit="case", dynamic_ncols=True) if tqdm else None
     for case in cases:
         inputs = common.make_inputs(case, dev, run.dtype, seed=args.seed)
@@ -139,7 +143,7 @@ def run_benchmarks(args):
                 run.failures.append(f"{case.label()} {mode} float64 reference: "
                                     f"{_first_line(err)}")
                 ref = None
-            for p in provs:
+            for p in (p for p in provs if p.runs(case.op)):
                 if bar is not None:
                     bar.set_description(f"{case.label()} {mode} {p.name}")
                 try:
@@ -213,16 +217,21 @@ def _fmt(v, kind):
             "%": f"{100 * v:.0f}%"}[kind]
 
 
+# Short provider names of the table's headers ("fastair ms", "wn/fa", "MB wn", ...).
+_SHORT = {"fastair": "fa", "eager": "eager", "compile": "compile", "weight_norm": "wn",
+          "fastair-triton": "triton"}
+
+
 def summarize(rows):
-    """The printed table: one line per (op, shape, mode), fastair against eager and compile."""
+    """The printed table: one line per (op, shape, mode), fastair against the other providers."""
     groups, copy_gbs = {}, None
     for r in rows:
         if r["kernel"] == "copy":
             copy_gbs = float(r["p50"])
             continue
         cfg = _config_dict(r["config"])
-        key = (r["kernel"], int(r["x_value"]), int(cfg.get("B", 0)), r["mode"],
-               cfg.get("D", ""), cfg.get("Z", ""), cfg.get("dtype", ""))
+        same_case = tuple((n, v) for n, v in cfg.items() if n not in ("backend", "of"))
+        key = (r["kernel"], r["x_name"], r["x_value"], r["mode"], same_case)
         g = groups.setdefault(key, {})
         cell = g.setdefault(r["provider"], {"backend": cfg.get("backend")})
         value = float(r["p50"])
@@ -233,31 +242,37 @@ def summarize(rows):
             cell[r["metric"]] = value
     if not groups:
         return "(no results)"
-    has_triton = any("fastair-triton" in g for g in groups.values())
+    present = {p for g in groups.values() for p in g}
     has_bw = any("bandwidth" in c for g in groups.values() for c in g.values())
+    optional = lambda *names: [p for p in names if p in present]  # noqa: E731
+    base = ["fastair", "eager", "compile"]
+    timed = base + optional("weight_norm", "fastair-triton")
+    versus = ["eager", "compile"] + optional("weight_norm")  # time ratios x/fa
+    memory = base + optional("weight_norm")
+    errors = base  # weight_norm computes another function: no error
 
-    header = ["op", "k", "B", "mode", "fastair ms", "eager ms", "compile ms"]
-    header += ["triton ms"] if has_triton else []
-    header += ["eager/fa", "compile/fa", "MB fa", "MB eager", "MB compile",
-               "err fa", "err eager", "err compile"]
+    header = ["op", "shape", "mode"]
+    header += [f"{'fastair' if p == 'fastair' else _SHORT[p]} ms" for p in timed]
+    header += [f"{_SHORT[p]}/fa" for p in versus]
+    header += [f"MB {_SHORT[p]}" for p in memory] + [f"err {_SHORT[p]}" for p in errors]
     header += ["fa GB/s", "fa %copy"] if has_bw else []
     lines = []
-    for (op, k, b, mode, *_), g in groups.items():
+    for (op, x_name, x_value, mode, same_case), g in groups.items():
         get = lambda prov, metric: g.get(prov, {}).get(metric)  # noqa: E731
-        fa, eager, comp = (get(p, "time") for p in ("fastair", "eager", "compile"))
+        fa = get("fastair", "time")
         ratio = lambda other: other / fa if other is not None and fa else None  # noqa: E731
-        line = [op, str(k), str(b), mode, _fmt(fa, "ms"), _fmt(eager, "ms"), _fmt(comp, "ms")]
-        line += [_fmt(get("fastair-triton", "time"), "ms")] if has_triton else []
-        line += [_fmt(ratio(eager), "ratio"), _fmt(ratio(comp), "ratio")]
-        line += [_fmt(get(p, "memory"), "MB") for p in ("fastair", "eager", "compile")]
-        line += [_fmt(get(p, "max_abs_err"), "err") for p in ("fastair", "eager", "compile")]
+        line = [op, common.shape_text(op, x_name, x_value, dict(same_case)), mode]
+        line += [_fmt(get(p, "time"), "ms") for p in timed]
+        line += [_fmt(ratio(get(p, "time")), "ratio") for p in versus]
+        line += [_fmt(get(p, "memory"), "MB") for p in memory]
+        line += [_fmt(get(p, "max_abs_err"), "err") for p in errors]
         if has_bw:
             bw = get("fastair", "bandwidth")
             frac = bw / copy_gbs if bw is not None and copy_gbs else None
             line += [_fmt(bw, "GB/s"), _fmt(frac, "%")]
         lines.append(line)
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    left = {0, 3}  # op and mode read better left-aligned
+    left = {0, 1, 2}  # op, shape and mode read better left-aligned
     fmt_row = lambda row: "  ".join(  # noqa: E731
         c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
@@ -295,7 +310,9 @@ def parse_args(argv=None):
                    help="fastair backend of the 'fastair' provider (default: auto, or "
                         "$FASTAIR_BACKEND)")
     p.add_argument("--providers", type=_list, default=None,
-                   help="comma-separated subset of fastair,eager,compile,fastair-triton")
+                   help="comma-separated subset of " + ",".join(common.PROVIDER_NAMES)
+                        + " (weight_norm runs for capped_weight_norm only, fastair-triton on "
+                        "CUDA only)")
     p.add_argument("--ops", type=_list, default=None,
                    help="comma-separated subset of " + ",".join(common.ARGS))
     p.add_argument("--modes", type=_list, default=None,
@@ -309,7 +326,7 @@ def parse_args(argv=None):
                    help="print the table of an existing CSV and exit")
     args = p.parse_args(argv)
     for name, allowed in (("ops", common.ARGS), ("modes", common.MODES),
-                          ("providers", ("fastair", "eager", "compile", "fastair-triton"))):
+                          ("providers", common.PROVIDER_NAMES)):
         bad = [v for v in getattr(args, name) or () if v not in allowed]
         if bad:
             p.error(f"--{name}: unknown {', '.join(bad)}; expected some of {', '.join(allowed)}")

@@ -1,15 +1,17 @@
 """Shared pieces of the fastair benchmarks (the script ``bench_ops.py`` and the pytest-benchmark
 file ``test_bench_ops.py``): the cases, the inputs, the eager maths, the providers, and the
-measurements (time, peak memory, error against a float64 reference, bytes moved).
+measurements (time, peak memory, error against a float64 reference, bytes moved). Each op is
+described once, in :data:`OPS`; the rest of the harness is the same for all of them.
 """
 import contextlib
+import functools
 import gc
 import math
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,89 +23,8 @@ MODES = ("fwd", "fwd_bwd")
 MB = 2.0 ** 20
 
 # ---------------------------------------------------------------------------------------------
-# Cases and inputs
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmarked shape of one op; ``D``/``Z`` are ignored by the ops that have none."""
-
-    op: str
-    k: int
-    B: int
-    D: int = 784
-    Z: int = 50
-
-    def config(self, dtype=torch.float32, backend=None):
-        """The CSV's compact ``config``, e.g. ``B=100,D=784,Z=50,dtype=float32,backend=native``."""
-        parts = [f"B={self.B}"]
-        if self.op != "iwae_bound":
-            parts.append(f"D={self.D}")
-        if self.op == "iwae_bernoulli_gaussian":
-            parts.append(f"Z={self.Z}")
-        parts.append(f"dtype={str(dtype).replace('torch.', '')}")
-        parts.append(f"backend={backend or 'none'}")
-        return ",".join(parts)
-
-    def label(self):
-        return f"{self.op}[k={self.k},B={self.B}]"
-
-
-# Positional arguments of each op (the fastair signature), and the ones that get gradients.
-ARGS = {
-    "iwae_bernoulli_gaussian": ("x", "logits", "z", "mu", "logvar"),
-    "bernoulli_log_prob": ("logits", "x"),
-    "iwae_bound": ("log_w",),
-}
-GRAD_ARGS = {
-    "iwae_bernoulli_gaussian": ("logits", "z", "mu", "logvar"),
-    "bernoulli_log_prob": ("logits",),
-    "iwae_bound": ("log_w",),
-}
-# Which dim of each tensor is the batch B (examples are independent along it).
-_BATCH_DIM = {"x": 0, "logits": 1, "z": 1, "mu": 0, "logvar": 0, "log_w": 1}
-_OUT_BATCH_DIM = {"iwae_bernoulli_gaussian": 0, "bernoulli_log_prob": 1, "iwae_bound": 0}
-
-
-def cases(device, quick=False):
-    """The benchmarked cases: the full grid, or a few small ones with ``quick``."""
-    iw = "iwae_bernoulli_gaussian"
-    if quick:
-        return [Case(iw, 1, 1), Case(iw, 64, 100), Case("bernoulli_log_prob", 8, 100),
-                Case("iwae_bound", 5000, 100)]
-    out = [Case(iw, k, b) for k in (1, 8, 64, 5000) for b in (1, 100)]
-    if torch.device(device).type == "cuda":
-        out.append(Case(iw, 64, 1024))
-    out += [Case("bernoulli_log_prob", 64, 100), Case("iwae_bound", 5000, 100)]
-    return out
-
-
-def make_inputs(case, device="cpu", dtype=torch.float32, seed=0):
-    """Seeded inputs of ``case`` as a dict name -> tensor; the gradient inputs require grad.
-
-    x is binary [B, D], logits ``randn * 3`` [k, B, D], z ``randn`` [k, B, Z], mu ``randn`` and
-    logvar ``randn * 0.5`` [B, Z], log_w ``randn * 5`` [k, B]. Drawn on the CPU, then moved, so
-    every device sees the same numbers.
-    """
-    torch.manual_seed(seed)
-    k, b, d, zd = case.k, case.B, case.D, case.Z
-    if case.op == "iwae_bound":
-        made = {"log_w": torch.randn(k, b) * 5}
-    else:
-        made = {"x": (torch.rand(b, d) < 0.5).float(), "logits": torch.randn(k, b, d) * 3}
-        if case.op == "iwae_bernoulli_gaussian":
-            made.update(z=torch.randn(k, b, zd), mu=torch.randn(b, zd),
-                        logvar=torch.randn(b, zd) * 0.5)
-    out = {}
-    for name, t in made.items():
-        t = t.to(device=device, dtype=dtype)
-        out[name] = t.requires_grad_() if name in GRAD_ARGS[case.op] else t
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The same maths in plain torch (the "eager" provider, compiled for "compile", and in float64
-# the reference every provider is checked against)
+# The maths of each op in plain torch (the "eager" provider, compiled for "compile", and in
+# float64 the reference every provider is checked against)
 
 
 def eager_bernoulli_log_prob(logits, x):
@@ -131,11 +52,181 @@ def eager_iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
     return eager_iwae_bound(log_w)
 
 
-EAGER = {
-    "iwae_bernoulli_gaussian": eager_iwae_bernoulli_gaussian,
-    "bernoulli_log_prob": eager_bernoulli_log_prob,
-    "iwae_bound": eager_iwae_bound,
+def eager_capped_weight_norm(v, u, H):
+    """WNI's capped weight norm as a torch composite: ``torch._weight_norm`` (the kernel of torch's
+    weight norm) with the gain ``min(||v_i||, H sigmoid(u_i))``. At a tie ``torch.minimum`` splits
+    the gradient between its two arguments (fastair gives it all to ``||v_i||``); random inputs
+    have none."""
+    cap = H * torch.sigmoid(u)[:, None]
+    return torch._weight_norm(v, torch.minimum(torch.norm_except_dim(v, 2, 0), cap), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ops: their sizes, inputs and maths
+
+
+def _randn(scale=1.0):
+    return lambda shape: torch.randn(shape) * scale
+
+
+def _binary(shape):
+    return (torch.rand(shape) < 0.5).float()
+
+
+def _rows_of_unit_norm(shape):
+    """``randn / sqrt(in)``: rows of norm about 1, above most caps ``H sigmoid(u)`` for H = 1."""
+    return torch.randn(shape) / math.sqrt(shape[-1])
+
+
+@dataclass(frozen=True, eq=False)
+class OpSpec:
+    """What the harness needs to know of one op.
+
+    ``sizes`` names the sizes of a case, the CSV's ``x`` first (the rest go to ``config``);
+    ``defaults`` fills the sizes a case leaves out; ``shown`` are the sizes that, with ``x``,
+    tell the cases of the op apart (labels and the table). ``inputs`` maps each tensor input,
+    in the order it is drawn, to its shape (size names) and how to draw it (a function of the
+    shape giving a float32 CPU tensor). ``args`` are the positional tensor arguments of the
+    fastair op and of ``eager`` (same signature), ``grad_args`` those differentiated in
+    ``fwd_bwd``, ``consts`` the sizes passed as keyword arguments. ``out`` is the output's shape;
+    the examples (rows) are independent along the size ``batch``, which the float64 reference
+    processes a slice at a time.
+    """
+
+    sizes: tuple
+    inputs: dict
+    args: tuple
+    grad_args: tuple
+    out: tuple
+    batch: str
+    eager: object
+    shown: tuple = ()
+    defaults: dict = field(default_factory=dict)
+    consts: tuple = ()
+
+
+_IWAE_INPUTS = {"x": (("B", "D"), _binary), "logits": (("k", "B", "D"), _randn(3)),
+                "z": (("k", "B", "Z"), _randn()), "mu": (("B", "Z"), _randn()),
+                "logvar": (("B", "Z"), _randn(0.5))}
+OPS = {
+    "iwae_bernoulli_gaussian": OpSpec(
+        sizes=("k", "B", "D", "Z"), defaults={"D": 784, "Z": 50}, shown=("B",),
+        inputs=_IWAE_INPUTS, args=("x", "logits", "z", "mu", "logvar"),
+        grad_args=("logits", "z", "mu", "logvar"), out=("B",), batch="B",
+        eager=eager_iwae_bernoulli_gaussian),
+    "bernoulli_log_prob": OpSpec(
+        sizes=("k", "B", "D"), defaults={"D": 784}, shown=("B",),
+        inputs={n: _IWAE_INPUTS[n] for n in ("x", "logits")}, args=("logits", "x"),
+        grad_args=("logits",), out=("k", "B"), batch="B", eager=eager_bernoulli_log_prob),
+    "iwae_bound": OpSpec(
+        sizes=("k", "B"), shown=("B",), inputs={"log_w": (("k", "B"), _randn(5))},
+        args=("log_w",), grad_args=("log_w",), out=("B",), batch="B", eager=eager_iwae_bound),
+    "capped_weight_norm": OpSpec(
+        sizes=("out", "in", "H"), defaults={"H": 1.0}, shown=("in",), consts=("H",),
+        inputs={"v": (("out", "in"), _rows_of_unit_norm), "u": (("out",), _randn())},
+        args=("v", "u"), grad_args=("v", "u"), out=("out", "in"), batch="out",
+        eager=eager_capped_weight_norm),
 }
+# Positional tensor arguments of each op (the fastair signature), and the ones that get gradients.
+ARGS = {op: spec.args for op, spec in OPS.items()}
+GRAD_ARGS = {op: spec.grad_args for op, spec in OPS.items()}
+EAGER = {op: spec.eager for op, spec in OPS.items()}
+
+
+def shape_text(op, x_name, x_value, config, sep=","):
+    """``k=64,B=100``: the swept size and the others that tell the cases of ``op`` apart
+    (``config``: a mapping size name -> value, e.g. the CSV's config)."""
+    shown = OPS[op].shown if op in OPS else ()
+    return sep.join([f"{x_name}={x_value}"] + [f"{n}={config[n]}" for n in shown if n in config])
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases and inputs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked shape of one op: ``sizes`` holds ``(name, value)`` pairs in the order of
+    ``OPS[op].sizes`` (the CSV's x first). Make one with :meth:`make`; ``case["B"]`` reads a
+    size."""
+
+    op: str
+    sizes: tuple
+
+    @classmethod
+    def make(cls, op, *values, **named):
+        """``Case.make("iwae_bound", 5000, 100)`` or ``Case.make(op, k=64, B=100)``: sizes by
+        position or name, the rest from the op's defaults."""
+        spec = OPS[op]
+        given = dict(zip(spec.sizes, values), **named)
+        unknown = set(given) - set(spec.sizes)
+        if unknown:
+            raise ValueError(f"{op}: unknown sizes {sorted(unknown)}; expected {spec.sizes}")
+        return cls(op, tuple((n, given[n] if n in given else spec.defaults[n])
+                             for n in spec.sizes))
+
+    def __getitem__(self, name):
+        return dict(self.sizes)[name]
+
+    @property
+    def x_name(self):
+        return self.sizes[0][0]
+
+    @property
+    def x_value(self):
+        return self.sizes[0][1]
+
+    def config(self, dtype=torch.float32, backend=None):
+        """The CSV's compact ``config``: the sizes other than x, the dtype and the fastair
+        backend, e.g. ``B=100,D=784,Z=50,dtype=float32,backend=native``."""
+        parts = [f"{n}={v}" for n, v in self.sizes[1:]]
+        parts.append(f"dtype={str(dtype).replace('torch.', '')}")
+        parts.append(f"backend={backend or 'none'}")
+        return ",".join(parts)
+
+    def shape(self, sep=","):
+        """``k=5000,B=100``: see :func:`shape_text`."""
+        return shape_text(self.op, self.x_name, self.x_value, dict(self.sizes), sep)
+
+    def label(self):
+        """``iwae_bound[k=5000,B=100]``."""
+        return f"{self.op}[{self.shape()}]"
+
+    def id(self):
+        """A test id: ``iwae_bound-k5000-B100``."""
+        sizes = dict(self.sizes)
+        return "-".join([self.op] + [f"{n}{sizes[n]}" for n in (self.x_name,) + OPS[self.op].shown])
+
+
+def cases(device, quick=False):
+    """The benchmarked cases: the full grid, or a few small ones with ``quick``."""
+    iw, wn = "iwae_bernoulli_gaussian", "capped_weight_norm"
+    if quick:
+        return [Case.make(iw, 1, 1), Case.make(iw, 64, 100),
+                Case.make("bernoulli_log_prob", 8, 100), Case.make("iwae_bound", 5000, 100),
+                Case.make(wn, 784, 200)]
+    out = [Case.make(iw, k, b) for k in (1, 8, 64, 5000) for b in (1, 100)]
+    if torch.device(device).type == "cuda":
+        out.append(Case.make(iw, 64, 1024))
+    out += [Case.make("bernoulli_log_prob", 64, 100), Case.make("iwae_bound", 5000, 100)]
+    out += [Case.make(wn, o, i) for o, i in ((784, 200), (200, 784), (4096, 4096))]
+    return out
+
+
+def make_inputs(case, device="cpu", dtype=torch.float32, seed=0):
+    """Seeded inputs of ``case`` as a dict name -> tensor; the gradient inputs require grad.
+
+    x is binary [B, D], logits ``randn * 3`` [k, B, D], z ``randn`` [k, B, Z], mu ``randn`` and
+    logvar ``randn * 0.5`` [B, Z], log_w ``randn * 5`` [k, B]; v ``randn / sqrt(in)`` [out, in]
+    and u ``randn`` [out]. Drawn on the CPU, then moved, so every device sees the same numbers.
+    """
+    torch.manual_seed(seed)
+    spec = OPS[case.op]
+    out = {}
+    for name, (shape, draw) in spec.inputs.items():
+        t = draw(tuple(case[n] for n in shape)).to(device=device, dtype=dtype)
+        out[name] = t.requires_grad_() if name in spec.grad_args else t
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,66 +241,128 @@ def resolved_backend(name, device):
 
 
 @dataclass(frozen=True)
+class Call:
+    """What one measured call runs: ``fn(*args)``; ``fwd_bwd`` differentiates its output with
+    respect to ``wrt``, whose gradients are reported as ``d<name>`` for ``wrt_names``."""
+
+    fn: object
+    args: tuple
+    wrt: tuple
+    wrt_names: tuple
+
+
+def op_call(fn, case, inputs):
+    """The :class:`Call` of ``fn`` with the signature of ``case.op`` (its tensor arguments
+    positionally, its constants such as ``H`` by keyword)."""
+    spec = OPS[case.op]
+    consts = {n: case[n] for n in spec.consts}
+    return Call(functools.partial(fn, **consts) if consts else fn,
+                tuple(inputs[n] for n in spec.args), tuple(inputs[n] for n in spec.grad_args),
+                spec.grad_args)
+
+
+def weight_norm_call(case, inputs):
+    """torch's ``nn.utils.parametrizations.weight_norm`` on an ``nn.Linear(in, out, bias=False)``
+    whose weight is ``v``: the call computes ``.weight = g v / ||v||`` (g [out, 1] starts at
+    ``||v||``) and ``fwd_bwd`` differentiates it w.r.t. g and v. Not the same function (no
+    cap), but what a weight-normalized layer costs without fastair."""
+    v = inputs["v"]
+    layer = torch.nn.Linear(v.shape[1], v.shape[0], bias=False, device=v.device, dtype=v.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(v)
+    layer = torch.nn.utils.parametrizations.weight_norm(layer)
+    p = layer.parametrizations.weight
+    return Call(lambda: layer.weight, (), (p.original0, p.original1), ("g", "v"))
+
+
+@dataclass(frozen=True)
 class Provider:
-    """An implementation of the ops: ``fastair`` (with ``backend``), ``eager`` or ``compile``."""
+    """An implementation of the ops: ``fastair`` (with ``backend``), ``eager``, ``compile``, or
+    the yardstick ``weight_norm`` (torch's weight norm layer, for ``capped_weight_norm`` only)."""
 
     name: str
     backend: str = None  # fastair backend name, for the fastair providers only
+    ops: tuple = None  # the ops it runs; None: all
+
+    def runs(self, op):
+        return self.ops is None or op in self.ops
+
+    @property
+    def same_maths(self):
+        """Whether it computes the op itself, so that its errors against the reference mean
+        something (``weight_norm`` does not: its errors are reported as nan)."""
+        return self.name != "weight_norm"
 
     def context(self):
         """Where the fastair providers run with their backend; a no-op for the others."""
         return fastair.use_backend(self.backend) if self.backend else contextlib.nullcontext()
 
-    def prepare(self, op):
-        """The callable for ``op`` (positional arguments as in :data:`ARGS`).
+    def prepare(self, case, inputs):
+        """The :class:`Call` of ``case`` on ``inputs``.
 
         ``compile`` starts from a clean Dynamo state each time (``torch._dynamo.reset()``), so
         that every case is compiled for its own static shapes and no recompile limit is hit;
         the compilation itself happens on the first call.
         """
+        if not self.runs(case.op):
+            raise ValueError(f"provider {self.name!r} does not run {case.op!r}")
         if self.name.startswith("fastair"):
-            return getattr(fastair, op)
+            return op_call(getattr(fastair, case.op), case, inputs)
         if self.name == "eager":
-            return EAGER[op]
+            return op_call(EAGER[case.op], case, inputs)
         if self.name == "compile":
             torch._dynamo.reset()
-            return torch.compile(EAGER[op])
+            call = op_call(EAGER[case.op], case, inputs)
+            return Call(torch.compile(call.fn), call.args, call.wrt, call.wrt_names)
+        if self.name == "weight_norm":
+            return weight_norm_call(case, inputs)
         raise ValueError(f"provider: unknown {self.name!r}")
 
 
+PROVIDER_NAMES = ("fastair", "eager", "compile", "weight_norm", "fastair-triton")
+
+
 def providers(device, backend="auto"):
-    """fastair (``backend``), eager, compile; on CUDA also fastair with the Triton backend."""
-    out = [Provider("fastair", backend), Provider("eager"), Provider("compile")]
+    """fastair (``backend``), eager, compile, weight_norm (capped_weight_norm only); on CUDA
+    also fastair with the Triton backend."""
+    out = [Provider("fastair", backend), Provider("eager"), Provider("compile"),
+           Provider("weight_norm", ops=("capped_weight_norm",))]
     if torch.device(device).type == "cuda":
         out.append(Provider("fastair-triton", "triton"))
     return out
 
 
-def make_step(fn, op, inputs, mode):
-    """A no-argument callable running one measured call; returns ``(out, *grads)``.
+def make_step(call, mode):
+    """A no-argument callable running one measured call of ``call``; returns ``(out, *grads)``.
 
-    ``fwd`` runs under ``torch.no_grad``; ``fwd_bwd`` also differentiates ``out.sum()`` with
-    ``torch.autograd.grad`` with respect to :data:`GRAD_ARGS` (nothing accumulates in ``.grad``).
+    ``fwd`` runs under ``torch.no_grad``; ``fwd_bwd`` also differentiates with an upstream
+    gradient of ones (the gradient of ``out.sum()``) with ``torch.autograd.grad`` with respect to
+    ``call.wrt`` (nothing accumulates in ``.grad``). The ones are a dense tensor made once, as a
+    gradient coming from a real loss would be, not the stride-0 expansion ``out.sum()`` gives.
     """
-    args = tuple(inputs[n] for n in ARGS[op])
+    fn, args = call.fn, call.args
     if mode == "fwd":
         def step():
             with torch.no_grad():
                 return (fn(*args),)
     elif mode == "fwd_bwd":
-        wrt = tuple(inputs[n] for n in GRAD_ARGS[op])
+        wrt = call.wrt
+        upstream = {}
 
         def step():
             out = fn(*args)
-            return (out, *torch.autograd.grad(out.sum(), wrt))
+            ones = upstream.get(out.shape)
+            if ones is None:
+                ones = upstream[out.shape] = torch.ones_like(out)
+            return (out, *torch.autograd.grad(out, wrt, ones))
     else:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     return step
 
 
-def output_names(op, mode):
+def output_names(call, mode):
     """Names of what a step returns: ``out`` then ``d<input>`` per gradient."""
-    return ("out",) + (tuple("d" + n for n in GRAD_ARGS[op]) if mode == "fwd_bwd" else ())
+    return ("out",) + (tuple("d" + n for n in call.wrt_names) if mode == "fwd_bwd" else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,22 +370,25 @@ def output_names(op, mode):
 
 
 def reference(case, inputs, mode, chunk_bytes=256 * MB):
-    """The eager maths in float64 on the same inputs: dict name -> float64 tensor (see
-    :func:`output_names`). Examples are independent, so the batch is processed in chunks that
-    keep each float64 copy of the largest input under ``chunk_bytes``."""
-    op = case.op
+    """The op's eager maths in float64 on the same inputs: dict name -> float64 tensor (see
+    :func:`output_names`). Examples are independent along the op's ``batch`` size, so they are
+    processed in chunks that keep each float64 copy of the largest input under ``chunk_bytes``."""
+    spec = OPS[case.op]
+    n_batch = case[spec.batch]
+    batch_dim = {n: shape.index(spec.batch) for n, (shape, _) in spec.inputs.items()}
     largest = max(t.numel() for t in inputs.values())
-    chunk = max(1, int(case.B * chunk_bytes // (8 * largest)))
+    chunk = max(1, int(n_batch * chunk_bytes // (8 * largest)))
     parts = []
-    for lo in range(0, case.B, chunk):
-        sl = {n: t.detach().narrow(_BATCH_DIM[n], lo, min(chunk, case.B - lo)).double()
+    for lo in range(0, n_batch, chunk):
+        sl = {n: t.detach().narrow(batch_dim[n], lo, min(chunk, n_batch - lo)).double()
               for n, t in inputs.items()}
-        for n in GRAD_ARGS[op]:
+        for n in spec.grad_args:
             sl[n].requires_grad_(mode == "fwd_bwd")
+        call = op_call(spec.eager, case, sl)
         with torch.enable_grad() if mode == "fwd_bwd" else torch.no_grad():
-            parts.append(tuple(t.detach() for t in make_step(EAGER[op], op, sl, mode)()))
-    names = output_names(op, mode)
-    dims = [_OUT_BATCH_DIM[op]] + [_BATCH_DIM[n[1:]] for n in names[1:]]
+            parts.append(tuple(t.detach() for t in make_step(call, mode)()))
+    names = output_names(call, mode)
+    dims = [spec.out.index(spec.batch)] + [batch_dim[n[1:]] for n in names[1:]]
     return {n: torch.cat([p[i] for p in parts], dim) for i, (n, dim) in enumerate(zip(names, dims))}
 
 
@@ -384,17 +540,17 @@ def peak_memory_mb(step, device):
 def min_bytes(case, mode, itemsize=4):
     """The fewest bytes one call must move: every input read once and the output written
     (``fwd``); for ``fwd_bwd`` every input read twice (forward and backward), each gradient
-    written, the output written and its gradient read. The logits dominate: ``k B D`` bytes
-    per element for ``fwd``, ``3 k B D`` for ``fwd_bwd``."""
-    k, b, d, zd = case.k, case.B, case.D, case.Z
-    numel = {"x": b * d, "logits": k * b * d, "z": k * b * zd, "mu": b * zd, "logvar": b * zd,
-             "log_w": k * b}
-    out = k * b if case.op == "bernoulli_log_prob" else b
-    names = ARGS[case.op]
+    written, the output written and its gradient read. The largest tensor dominates: the logits
+    of the IWAE ops (``k B D`` elements for ``fwd``, ``3 k B D`` for ``fwd_bwd``); for
+    ``capped_weight_norm`` v and w (``2 O I`` for ``fwd``: read v, write w; ``5 O I`` for
+    ``fwd_bwd``: also read dw and v again, write dv), plus O-sized terms for u and du."""
+    spec = OPS[case.op]
+    numel = {n: math.prod(case[s] for s in shape) for n, (shape, _) in spec.inputs.items()}
+    out = math.prod(case[s] for s in spec.out)
     if mode == "fwd":
-        return itemsize * (sum(numel[n] for n in names) + out)
-    grads = GRAD_ARGS[case.op]
-    return itemsize * (sum((3 if n in grads else 2) * numel[n] for n in names) + 2 * out)
+        return itemsize * (sum(numel.values()) + out)
+    return itemsize * (sum((3 if n in spec.grad_args else 2) * m for n, m in numel.items())
+                       + 2 * out)
 
 
 def copy_bandwidth_gbs(device, size_mb=1024):
