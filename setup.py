@@ -1,13 +1,13 @@
 """Installs the package ``fastair``, its Triton kernels (``kernels/`` as ``fastair.kernels``) and
 its C++ sources (``csrc/`` as ``fastair.csrc``, compiled on first use)."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="fastair",
     version="0.1.0",
     description="Fused kernels for amortized inference regularization (AIR) in PyTorch",
     python_requires=">=3.9",
-    packages=["fastair", "fastair.backends", "fastair.ops", "fastair.kernels", "fastair.csrc"],
+    packages=find_packages(include=["fastair", "fastair.*"]) + ["fastair.kernels", "fastair.csrc"],
     package_dir={"fastair": "fastair", "fastair.kernels": "kernels", "fastair.csrc": "csrc"},
     package_data={"fastair.csrc": ["cpu/*.cpp", "cpu/*.h"]},
     install_requires=[
