@@ -1,0 +1,40 @@
+"""The fused bound allocates nothing of the logits' size except the gradient it returns."""
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import fastair
+from test_iwae_bernoulli_gaussian import make_inputs
+
+
+def peak_bytes(fn):
+    """Peak of the running sum of CPU allocator events (bytes) during ``fn()``, its result kept."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        keep = fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
+                    key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:
+        running += e.nbytes()
+        peak = max(peak, running)
+    del keep
+    return peak
+
+
+# Native only: the Triton interpreter copies tensors through numpy, so its CPU allocations say
+# nothing about the kernels; their GPU memory is what the CUDA benchmark records.
+@pytest.mark.parametrize("backend", ["native"])
+def test_peak_memory_of_forward_and_backward(backend):
+    x, logits, z, mu, logvar = make_inputs(64, 50, 784)
+    logits.requires_grad_(True)
+    logits_bytes = logits.numel() * logits.element_size()
+    small = 64 * 50 * 50 * 4 * 8  # a few [k, B, Z] tensors' worth
+    with fastair.use_backend(backend):
+        fastair.iwae_bernoulli_gaussian(x, logits, z, mu, logvar)  # build/warm up
+        with torch.no_grad():
+            forward = peak_bytes(lambda: fastair.iwae_bernoulli_gaussian(x, logits, z, mu, logvar))
+        both = peak_bytes(lambda: torch.autograd.grad(
+            fastair.iwae_bernoulli_gaussian(x, logits, z, mu, logvar).sum(), logits))
+    assert forward < small, f"forward peak {forward} bytes"
+    assert logits_bytes <= both < logits_bytes + small, f"fwd+bwd peak {both} bytes"
