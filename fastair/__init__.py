@@ -1,14 +1,15 @@
 """fastair: fused kernels for amortized inference regularization (AIR) in PyTorch.
 
 Public ops (see DESIGN.md §2): :func:`bernoulli_log_prob`, :func:`gaussian_log_prob`,
-:func:`iwae_bound`, :func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm` and the
+:func:`iwae_bound`, :func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm`,
+:func:`linear_bernoulli_log_prob` and the
 layers of :mod:`fastair.nn`; the backend switch :func:`set_backend`,
 :func:`use_backend`, :func:`get_backend` (environment variable ``FASTAIR_BACKEND``).
 Nothing is compiled at import: the C++ kernels build on first use and are cached.
 """
 from fastair._backend import BACKENDS, get_backend, set_backend, use_backend
 from fastair.functional import (bernoulli_log_prob, capped_weight_norm, gaussian_log_prob,
-                                iwae_bernoulli_gaussian, iwae_bound)
+                                iwae_bernoulli_gaussian, iwae_bound, linear_bernoulli_log_prob)
 
 from fastair import nn
 
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-    "capped_weight_norm", "nn", "__version__",
+    "capped_weight_norm", "linear_bernoulli_log_prob", "nn", "__version__",
 ]

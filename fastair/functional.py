@@ -18,7 +18,7 @@ from fastair.backends.reference import accumulation_dtype
 from fastair.backends.select import resolve
 
 __all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-           "capped_weight_norm"]
+           "capped_weight_norm", "linear_bernoulli_log_prob"]
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -224,3 +224,46 @@ def capped_weight_norm(v, u, H):
     w, _ = ops.capped_weight_norm(_logits_in(v, acc).contiguous(), u.to(acc).contiguous(),
                                   float(H), backend)
     return w
+
+
+def linear_bernoulli_log_prob(h, weight, bias, x):
+    """A decoder's output layer fused with the Bernoulli log-likelihood:
+    ``bernoulli_log_prob(h @ weight.T + bias, x)`` without storing the logits.
+
+    The logits are made a tile of rows at a time and reduced at once (and remade in the backward),
+    so memory does not grow with ``D`` times the number of rows: the op for large-k evaluation.
+
+    Args:
+        h: [..., H] last hidden layer (e.g. [k, B, H]).
+        weight: [D, H] and bias: [D] or None, as in ``torch.nn.Linear(H, D)``.
+        x: data broadcastable to [..., D] (e.g. [B, D]); no gradient.
+    Returns:
+        [...] (``h.shape[:-1]``); gradients for ``h``, ``weight`` and ``bias``. float16/bfloat16
+        inputs are computed in float32 (result float32).
+    """
+    check_tensor("h", h)
+    check_tensor("weight", weight)
+    check_tensor("x", x, allow_bool=True)
+    if bias is not None:
+        check_tensor("bias", bias)
+    if h.dim() == 0:
+        raise ValueError("h: expected shape [..., H] with at least one dim, got []")
+    if weight.dim() != 2 or weight.shape[1] != h.shape[-1]:
+        raise ValueError(f"weight: expected shape [D, H] with H = {h.shape[-1]} from h, "
+                         f"got {shape_str(weight.shape)}")
+    if bias is not None:
+        check_shape("bias", bias, weight.shape[:1], "[D] (D from weight [D, H])")
+    check_same_device(h=h, weight=weight, bias=bias, x=x)
+    out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
+    check_broadcasts_to("x", x, out_shape, "h @ weight.T")
+    backend = _backend_for(h)
+    if backend == "reference" or h.numel() == 0 or weight.numel() == 0:
+        return reference.linear_bernoulli_log_prob(h, weight, bias, x)
+    acc = accumulation_dtype(h.dtype, weight.dtype, x.dtype,
+                             bias.dtype if bias is not None else torch.float32)
+    x_rows, m, n = _rows_of(x.detach().to(acc), out_shape)
+    h_rows = h.to(acc).reshape(m * n, h.shape[-1]).contiguous()
+    out = ops.linear_bernoulli_log_prob(
+        h_rows, weight.to(acc).contiguous(), None if bias is None else bias.to(acc).contiguous(),
+        x_rows.contiguous(), backend)
+    return out.reshape(out_shape[:-1])

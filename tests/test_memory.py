@@ -38,3 +38,20 @@ def test_peak_memory_of_forward_and_backward(backend):
             fastair.iwae_bernoulli_gaussian(x, logits, z, mu, logvar).sum(), logits))
     assert forward < small, f"forward peak {forward} bytes"
     assert logits_bytes <= both < logits_bytes + small, f"fwd+bwd peak {both} bytes"
+
+
+@pytest.mark.parametrize("backend", ["native"])
+def test_fused_decoder_head_never_holds_the_logits(backend):
+    g = torch.Generator().manual_seed(0)
+    k, b, hdim, d = 64, 50, 200, 784
+    h = torch.randn(k, b, hdim, generator=g).requires_grad_(True)
+    weight = (torch.randn(d, hdim, generator=g) / hdim ** 0.5).requires_grad_(True)
+    bias = torch.zeros(d, requires_grad=True)
+    x = (torch.rand(b, d, generator=g) < 0.5).float()
+    logits_bytes = k * b * d * 4
+    with fastair.use_backend(backend):
+        fastair.linear_bernoulli_log_prob(h, weight, bias, x)  # build/warm up
+        both = peak_bytes(lambda: torch.autograd.grad(
+            fastair.linear_bernoulli_log_prob(h, weight, bias, x).sum(), (h, weight, bias)))
+    gradients = (h.numel() + weight.numel() + bias.numel()) * 4
+    assert both < gradients + logits_bytes / 4, f"peak {both} bytes, logits are {logits_bytes}"

@@ -22,6 +22,11 @@ std::tuple<at::Tensor, at::Tensor> capped_weight_norm_fwd(const at::Tensor&, con
 std::tuple<at::Tensor, at::Tensor> capped_weight_norm_bwd(const at::Tensor&, const at::Tensor&,
                                                           const at::Tensor&, const at::Tensor&,
                                                           double);
+at::Tensor linear_bernoulli_fwd(const at::Tensor&, const at::Tensor&,
+                                const c10::optional<at::Tensor>&, const at::Tensor&);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bernoulli_bwd(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+    const at::Tensor&);
 }  // namespace fastair
 
 TORCH_LIBRARY(fastair_native, m) {
@@ -37,6 +42,9 @@ TORCH_LIBRARY(fastair_native, m) {
   m.def("capped_weight_norm_fwd(Tensor v, Tensor u, float H) -> (Tensor, Tensor)");
   m.def("capped_weight_norm_bwd(Tensor grad_w, Tensor v, Tensor u, Tensor norm, float H) -> "
         "(Tensor, Tensor)");
+  m.def("linear_bernoulli_fwd(Tensor h, Tensor weight, Tensor? bias, Tensor x) -> Tensor");
+  m.def("linear_bernoulli_bwd(Tensor grad, Tensor h, Tensor weight, Tensor? bias, Tensor x) -> "
+        "(Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
@@ -50,4 +58,6 @@ TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
   m.impl("iwae_bg_bwd", &fastair::iwae_bg_bwd);
   m.impl("capped_weight_norm_fwd", &fastair::capped_weight_norm_fwd);
   m.impl("capped_weight_norm_bwd", &fastair::capped_weight_norm_bwd);
+  m.impl("linear_bernoulli_fwd", &fastair::linear_bernoulli_fwd);
+  m.impl("linear_bernoulli_bwd", &fastair::linear_bernoulli_bwd);
 }

@@ -25,6 +25,11 @@ function                                           returns
                                                    ``s_i = 1`` if ``||v_i|| <= H sigmoid(u_i)``
                                                    else ``H sigmoid(u_i) / ||v_i||``
 ``capped_weight_norm_bwd(dw, v, u, norm, H)``      ``(dv[O,I], du[O])``
+``linear_bernoulli_fwd(h[R,H], weight[D,H],``      ``[R]``: ``bernoulli_fwd`` of the logits
+``bias[D] or None, x[N,D])``                       ``h @ weight.T + bias`` (row r pairs with x
+                                                   row r % N), never stored whole
+``linear_bernoulli_bwd(grad[R], h, weight, bias,``  ``(dh[R,H], dweight[D,H], dbias[D])``,
+``x)``                                             recomputing the logits tile by tile
 =================================================  ==============================================
 
 with ``log_w = bernoulli(logits, x) + log N(z; 0, I) - log N(z; mu, exp(logvar))``, so that

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 _SOURCES = ("bernoulli.cpp", "gaussian.cpp", "logsumexp.cpp", "iwae_bernoulli_gaussian.cpp",
-            "capped_weight_norm.cpp", "register.cpp")
+            "capped_weight_norm.cpp", "linear_bernoulli.cpp", "register.cpp")
 _SIMD_FLAGS = {  # what torch.compile's C++ code generator uses for the same levels
     "AVX512": ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
                "-mfma"],
@@ -113,3 +113,11 @@ def capped_weight_norm_fwd(v, u, H):
 
 def capped_weight_norm_bwd(grad_w, v, u, norm, H):
     return _op("capped_weight_norm_bwd")(grad_w, v, u, norm, H)
+
+
+def linear_bernoulli_fwd(h, weight, bias, x):
+    return _op("linear_bernoulli_fwd")(h, weight, bias, x)
+
+
+def linear_bernoulli_bwd(grad, h, weight, bias, x):
+    return _op("linear_bernoulli_bwd")(grad, h, weight, bias, x)

@@ -80,3 +80,9 @@ def capped_weight_norm(v, u, H):
     active = norm > cap
     scale = torch.where(active, cap / torch.where(active, norm, 1.0), 1.0)
     return (v_acc * scale[:, None]).to(v.dtype)
+
+
+def linear_bernoulli_log_prob(h, weight, bias, x):
+    """``bernoulli_log_prob(h @ weight.T + bias, x)``: h [..., H], weight [D, H], bias [D] or
+    None, x broadcastable to [..., D] -> [...]."""
+    return bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)

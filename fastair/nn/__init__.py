@@ -1,4 +1,6 @@
-"""Modules built on the fused ops: capped weight norm (WNI) as a parametrization and a layer."""
+"""Modules: capped weight norm (WNI) as a parametrization and a layer; the VAE encoder/decoder MLPs."""
 from fastair.nn.capped_weight_norm import CappedWeightNorm, CappedWeightNormLinear, capped_weight_norm_
+from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
-__all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_"]
+__all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
+           "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp"]

@@ -1,0 +1,50 @@
+"""``fastair::linear_bernoulli_log_prob``: h [R, H], weight [D, H], bias [D] or None, x [N, D]
+-> [R], the decoder's output layer fused with the Bernoulli term (the [R, D] logits are never
+stored; the backward recomputes them tile by tile)."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fastair.backends.select import module
+
+
+@torch.library.custom_op("fastair::linear_bernoulli_log_prob", mutates_args=())
+def linear_bernoulli_log_prob(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor,
+                              backend: str) -> Tensor:
+    """``out[r] = sum_d x[r % N, d] l[r, d] - softplus(l[r, d])``, ``l = h @ weight.T + bias``."""
+    return module(backend).linear_bernoulli_fwd(h, weight, bias, x)
+
+
+@linear_bernoulli_log_prob.register_fake
+def _(h, weight, bias, x, backend):
+    return h.new_empty(h.shape[:1])
+
+
+@torch.library.custom_op("fastair::linear_bernoulli_log_prob_backward", mutates_args=())
+def linear_bernoulli_log_prob_backward(grad: Tensor, h: Tensor, weight: Tensor,
+                                       bias: Optional[Tensor], x: Tensor,
+                                       backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dh [R, H], dweight [D, H], dbias [D])`` for the upstream gradient ``grad`` [R]."""
+    return module(backend).linear_bernoulli_bwd(grad, h, weight, bias, x)
+
+
+@linear_bernoulli_log_prob_backward.register_fake
+def _(grad, h, weight, bias, x, backend):
+    return torch.empty_like(h), torch.empty_like(weight), weight.new_empty(weight.shape[:1])
+
+
+def _setup(ctx, inputs, output):
+    h, weight, bias, x, backend = inputs
+    ctx.save_for_backward(h, weight, bias, x)
+    ctx.backend = backend
+
+
+def _backward(ctx, grad):
+    h, weight, bias, x = ctx.saved_tensors
+    dh, dweight, dbias = linear_bernoulli_log_prob_backward(grad.contiguous(), h, weight, bias, x,
+                                                            ctx.backend)
+    return dh, dweight, (dbias if bias is not None else None), None, None
+
+
+linear_bernoulli_log_prob.register_autograd(_backward, setup_context=_setup)
