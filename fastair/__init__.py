@@ -11,12 +11,12 @@ from fastair._backend import BACKENDS, get_backend, set_backend, use_backend
 from fastair.functional import (bernoulli_log_prob, capped_weight_norm, gaussian_log_prob,
                                 iwae_bernoulli_gaussian, iwae_bound, linear_bernoulli_log_prob)
 
-from fastair import nn
+from fastair import data, nn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-    "capped_weight_norm", "linear_bernoulli_log_prob", "nn", "__version__",
+    "capped_weight_norm", "linear_bernoulli_log_prob", "data", "nn", "__version__",
 ]
