@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,16 @@ $(STAMP): setup.py pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(PY) bench/bench_ops.py --quick
+	$(PY) -m fastair.demo
 
 test: install
 	$(PY) -m pytest -q tests
 
 bench: install
 	$(PY) bench/bench_ops.py --out bench/results/ops_cpu.csv
+
+bench-quick: install
+	$(PY) bench/bench_ops.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,6 +17,7 @@ setup(
         "ninja",
         "tqdm",
     ],
+    entry_points={"console_scripts": ["fastair = fastair.cli:main"]},
     extras_require={
         "test": ["pytest", "pytest-benchmark"],
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files

