@@ -11,7 +11,7 @@ import sys
 from fastair.models import PRESETS, preset_kwargs
 from fastair.training import (SCHEDULES, Trainer, TrainConfig, bounds_table, seed_everything,
                               split_bounds)
-from fastair.training.checkpoint import atomic_write_json
+from fastair.training.checkpoint import atomic_write_json, atomic_write_text
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -130,7 +130,71 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
     _add_train(sub)
+    _add_evaluate(sub)
     return parser
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate", help="IW-SVI test log-likelihood of a trained run",
+        description="Estimate ln p(x) of a run's best model by IW-SVI (fastair.evaluation): "
+                    "per-example log_px, the amortized bound and the gap go to "
+                    "RUN_DIR/iwsvi/per_example.csv, the means to RUN_DIR/iwsvi/summary.json.")
+    p.add_argument("run_dir", help="a directory written by `fastair train`")
+    p.add_argument("--split", choices=("test", "valid", "train"), default="test",
+                   help="which split to evaluate (default: %(default)s)")
+    p.add_argument("--k-svi", type=int, default=16,
+                   help="samples of the bound q is fitted on (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="Adam steps on each batch's q (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam's step size (default: %(default)s)")
+    p.add_argument("--k-eval", type=int, default=5000,
+                   help="importance samples of the final estimate (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=100,
+                   help="samples drawn at once; memory follows it, not --k-eval "
+                        "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="examples optimized together (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    from fastair.data import load_dataset
+    from fastair.evaluation import iwsvi_log_likelihood
+    from fastair.models import VAE
+    from fastair.training import load_checkpoint
+
+    saved = _saved_run(args.run_dir)
+    best = os.path.join(args.run_dir, "best.pt")
+    if saved is None or not os.path.exists(best):
+        raise FileNotFoundError(f"{args.run_dir}: expected config.json and best.pt written by "
+                                "`fastair train`")
+    hparams = dict(saved["model"]["hparams"], hidden=tuple(saved["model"]["hparams"]["hidden"]))
+    model = VAE(**hparams)
+    model.load_state_dict(load_checkpoint(best)["model"])
+    model.to(args.device)
+    meta = saved.get("meta", {})
+    data = load_dataset(meta.get("dataset", "mnist5k"), root=meta.get("data_root"))
+    x = getattr(data, args.split).to(args.device)
+    result = iwsvi_log_likelihood(model, x, k_svi=args.k_svi, steps=args.steps, lr=args.lr,
+                                  k_eval=args.k_eval, chunk=args.chunk,
+                                  batch_size=args.batch_size, seed=args.seed,
+                                  progress=not args.no_progress)
+    out_dir = os.path.join(args.run_dir, "iwsvi")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = ["index,log_px,elbo,gap"] + [
+        f"{i},{a:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in
+        enumerate(zip(result.log_px.tolist(), result.elbo.tolist(), result.gap.tolist()))]
+    atomic_write_text(os.path.join(out_dir, "per_example.csv"), "\n".join(rows) + "\n")
+    summary = dict(result.summary(), split=args.split, k_model=model.k, k_svi=args.k_svi,
+                   steps=args.steps, lr=args.lr, k_eval=args.k_eval, seed=args.seed)
+    atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+    print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f}, gap {summary['gap']:.2f}, "
+          f"-L_{model.k}(x) {summary['-L(x)']:.2f} nats over {summary['n']} examples")
+    return 0
 
 
 def _saved_run(run_dir):

@@ -115,3 +115,22 @@ def test_one_epoch_on_mnist5k(tmp_path, capsys):
     assert code == 0
     bounds = json.loads((tmp_path / "bounds.json").read_text())["bounds"]
     assert -400 < bounds["test"] < -80
+
+
+def test_evaluate_writes_per_example_results_and_a_summary(tmp_path, capsys):
+    import csv
+    import json
+
+    from fastair.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--epochs", "1", "--hidden", "8", "--z-dim", "2",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--steps", "2", "--k-eval", "50", "--chunk", "20",
+                 "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(run / "iwsvi" / "per_example.csv")))
+    summary = json.loads((run / "iwsvi" / "summary.json").read_text())
+    assert len(rows) == summary["n"] == 500
+    assert summary["k_eval"] == 50 and summary["split"] == "test"
+    assert "-ln p(x)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
