@@ -7,6 +7,7 @@ from compare import assert_matches_reference
 
 # (k, B, H, D): rows R = k * B below, at and across the C++ kernel's 256-row tiles.
 SHAPES = [(1, 1, 1, 1), (1, 7, 17, 17), (3, 100, 200, 784), (5, 60, 50, 33), (64, 7, 20, 784)]
+TRITON_INTERPRETER_LIMIT = 10_000_000  # multiply-adds k*B*H*D; (3, 100, 200, 784) is 47M
 
 
 def make(k, b, hdim, d, dtype=torch.float64, seed=0, scale=1.0):
@@ -23,6 +24,9 @@ def make(k, b, hdim, d, dtype=torch.float64, seed=0, scale=1.0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_matches_reference(backend, shape, dtype, with_bias):
+    k, b, hdim, d = shape
+    if backend == "triton" and k * b * hdim * d > TRITON_INTERPRETER_LIMIT:
+        pytest.skip("too slow through the Triton interpreter; smaller shapes cover the kernel")
     h, weight, bias, x = make(*shape, dtype=dtype, seed=sum(shape))
     if with_bias:
         fn, inputs, diff = fastair.linear_bernoulli_log_prob, (h, weight, bias, x), [True] * 3

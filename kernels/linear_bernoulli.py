@@ -1,0 +1,229 @@
+"""A decoder's output layer fused with the Bernoulli log-likelihood, and its gradients.
+
+For ``h [R, H]``, ``weight [D, H]``, ``bias [D]`` (or None) and ``x [N, D]`` (row r of h pairs
+with row ``r % N`` of x), with the logits ``l = h @ weight^T + bias``:
+``out[r] = sum_d x[r % N, d] l[r, d] - softplus(l[r, d])``. With ``dl = grad[r] (x - sigmoid(l))``:
+``dh = dl @ weight``, ``dweight = dl^T @ h``, ``dbias = sum_r dl``.
+The ``[R, D]`` logits are never stored: every kernel remakes the ``[BLOCK_R, BLOCK_D]`` tile it
+needs from ``h`` and ``weight`` (a matmul over H in ``BLOCK_H`` chunks) and uses it at once.
+
+* Forward: a program per ``BLOCK_R`` rows loops over D tiles and sums the Bernoulli term per row.
+* ``dh``: a program per (``BLOCK_R`` rows, ``BLOCK_HO`` columns of H) loops over D tiles,
+  accumulating ``dl @ weight[tile, cols]``. For ``H > BLOCK_HO`` the logits are remade once per
+  H block.
+* ``dweight``, ``dbias``: reductions over rows, done without atomics (deterministic). A program
+  per (``BLOCK_D`` rows of weight, ``BLOCK_HO`` columns, split s) sweeps the row blocks
+  ``s, s + S, s + 2S, ...`` and writes its partial sums to ``[S, D, H]`` and ``[S, D]``, which
+  torch sums over s afterwards. S is chosen to give about ``MIN_PROGRAMS`` programs, so the
+  temporary is the size of ``dweight`` (S = 1, written in place) or about
+  ``MIN_PROGRAMS * BLOCK_D * BLOCK_HO`` elements: it does not grow with R.
+
+float32 matmuls are ``tl.dot`` with ``input_precision="ieee"`` (exact float32 products, FMA
+units; TF32 would cost ~1e-3 relative error) and block dims of at least 16, the minimum of
+``tl.dot`` in Triton 3.0 (padding is masked). float64 takes a broadcast product summed over K,
+since ``tl.dot`` has no float64 support on NVIDIA before recent Triton releases; its tiles are
+smaller to keep the ``[M, K, N]`` product in registers.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ._common import MIN_PROGRAMS, bernoulli_term, on_input_device, sigmoid_pair
+
+
+@triton.jit
+def _mm(a, b, acc, DOT: tl.constexpr):
+    """``acc + a @ b`` for ``a [M, K]``, ``b [K, N]``: ``tl.dot`` without TF32, or (float64)
+    ``sum_k a[:, k, None] * b[None, k, :]``."""
+    if DOT:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+@triton.jit
+def _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS: tl.constexpr,
+                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+                 DOT: tl.constexpr):
+    """``l = h[rows] @ weight[cols]^T + bias[cols]``: ``[BLOCK_R, BLOCK_D]``, summing over H in
+    ``BLOCK_H`` chunks (masked entries of h and weight load as 0)."""
+    h_row = rows.to(tl.int64)[:, None] * H
+    w_row = cols.to(tl.int64)[:, None] * H
+    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=h_ptr.dtype.element_ty)
+    for k0 in range(0, H, BLOCK_H):
+        ks = k0 + tl.arange(0, BLOCK_H)[None, :]
+        hk = tl.load(h_ptr + h_row + ks, mask=rmask[:, None] & (ks < H), other=0.0)
+        wk = tl.load(w_ptr + w_row + ks, mask=cmask[:, None] & (ks < H), other=0.0)
+        acc = _mm(hk, tl.trans(wk), acc, DOT)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + cols, mask=cmask, other=0.0)[None, :]
+    return acc
+
+
+@triton.jit
+def _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
+                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_H: tl.constexpr, DOT: tl.constexpr):
+    """``dl = grad[rows] (x - sigmoid(l))`` of the remade logits tile: ``[BLOCK_R, BLOCK_D]``,
+    0 outside ``rmask x cmask``."""
+    l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+                     BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+    mask = rmask[:, None] & cmask[None, :]
+    x = tl.load(x_ptr + (rows % N).to(tl.int64)[:, None] * D + cols[None, :], mask=mask, other=0.0)
+    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
+    s_pos, s_neg = sigmoid_pair(l)
+    # x - sigmoid(l), written so that 1 - sigmoid(l) does not cancel for large l
+    return tl.where(mask, g * (x * s_neg - (1.0 - x) * s_pos), 0.0)
+
+
+@triton.jit
+def _lb_fwd_kernel(h_ptr, w_ptr, b_ptr, x_ptr, out_ptr, R, N, D, H, HAS_BIAS: tl.constexpr,
+                   BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+                   DOT: tl.constexpr):
+    """Rows ``pid * BLOCK_R ...``: ``out[r] = sum_d x l - softplus(l)``, one D tile at a time."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    x_row = (rows % N).to(tl.int64)[:, None] * D
+    total = tl.zeros([BLOCK_R], dtype=out_ptr.dtype.element_ty)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        cmask = cols < D
+        l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+                         BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+        mask = rmask[:, None] & cmask[None, :]
+        x = tl.load(x_ptr + x_row + cols[None, :], mask=mask, other=0.0)
+        total += tl.sum(tl.where(mask, bernoulli_term(l, x), 0.0), axis=1)
+    tl.store(out_ptr + rows, total, mask=rmask)
+
+
+@triton.jit
+def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIAS: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_HO: tl.constexpr, DOT: tl.constexpr):
+    """Program ``(i, j)``: ``dh[rows, hs] = sum_d dl[rows, d] weight[d, hs]`` for rows
+    ``i * BLOCK_R ...`` and H columns ``hs = j * BLOCK_HO ...``."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    hs = tl.program_id(1) * BLOCK_HO + tl.arange(0, BLOCK_HO)
+    hmask = hs < H
+    acc = tl.zeros([BLOCK_R, BLOCK_HO], dtype=dh_ptr.dtype.element_ty)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        cmask = cols < D
+        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
+                           HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+        w = tl.load(w_ptr + cols.to(tl.int64)[:, None] * H + hs[None, :],
+                    mask=cmask[:, None] & hmask[None, :], other=0.0)
+        acc = _mm(dl, w, acc, DOT)
+    tl.store(dh_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :], acc,
+             mask=rmask[:, None] & hmask[None, :])
+
+
+@triton.jit
+def _lb_dw_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dw_ptr, db_ptr, R, N, D, H, SPLITS,
+                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_HO: tl.constexpr, DOT: tl.constexpr):
+    """Program ``(i, j, s)``, for weight rows ``cols = i * BLOCK_D ...`` and columns
+    ``hs = j * BLOCK_HO ...``: the partial sums over the row blocks ``s, s + SPLITS, ...``
+    ``dw[s, cols, hs] = sum_r dl[r, cols] h[r, hs]`` and (if ``j = 0``)
+    ``db[s, cols] = sum_r dl[r, cols]``."""
+    acc_ty = dw_ptr.dtype.element_ty
+    cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    hs = tl.program_id(1) * BLOCK_HO + tl.arange(0, BLOCK_HO)
+    hmask = hs < H
+    split = tl.program_id(2)
+    acc = tl.zeros([BLOCK_D, BLOCK_HO], dtype=acc_ty)
+    db = tl.zeros([BLOCK_D], dtype=acc_ty)
+    for r0 in range(0, R, SPLITS * BLOCK_R):
+        rows = r0 + split * BLOCK_R + tl.arange(0, BLOCK_R)
+        rmask = rows < R
+        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
+                           HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+        hb = tl.load(h_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :],
+                     mask=rmask[:, None] & hmask[None, :], other=0.0)
+        acc = _mm(tl.trans(dl), hb, acc, DOT)
+        db += tl.sum(dl, axis=0)
+    base = split.to(tl.int64) * D
+    tl.store(dw_ptr + (base + cols.to(tl.int64))[:, None] * H + hs[None, :], acc,
+             mask=cmask[:, None] & hmask[None, :])
+    if tl.program_id(1) == 0:
+        tl.store(db_ptr + base + cols, db, mask=cmask)
+
+
+def _warps(block_ho):
+    """8 warps for the wide ``[*, BLOCK_HO]`` accumulators of the backward, else 4."""
+    return 8 if block_ho >= 64 else 4
+
+
+def _configs(R, D, H, dtype):
+    """Launch parameters ``(fwd, dh, dw)`` of the three kernels (``BLOCK_*``, ``DOT``,
+    ``num_warps``, ``num_stages``).
+
+    Block dims are powers of two of at least 16 (``tl.dot``'s minimum in Triton 3.0), no larger
+    than the shape needs. float32 ``tl.dot`` with ``input_precision="ieee"`` runs on the FMA units
+    and holds each thread's rows of A and columns of B in registers, so the tiles are small:
+    with these (and one pipeline stage) the kernels take at most 128 registers on sm_90. float32
+    ``BLOCK_R`` shrinks for small R to leave about ``MIN_PROGRAMS`` row programs. float64 (no
+    ``tl.dot``) keeps its ``[M, K, N]`` broadcast products at 16 x 16 x ``BLOCK_HO``.
+    """
+    fit = lambda n, cap: min(max(triton.next_power_of_2(max(n, 1)), 16), cap)  # noqa: E731
+    if dtype == torch.float64:
+        dot, block_r, d_fwd, d_dw, ho_dh, ho_dw = False, 16, 16, 16, fit(H, 64), fit(H, 128)
+    else:
+        block_r = fit(triton.cdiv(R, MIN_PROGRAMS), 32)
+        dot, d_fwd, d_dw, ho_dh, ho_dw = True, fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
+    common = dict(BLOCK_H=16, DOT=dot, num_stages=1)
+    fwd = dict(common, BLOCK_R=block_r, BLOCK_D=d_fwd, num_warps=4)
+    dh = dict(common, BLOCK_R=block_r, BLOCK_D=16, BLOCK_HO=ho_dh, num_warps=_warps(ho_dh))
+    dw = dict(common, BLOCK_R=16, BLOCK_D=d_dw, BLOCK_HO=ho_dw, num_warps=_warps(ho_dw))
+    return fwd, dh, dw
+
+
+def _bias_args(bias, weight):
+    """``(pointer, HAS_BIAS)``: an unused pointer (weight's) stands in for a missing bias."""
+    return (weight, False) if bias is None else (bias, True)
+
+
+@on_input_device
+def linear_bernoulli_fwd(h, weight, bias, x):
+    """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]`` (all contiguous, one
+    float dtype) -> ``out [R]``: ``sum_d x l - softplus(l)`` with ``l = h @ weight^T + bias``."""
+    R, H = h.shape
+    D, N = weight.shape[0], x.shape[0]
+    out = torch.empty((R,), dtype=h.dtype, device=h.device)
+    if R == 0:
+        return out
+    cfg, _, _ = _configs(R, D, H, h.dtype)
+    b, has_bias = _bias_args(bias, weight)
+    _lb_fwd_kernel[(triton.cdiv(R, cfg["BLOCK_R"]),)](
+        h, weight, b, x, out, R, N, D, H, HAS_BIAS=has_bias, **cfg)
+    return out
+
+
+@on_input_device
+def linear_bernoulli_bwd(grad, h, weight, bias, x):
+    """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D])`` with
+    ``dl = grad[r] (x - sigmoid(l))``: ``dh = dl @ weight``, ``dweight = dl^T @ h``,
+    ``dbias = sum_r dl`` (returned also when bias is None)."""
+    R, H = h.shape
+    D, N = weight.shape[0], x.shape[0]
+    dh = torch.empty_like(h)
+    if R == 0 or D == 0:
+        return dh.zero_(), torch.zeros_like(weight), weight.new_zeros((D,))
+    cfg_dh, cfg_dw = _configs(R, D, H, h.dtype)[1:]
+    b, has_bias = _bias_args(bias, weight)
+    args = (grad, h, weight, b, x)
+    if H > 0:
+        grid = (triton.cdiv(R, cfg_dh["BLOCK_R"]), triton.cdiv(H, cfg_dh["BLOCK_HO"]))
+        _lb_dh_kernel[grid](*args, dh, R, N, D, H, HAS_BIAS=has_bias, **cfg_dh)
+    # dweight/dbias: split the row blocks S ways for about MIN_PROGRAMS programs in all
+    grid = (triton.cdiv(D, cfg_dw["BLOCK_D"]), max(triton.cdiv(H, cfg_dw["BLOCK_HO"]), 1))
+    splits = min(triton.cdiv(R, cfg_dw["BLOCK_R"]), triton.cdiv(MIN_PROGRAMS, grid[0] * grid[1]))
+    dw = torch.empty((splits, D, H), dtype=weight.dtype, device=weight.device)
+    db = torch.empty((splits, D), dtype=weight.dtype, device=weight.device)
+    _lb_dw_kernel[grid + (splits,)](*args, dw, db, R, N, D, H, splits, HAS_BIAS=has_bias,
+                                    **cfg_dw)
+    if splits == 1:
+        return dh, dw[0], db[0]
+    return dh, dw.sum(0), db.sum(0)
