@@ -11,11 +11,11 @@ bandwidth. Results go to a CSV (one row per metric, written atomically) and a pr
 """
 import argparse
 import csv
+import io
 import datetime
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,7 @@ from bench import common  # noqa: E402
 import torch  # noqa: E402
 
 import fastair  # noqa: E402
+from fastair.training.checkpoint import atomic_write_text  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -168,25 +169,14 @@ def run_benchmarks(args):
 
 
 def write_csv(rows, path):
-    """Write ``rows`` to ``path`` atomically (a temporary file in the same folder, renamed)."""
+    """Write ``rows`` to ``path`` atomically (fastair's temporary file + fsync + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def read_csv(path):
