@@ -14,9 +14,9 @@ needs from ``h`` and ``weight`` (a matmul over H in ``BLOCK_H`` chunks) and uses
 * ``dweight``, ``dbias``: reductions over rows, done without atomics (deterministic). A program
   per (``BLOCK_D`` rows of weight, ``BLOCK_HO`` columns, split s) sweeps the row blocks
   ``s, s + S, s + 2S, ...`` and writes its partial sums to ``[S, D, H]`` and ``[S, D]``, which
-  torch sums over s afterwards. S is chosen to give about ``MIN_PROGRAMS`` programs, so the
-  temporary is the size of ``dweight`` (S = 1, written in place) or about
-  ``MIN_PROGRAMS * BLOCK_D * BLOCK_HO`` elements: it does not grow with R.
+  torch sums over s afterwards (S = 1 writes dweight and dbias directly). S is chosen to give
+  about ``MIN_PROGRAMS`` programs, so the temporary holds at most about
+  ``max(2 D H, MIN_PROGRAMS * BLOCK_D * BLOCK_HO)`` elements, whatever R.
 
 float32 matmuls are ``tl.dot`` with ``input_precision="ieee"`` (exact float32 products, FMA
 units; TF32 would cost ~1e-3 relative error) and block dims of at least 16, the minimum of
