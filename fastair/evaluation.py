@@ -43,18 +43,22 @@ def decoder_log_prob(model, z, x):
     return bernoulli_log_prob(model.decode_logits(z), x)
 
 
+def _log_weights(model, x, mu, logvar, n, generator):
+    """``log w`` ``[n, B]`` of ``n`` draws ``z ~ N(mu, exp(logvar))``: ``log p(x|z) + log p(z) -
+    log q(z)``, the decoder term through :func:`decoder_log_prob`."""
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((n,) + tuple(mu.shape), generator=generator,
+                                                   device=mu.device, dtype=mu.dtype)
+    return (decoder_log_prob(model, z, x) + gaussian_log_prob(z)
+            - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
+
+
 def streamed_log_mean_weight(model, x, mu, logvar, k, chunk, generator):
     """``log (1/k) sum_i w_i`` ``[B]`` with ``z_i ~ N(mu, exp(logvar))``, drawn ``chunk`` at a
     time; a running max and a rescaled running sum keep memory independent of ``k``."""
     run_max = torch.full(mu.shape[:1], -math.inf, dtype=mu.dtype, device=mu.device)
     run_sum = torch.zeros_like(run_max)
-    std = torch.exp(0.5 * logvar)
     for start in range(0, k, chunk):
-        n = min(chunk, k - start)
-        z = mu + std * torch.randn((n,) + tuple(mu.shape), generator=generator,
-                                   device=mu.device, dtype=mu.dtype)
-        log_w = (decoder_log_prob(model, z, x) + gaussian_log_prob(z)
-                 - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
+        log_w = _log_weights(model, x, mu, logvar, min(chunk, k - start), generator)
         new_max = torch.maximum(run_max, log_w.max(0).values)
         shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
         run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(log_w - shift).sum(0)
@@ -101,11 +105,7 @@ def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500,
             per_chunk = max(1, chunk // k)
             for start in range(0, repeats, per_chunk):
                 r = min(per_chunk, repeats - start)
-                z = mu + torch.exp(0.5 * logvar) * torch.randn(
-                    (r * k,) + tuple(mu.shape), generator=generator, device=x.device,
-                    dtype=mu.dtype)
-                log_w = (decoder_log_prob(model, z, xb) + gaussian_log_prob(z)
-                         - gaussian_log_prob(z, mu, logvar)).reshape(r, k, -1)
+                log_w = _log_weights(model, xb, mu, logvar, r * k, generator).reshape(r, k, -1)
                 total += (torch.logsumexp(log_w, 1) - math.log(k)).double().sum(0)
             parts.append((total / repeats).cpu())
         return torch.cat(parts)
