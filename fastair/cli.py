@@ -1,4 +1,5 @@
-"""The command line: ``fastair train ...`` (also ``python -m fastair train ...``).
+"""The command line: ``fastair train``, ``fastair evaluate``, ``fastair reproduce`` (also
+``python -m fastair ...``).
 
 ``main(argv)`` returns the exit status: 0 done, 2 bad arguments, 130 stopped by Ctrl-C (the run
 is saved; continue it with ``--resume``).
@@ -131,6 +132,8 @@ def build_parser():
     sub.required = True
     _add_train(sub)
     _add_evaluate(sub)
+    from fastair.reproduce.command import add_parser as add_reproduce
+    add_reproduce(sub)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""``fastair reproduce``: the AIR paper's experiments (DESIGN.md §5) in one call.
+
+For every k, family (VAE, DVAE α=0.5, DVAE α=1, WNI-VAE; at k > 1 their IWAE versions), grid
+value and seed: train to early stopping, estimate ``ln p(x)`` on validation and test by IW-SVI;
+then choose each family's grid value on validation ``ln p(x)`` and report the test numbers in the
+paper's form (:mod:`fastair.reproduce.report`). Every run lives in its own directory under the
+output root and is resumable (:mod:`fastair.reproduce.runner`): after Ctrl-C or a crash the same
+call continues where it stopped and never redoes a finished run.
+"""
+import os
+import time
+
+import torch
+
+import fastair
+from fastair.reproduce.protocol import (FAMILIES, ReproduceConfig, RunSpec, family_label,
+                                        plan_runs)
+from fastair.reproduce.report import markdown_tables, summarize, write_report
+from fastair.reproduce.runner import RunInterrupted, run_one
+
+__all__ = ["reproduce", "ReproduceConfig", "RunSpec", "FAMILIES", "plan_runs", "summarize",
+           "markdown_tables", "default_root", "RunInterrupted"]
+
+
+def default_root(config):
+    """``runs/reproduce-<dataset>`` (``-quick`` appended for the quick preset)."""
+    return os.path.join("runs", f"reproduce-{config.dataset}{'-quick' if config.quick else ''}")
+
+
+def _bar(total, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="run", desc="reproduce", dynamic_ncols=True)
+
+
+def _say(bar, text):
+    if bar is not None:
+        bar.write(text)
+    else:
+        print(text, flush=True)
+
+
+def _describe(r):
+    return (f"{r['name']}: best epoch {r['best_epoch']}/{r['epochs']}, "
+            f"valid -ln p(x) {r['valid']['-ln p(x)']:.2f}, test -ln p(x) "
+            f"{r['test']['-ln p(x)']:.2f}, Δinf {r['test']['gap']:.2f} "
+            f"({r['train_seconds'] + r['valid']['seconds'] + r['test']['seconds']:.0f} s)")
+
+
+def reproduce(config=None, root=None, progress=True):
+    """Run (or continue) every run of ``config`` under ``root`` and write the report.
+
+    Args:
+        config: a :class:`ReproduceConfig` (default: the full protocol on mnist5k).
+        root: output directory (default :func:`default_root`).
+        progress: a progress bar over runs and a line per finished run.
+    Returns:
+        ``(summary, paths)``: :func:`summarize`'s tables and the files written.
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once the report of the finished runs is written.
+    """
+    from fastair.data import load_dataset
+
+    config = config if config is not None else ReproduceConfig()
+    root = root if root is not None else default_root(config)
+    data = load_dataset(config.dataset, root=config.data_root)
+    runs = plan_runs(config)
+    os.makedirs(root, exist_ok=True)
+    start, results = time.perf_counter(), []
+    bar = _bar(len(runs), progress)
+    try:
+        for spec in runs:
+            if bar is not None:
+                bar.set_postfix_str(spec.name)
+            result = run_one(spec, config, data, root, progress=False)
+            results.append(result)
+            _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        if results:
+            write_report(root, config, results, summarize(results),
+                         header=_header(config, results, time.perf_counter() - start, False))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = summarize(results)
+    paths = write_report(root, config, results, summary,
+                         header=_header(config, results, time.perf_counter() - start, True))
+    return summary, paths
+
+
+def _header(config, results, wall, complete):
+    compute = sum(r["train_seconds"] + r["valid"]["seconds"] + r["test"]["seconds"]
+                  for r in results)
+    status = "" if complete else " (INCOMPLETE: interrupted, rerun the same command to finish)"
+    ev = config.evaluator()
+    return (f"# fastair reproduce: {config.dataset}{' (--quick)' if config.quick else ''}"
+            f"{status}\n\n"
+            f"{len(results)} runs: k in {list(config.ks)}, {config.seeds} seed(s), σ grid "
+            f"{list(config.sigmas)}, H grid {list(config.Hs)}; training: Adam 1e-3, batch 100, "
+            f"at most {config.epochs} epochs, early stopping after {config.patience} epochs "
+            f"without a better validation bound. IW-SVI: k_svi {ev['k_svi']}, {ev['steps']} "
+            f"Adam steps (lr {ev['lr']:g}), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
+            f"Compute {compute / 60:.1f} min in all (this invocation {wall / 60:.1f} min), "
+            f"device {config.device}, torch {torch.__version__}, fastair {fastair.__version__}, "
+            f"backend {fastair.get_backend()}.\n")

@@ -1,0 +1,87 @@
+"""``fastair reproduce`` on the command line: options, defaults and the printed tables."""
+import sys
+
+from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
+
+__all__ = ["add_parser", "run"]
+
+_FULL = ReproduceConfig()
+_QUICK = ReproduceConfig.quick_preset()
+
+
+def _both(name):
+    full, quick = getattr(_FULL, name), getattr(_QUICK, name)
+    show = (lambda v: " ".join(f"{x:g}" for x in v)) if isinstance(full, tuple) else str
+    if full == quick:
+        return f"default: {show(full)}"
+    return f"default: {show(full)}; with --quick {show(quick)}"
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "reproduce", help="the AIR paper's experiments: train, choose on validation, IW-SVI",
+        description="Train the models of the AIR paper's tables (VAE, DVAE with alpha 0.5 and 1, "
+                    "WNI-VAE; their IWAE versions at k > 1) over a grid of the regularization "
+                    "strength and several seeds, estimate ln p(x) on validation and test by "
+                    "IW-SVI, choose each model's strength on validation ln p(x), and print and "
+                    "write the tables (-ln p(x), Delta_inf, -L(x), mean ± std over seeds) with "
+                    "results.json, runs.csv, grid.csv, table.csv, report.md and PNG figures. "
+                    "Resumable: run the same command again after an interruption; finished "
+                    "runs are not redone.")
+    p.add_argument("--dataset", default=_FULL.dataset, help="data set of fastair.data (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="directory of the data files")
+    p.add_argument("--k", type=int, nargs="+", default=list(_FULL.ks), dest="ks",
+                   help="the k of each table, 1: Table 1, 8 64: Tables 2-3 (default: 1)")
+    p.add_argument("--seeds", type=int, default=None, help=f"seeds per grid value ({_both('seeds')})")
+    p.add_argument("--sigmas", type=float, nargs="+", default=None,
+                   help=f"grid of the denoising noise std ({_both('sigmas')})")
+    p.add_argument("--Hs", type=float, nargs="+", default=None,
+                   help=f"grid of WNI's cap H ({_both('Hs')})")
+    p.add_argument("--models", nargs="+", default=None, dest="families",
+                   choices=[f.key for f in FAMILIES], help="families to run (default: all)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"most epochs per run ({_both('epochs')})")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience ({_both('patience')})")
+    p.add_argument("--k-svi", type=int, default=None, help=f"IW-SVI samples ({_both('k_svi')})")
+    p.add_argument("--steps", type=int, default=None, help=f"IW-SVI steps ({_both('steps')})")
+    p.add_argument("--svi-lr", type=float, default=None, help=f"IW-SVI lr ({_both('svi_lr')})")
+    p.add_argument("--k-eval", type=int, default=None,
+                   help=f"importance samples of ln p(x) ({_both('k_eval')})")
+    p.add_argument("--chunk", type=int, default=None, help=f"samples drawn at once ({_both('chunk')})")
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, dest="num_threads",
+                   help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default=None,
+                   help="output root (default: runs/reproduce-DATASET, -quick with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few minutes: 1 seed, 2 values per grid, 60 epochs, light IW-SVI")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+_FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "steps",
+           "svi_lr", "k_eval", "chunk", "device", "num_threads")
+
+
+def run(args):
+    """Build the config from ``args``, run everything, print the tables; exit status."""
+    from fastair.reproduce import default_root, markdown_tables, reproduce
+
+    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
+    given.update(dataset=args.dataset, data_root=args.data_root, ks=tuple(args.ks))
+    config = ReproduceConfig.quick_preset(**given) if args.quick else ReproduceConfig(**given)
+    root = args.out or default_root(config)
+    print(f"fastair reproduce: {config.dataset}, k {list(config.ks)}, {config.seeds} seed(s), "
+          f"output {root}", flush=True)
+    try:
+        summary, paths = reproduce(config, root, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are kept under {root}. Run the same command "
+              "again to continue.", file=sys.stderr)
+        return 130
+    print()
+    print(markdown_tables(summary, config.dataset))
+    print(f"written: {', '.join(paths)}")
+    return 0

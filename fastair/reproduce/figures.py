@@ -1,0 +1,75 @@
+"""The paper's Figures 1-2 for our runs: test ``-ln p(x)`` against the regularization strength
+(``sigma`` of the denoising models, ``H`` of WNI), one PNG per knob and k, written with
+matplotlib's non-interactive Agg backend. Without matplotlib (extra ``plot``) no figure is
+drawn and the report says so."""
+import math
+import os
+import warnings
+
+from fastair.reproduce.protocol import get_family
+
+__all__ = ["plot_strength_curves"]
+
+_TITLES = {"sigma": ("σ (std of the encoder's input noise)", "denoising"),
+           "H": ("H (cap on the encoder's row norms; smaller = stronger)", "weight-normalized")}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("fastair reproduce: matplotlib is not installed, no figures drawn "
+                      "(pip install 'fastair[plot]')", stacklevel=3)
+        return None
+    return plt
+
+
+def _std(v):
+    return 0.0 if math.isnan(v) else v
+
+
+def plot_strength_curves(root, summary):
+    """Draw ``fig_<knob>_k<k>.png`` under ``root`` for every knob and k with a grid; returns
+    the paths written."""
+    grid = summary["grid"]
+    wanted = sorted({(row["k"], get_family(row["family"]).knob) for row in grid
+                     if get_family(row["family"]).knob is not None})
+    if not wanted:
+        return []
+    plt = _pyplot()
+    if plt is None:
+        return []
+    paths = []
+    for k, knob in wanted:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for fam in sorted({r["family"] for r in grid if r["k"] == k}):
+            family = get_family(fam)
+            rows = sorted((r for r in grid if r["k"] == k and r["family"] == fam),
+                          key=lambda r: r["strength"] or 0.0)
+            if family.knob is None:  # the plain model: a band at its mean +- std
+                r = rows[0]
+                ax.axhline(r["test_nll"], color="k", lw=1, label=r["label"])
+                ax.axhspan(r["test_nll"] - _std(r["test_nll_std"]),
+                           r["test_nll"] + _std(r["test_nll_std"]), color="k", alpha=0.1)
+            elif family.knob == knob:
+                ax.errorbar([r["strength"] for r in rows], [r["test_nll"] for r in rows],
+                            yerr=[_std(r["test_nll_std"]) for r in rows], marker="o",
+                            capsize=3, label=rows[0]["label"])
+                chosen = [r for r in rows if r["chosen"]]
+                ax.plot([r["strength"] for r in chosen], [r["test_nll"] for r in chosen],
+                        "*", ms=12, color="gold", mec="k", zorder=5)
+        ax.set_xscale("log")
+        ax.set_xlabel(_TITLES[knob][0])
+        ax.set_ylabel("test -ln p(x) (nats, IW-SVI)")
+        ax.set_title(f"{_TITLES[knob][1]} inference, k = {k} (★ = chosen on validation)")
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(root, f"fig_{knob}_k{k}.png")
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,173 @@
+"""What ``fastair reproduce`` trains and evaluates: the settings (:class:`ReproduceConfig`), the
+model families of the AIR paper's tables (:data:`FAMILIES`) and the list of runs (:func:`plan_runs`).
+
+A family is one row of a table: a preset, a fixed ``alpha`` and the regularization strength that
+its grid varies (``sigma`` for the denoising models, ``H`` for WNI, none for the plain model).
+Each run is one family at one k, one grid value and one seed.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+
+from fastair.training import TrainConfig
+
+__all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "family_label", "get_family",
+           "plan_runs"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A row of the paper's tables. ``preset``: the k = 1 preset (``vae``, ``dvae``,
+    ``wni-vae``); ``knob``: ``"sigma"``, ``"H"`` or None; ``alpha``: the denoising weight."""
+    key: str
+    preset: str
+    knob: str = None
+    alpha: float = 1.0
+
+
+FAMILIES = (Family("vae", "vae"),
+            Family("dvae-a0.5", "dvae", "sigma", 0.5),
+            Family("dvae-a1", "dvae", "sigma", 1.0),
+            Family("wni", "wni-vae", "H"))
+"""Table 1 (k = 1): VAE, DVAE with alpha 0.5 and 1, WNI-VAE; at k > 1 the same four rows are
+IWAE, DIWAE (alpha 0.5, 1) and WNI-IWAE (Tables 2 and 3)."""
+
+_NAMES = {"vae": ("VAE", "IWAE"), "dvae-a0.5": ("DVAE (α=0.5)", "DIWAE (α=0.5)"),
+          "dvae-a1": ("DVAE (α=1)", "DIWAE (α=1)"), "wni": ("WNI-VAE", "WNI-IWAE")}
+
+
+def family_label(key, k):
+    """The paper's name of a family at ``k``, e.g. ``family_label("wni", 8) == "WNI-IWAE"``."""
+    return _NAMES[key][0 if k == 1 else 1]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: ``family`` key, ``k``, the grid value ``strength`` (None for the plain
+    model) and the ``seed``."""
+    family: str
+    k: int
+    strength: float
+    seed: int
+
+    @property
+    def name(self):
+        """Its directory under the output root, e.g. ``k1/dvae-a0.5/sigma0.4/seed0``."""
+        fam = get_family(self.family)
+        parts = [f"k{self.k}", self.family]
+        if fam.knob is not None:
+            parts.append(f"{fam.knob}{self.strength:g}")
+        return "/".join(parts + [f"seed{self.seed}"])
+
+    def model_kwargs(self):
+        """Keyword arguments of :class:`fastair.models.VAE` for this run."""
+        fam = get_family(self.family)
+        kwargs = {"k": self.k}
+        if fam.knob == "sigma":
+            kwargs.update(sigma=float(self.strength), alpha=fam.alpha)
+        elif fam.knob == "H":
+            kwargs["H"] = float(self.strength)
+        return kwargs
+
+
+def get_family(key):
+    """The :class:`Family` with ``key`` (ValueError naming the known keys otherwise)."""
+    for fam in FAMILIES:
+        if fam.key == key:
+            return fam
+    raise ValueError(f"family: unknown {key!r}; expected one of {[f.key for f in FAMILIES]}")
+
+
+@dataclass
+class ReproduceConfig:
+    """Settings of ``fastair reproduce`` (DESIGN.md §5). The defaults are the full protocol.
+
+    Attributes:
+        dataset, data_root: what :func:`fastair.data.load_dataset` loads.
+        ks: the k of each table (1: Table 1; 8, 64: Tables 2 and 3).
+        seeds: how many seeds per grid value (seeds ``0 .. seeds - 1``).
+        sigmas: the grid of the denoising models' input-noise std. Binary pixels are 0 or 1, so
+            0.1 barely moves an input and 0.8 hides most of a digit's strokes.
+        Hs: the grid of WNI's cap on the encoder's row norms. A VAE trained on mnist5k ends with
+            first-layer rows of norm 1.3-2.4 and later rows of 0.3-1.2, so H = 0.5 caps every
+            layer hard and H = 4 caps almost nothing (the plain VAE's end of the curve).
+        families: keys of :data:`FAMILIES` to run.
+        epochs, patience: the early-stopping budget of each run (patience on the validation
+            bound, as in :class:`fastair.training.TrainConfig`).
+        k_svi, steps, svi_lr, k_eval, chunk: the IW-SVI evaluator's settings
+            (:func:`fastair.evaluation.iwsvi_log_likelihood`), used on validation (to choose
+            the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
+            samples too.
+        device, num_threads: where to run.
+    """
+    dataset: str = "mnist5k"
+    data_root: str = None
+    ks: tuple = (1,)
+    seeds: int = 3
+    sigmas: tuple = (0.1, 0.2, 0.4, 0.8)
+    Hs: tuple = (0.5, 1.0, 2.0, 4.0)
+    families: tuple = tuple(f.key for f in FAMILIES)
+    epochs: int = 1000
+    patience: int = 30
+    k_svi: int = 16
+    steps: int = 100
+    svi_lr: float = 1e-2
+    k_eval: int = 5000
+    chunk: int = 100
+    device: str = "cpu"
+    num_threads: int = None
+    quick: bool = False
+    train: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.ks = tuple(int(k) for k in self.ks)
+        self.sigmas, self.Hs = tuple(map(float, self.sigmas)), tuple(map(float, self.Hs))
+        self.families = tuple(self.families)
+        for fam in self.families:
+            get_family(fam)
+        checks = {"ks": all(k >= 1 for k in self.ks) and len(self.ks) > 0,
+                  "seeds": isinstance(self.seeds, int) and self.seeds >= 1,
+                  "sigmas": all(s > 0 for s in self.sigmas) and len(self.sigmas) > 0,
+                  "Hs": all(h > 0 for h in self.Hs) and len(self.Hs) > 0,
+                  "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1, "steps": self.steps >= 0,
+                  "chunk": self.chunk >= 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"reproduce: invalid {', '.join(bad)}: "
+                             + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+    @classmethod
+    def quick_preset(cls, **overrides):
+        """A few minutes on a CPU: one seed, two grid values each, 60 epochs at most, a
+        lighter evaluator. Shows the pipeline and the shape of the result, not the paper's
+        numbers (the models stop before they overfit much)."""
+        settings = dict(seeds=1, sigmas=(0.2, 0.4), Hs=(1.0, 2.0), epochs=60, patience=10,
+                        steps=30, k_eval=500, quick=True)
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)
+
+    def train_config(self, seed):
+        """The :class:`TrainConfig` of a run with ``seed``."""
+        return TrainConfig(epochs=self.epochs, patience=self.patience, seed=seed,
+                           device=self.device, num_threads=self.num_threads, progress=False,
+                           **self.train)
+
+    def evaluator(self):
+        """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`."""
+        return dict(k_svi=self.k_svi, steps=self.steps, lr=self.svi_lr, k_eval=self.k_eval,
+                    chunk=self.chunk, elbo_samples=self.k_eval)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def plan_runs(config):
+    """Every :class:`RunSpec` of ``config``, in the order they run: by k, then seed, then
+    family and grid value (so an early stop still leaves every family with a first seed)."""
+    runs = []
+    for k in config.ks:
+        for seed in range(config.seeds):
+            for key in config.families:
+                fam = get_family(key)
+                grid = {"sigma": config.sigmas, "H": config.Hs}.get(fam.knob, (None,))
+                runs.extend(RunSpec(key, k, value, seed) for value in grid)
+    return runs

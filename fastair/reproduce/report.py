@@ -1,0 +1,153 @@
+"""From finished runs to the paper's tables: choose each family's grid value on validation
+``ln p(x)``, average over seeds, and write JSON, CSV, Markdown and PNG figures.
+
+Columns (nats, lower is better, as in the paper): ``-ln p(x)`` (IW-SVI on test), ``Delta_inf``
+(the inference gap ``ln p(x) - L(x)`` of the encoder on test) and ``-L(x)`` (the amortized bound
+at the model's k), each ``mean ± std`` over seeds (sample std; ``–`` for one seed).
+"""
+import csv
+import io
+import math
+import os
+import statistics
+
+from fastair.reproduce.paper import paper_note, paper_numbers
+from fastair.reproduce.protocol import family_label, get_family
+from fastair.training.checkpoint import atomic_write_json, atomic_write_text
+
+__all__ = ["summarize", "write_report", "markdown_tables"]
+
+_METRICS = {"test_nll": ("test", "-ln p(x)"), "test_gap": ("test", "gap"),
+            "test_nelbo": ("test", "-L(x)"), "valid_nll": ("valid", "-ln p(x)")}
+
+
+def _stats(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return mean, std
+
+
+def _grid_points(results):
+    """``{(k, family, strength): row}`` with the mean and std over seeds of every metric."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["k"], r["family"], r["strength"]), []).append(r)
+    points = {}
+    for key, runs in groups.items():
+        row = {"k": key[0], "family": key[1], "strength": key[2], "seeds": len(runs),
+               "label": family_label(key[1], key[0])}
+        for name, (split, column) in _METRICS.items():
+            row[name], row[name + "_std"] = _stats([r[split][column] for r in runs])
+        points[key] = row
+    return points
+
+
+def summarize(results):
+    """Selection and aggregation of finished run results (dicts of ``result.json``).
+
+    Returns ``{"grid": [rows], "table": [rows]}``: one grid row per (k, family, strength) with
+    means and stds over seeds, and per (k, family) the row of the strength with the lowest mean
+    validation ``-ln p(x)`` (``chosen`` marks it in the grid).
+    """
+    points = _grid_points(results)
+    best = {}
+    for (k, fam, _), row in points.items():
+        if (k, fam) not in best or row["valid_nll"] < best[(k, fam)]["valid_nll"]:
+            best[(k, fam)] = row
+    for row in points.values():
+        row["chosen"] = best[(row["k"], row["family"])] is row
+    order = {f: i for i, f in enumerate(("vae", "dvae-a0.5", "dvae-a1", "wni"))}
+
+    def sort_key(row):
+        return row["k"], order.get(row["family"], 99), row["strength"] or 0.0
+
+    return {"grid": sorted(points.values(), key=sort_key),
+            "table": sorted(best.values(), key=sort_key)}
+
+
+def _pm(mean, std):
+    return f"{mean:.2f} ± {'–' if math.isnan(std) else f'{std:.2f}'}"
+
+
+def _strength(row):
+    knob = get_family(row["family"]).knob
+    return "–" if knob is None else f"{'σ' if knob == 'sigma' else 'H'} = {row['strength']:g}"
+
+
+def markdown_tables(summary, dataset):
+    """The tables in the paper's form (one per k), then the grids, as Markdown text."""
+    out = []
+    for k in sorted({row["k"] for row in summary["table"]}):
+        paper = paper_numbers(dataset, k)
+        out.append(f"### {dataset}, k = {k} (test set, nats, lower is better)\n")
+        head = "| model | chosen on validation | -ln p(x) | Δinf | -L(x) | seeds |"
+        rule = "|---|---|---|---|---|---|"
+        if paper:
+            head, rule = head + " paper -ln p(x) | paper Δinf | paper -L(x) |", rule + "---|---|---|"
+        out += [head, rule]
+        for row in (r for r in summary["table"] if r["k"] == k):
+            line = (f"| {row['label']} | {_strength(row)} | "
+                    f"{_pm(row['test_nll'], row['test_nll_std'])} | "
+                    f"{_pm(row['test_gap'], row['test_gap_std'])} | "
+                    f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} | {row['seeds']} |")
+            if paper:
+                ref = paper.get(row["label"])
+                line += " | ".join(f" {v:.2f}" for v in ref) + " |" if ref else " – | – | – |"
+            out.append(line)
+        note = paper_note(dataset, k)
+        out += ["", note, ""] if note else [""]
+        out += [f"Grid at k = {k} (each value's mean over seeds; * = chosen):\n",
+                "| model | strength | valid -ln p(x) | test -ln p(x) | test Δinf | test -L(x) |",
+                "|---|---|---|---|---|---|"]
+        for row in (r for r in summary["grid"] if r["k"] == k):
+            mark = " *" if row["chosen"] else ""
+            out.append(f"| {row['label']} | {_strength(row)}{mark} | "
+                       f"{_pm(row['valid_nll'], row['valid_nll_std'])} | "
+                       f"{_pm(row['test_nll'], row['test_nll_std'])} | "
+                       f"{_pm(row['test_gap'], row['test_gap_std'])} | "
+                       f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _csv(rows, columns):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_RUN_COLUMNS = ("name", "label", "k", "family", "strength", "seed", "best_epoch", "epochs",
+                "stop_reason", "train_bound", "valid_bound", "train_seconds", "valid_nll",
+                "valid_gap", "test_nll", "test_gap", "test_nelbo", "eval_seconds")
+_GRID_COLUMNS = ("k", "label", "family", "strength", "seeds", "chosen") + tuple(
+    c for name in _METRICS for c in (name, name + "_std"))
+
+
+def _run_row(r):
+    return dict(r, valid_nll=r["valid"]["-ln p(x)"], valid_gap=r["valid"]["gap"],
+                test_nll=r["test"]["-ln p(x)"], test_gap=r["test"]["gap"],
+                test_nelbo=r["test"]["-L(x)"],
+                eval_seconds=r["valid"]["seconds"] + r["test"]["seconds"])
+
+
+def write_report(root, config, results, summary, header=""):
+    """Write ``results.json``, ``runs.csv``, ``grid.csv``, ``table.csv``, ``report.md`` and the
+    figures under ``root``; returns the list of written paths."""
+    paths = {name: os.path.join(root, name) for name in
+             ("results.json", "runs.csv", "grid.csv", "table.csv", "report.md")}
+    atomic_write_json(paths["results.json"], {"config": config.to_dict(), "runs": results,
+                                              **summary})
+    atomic_write_text(paths["runs.csv"], _csv([_run_row(r) for r in results], _RUN_COLUMNS))
+    atomic_write_text(paths["grid.csv"], _csv(summary["grid"], _GRID_COLUMNS))
+    atomic_write_text(paths["table.csv"], _csv(summary["table"], _GRID_COLUMNS))
+    from fastair.reproduce.figures import plot_strength_curves
+    figures = plot_strength_curves(root, summary)
+    body = [header, markdown_tables(summary, config.dataset)]
+    if figures:
+        body.append("Figures: test -ln p(x) against the regularization strength, mean ± std "
+                    "over seeds, the plain model as a horizontal band:\n")
+        body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
+    atomic_write_text(paths["report.md"], "\n".join(body) + "\n")
+    return list(paths.values()) + figures

@@ -1,0 +1,121 @@
+"""Run one :class:`~fastair.reproduce.protocol.RunSpec`: train to early stopping, then IW-SVI on
+validation and test; resumable at every step.
+
+A run directory holds ``spec.json`` (what the run is), ``train/`` (the trainer's run directory:
+checkpoints every epoch), ``valid.json`` and ``test.json`` (IW-SVI summaries, each written when its
+evaluation ends), ``test_per_example.csv`` and, last, ``result.json``: a run with ``result.json``
+is finished and never redone; any other run continues from what is on disk.
+"""
+import json
+import os
+import time
+
+from fastair.evaluation import iwsvi_log_likelihood
+from fastair.models import preset
+from fastair.reproduce.protocol import family_label, get_family
+from fastair.training import Trainer, seed_everything
+from fastair.training.checkpoint import atomic_write_json, atomic_write_text
+
+__all__ = ["run_one", "RunInterrupted"]
+
+_EVAL_SEED_OFFSET = {"valid": 0, "test": 1000}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C; its checkpoint is saved and the run continues next time."""
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+_FREE = ("device", "progress", "num_threads")  # may change between calls; all else may not
+
+
+def _spec_doc(spec, config):
+    train = {k: v for k, v in config.train_config(spec.seed).to_dict().items() if k not in _FREE}
+    return {"run": {"family": spec.family, "k": spec.k, "strength": spec.strength,
+                    "seed": spec.seed},
+            "model": {"preset": _preset(spec), **spec.model_kwargs()},
+            "dataset": config.dataset, "train": train, "evaluator": config.evaluator()}
+
+
+def _preset(spec):
+    return get_family(spec.family).preset
+
+
+def _check_spec(run_dir, doc):
+    path = os.path.join(run_dir, "spec.json")
+    if os.path.exists(path):
+        saved = _read_json(path)
+        if saved != json.loads(json.dumps(doc)):
+            changed = sorted(k for k in set(saved) | set(doc)
+                             if json.dumps(saved.get(k), sort_keys=True)
+                             != json.dumps(doc.get(k), sort_keys=True))
+            raise ValueError(f"{run_dir}: this directory holds a run with other settings "
+                             f"({', '.join(changed)} differ); use another --out or the same "
+                             "options as before")
+    else:
+        os.makedirs(run_dir, exist_ok=True)
+        atomic_write_json(path, doc)
+
+
+def _evaluate(model, x, spec, config, split, run_dir, progress):
+    """IW-SVI on one split; the summary (and for test the per-example values) written."""
+    path = os.path.join(run_dir, f"{split}.json")
+    if os.path.exists(path):
+        return _read_json(path)
+    start = time.perf_counter()
+    result = iwsvi_log_likelihood(model, x, seed=spec.seed + _EVAL_SEED_OFFSET[split],
+                                  progress=progress, **config.evaluator())
+    summary = dict(result.summary(), seconds=round(time.perf_counter() - start, 3))
+    if split == "test":
+        rows = ["index,log_px,elbo,gap"] + [
+            f"{i},{a:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in
+            enumerate(zip(result.log_px.tolist(), result.elbo.tolist(), result.gap.tolist()))]
+        atomic_write_text(os.path.join(run_dir, "test_per_example.csv"), "\n".join(rows) + "\n")
+    atomic_write_json(path, summary)
+    return summary
+
+
+def run_one(spec, config, data, root, progress=True):
+    """Train and evaluate ``spec`` under ``root`` (or read its finished result).
+
+    Args:
+        spec: a :class:`~fastair.reproduce.protocol.RunSpec`.
+        config: the :class:`~fastair.reproduce.protocol.ReproduceConfig`.
+        data: the loaded data set (``.train``, ``.valid``, ``.test`` ``[N, D]``).
+        root: the output root; the run lives in ``root/spec.name``.
+    Returns:
+        the run's result dict (what ``result.json`` holds); ``"resumed"`` says whether it was
+        read back finished.
+    Raises:
+        RunInterrupted: Ctrl-C during training (the checkpoint is saved).
+    """
+    run_dir = os.path.join(root, spec.name)
+    _check_spec(run_dir, _spec_doc(spec, config))
+    done = os.path.join(run_dir, "result.json")
+    if os.path.exists(done):
+        return dict(_read_json(done), resumed=True)
+    seed_everything(spec.seed)  # the initial weights follow the seed
+    model = preset(_preset(spec), x_dim=data.x_dim, **spec.model_kwargs())
+    trainer = Trainer(model, data.train, data.valid, config.train_config(spec.seed),
+                      os.path.join(run_dir, "train"),
+                      meta={"model": _preset(spec), "dataset": config.dataset,
+                            "reproduce_run": spec.name})
+    fit = trainer.fit(resume=True)
+    if fit.interrupted:
+        raise RunInterrupted(spec.name)
+    device = config.device
+    valid = _evaluate(model, data.valid.to(device), spec, config, "valid", run_dir, progress)
+    test = _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress)
+    best = next(row for row in fit.metrics if row["epoch"] == fit.best_epoch)
+    result = {"name": spec.name, "family": spec.family, "label": family_label(spec.family, spec.k),
+              "k": spec.k, "strength": spec.strength, "seed": spec.seed,
+              "best_epoch": fit.best_epoch, "epochs": fit.epochs, "stop_reason": fit.stop_reason,
+              "train_bound": best["train_bound"], "valid_bound": best["valid_bound"],
+              "train_seconds": round(sum(row["time_s"] for row in fit.metrics), 3),
+              "valid": valid, "test": test}
+    atomic_write_json(done, result)
+    return dict(result, resumed=False)

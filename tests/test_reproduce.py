@@ -1,0 +1,127 @@
+"""fastair reproduce: the plan, the selection on validation, the report, resumability."""
+import json
+import math
+import os
+
+import pytest
+
+from fastair.cli import main
+from fastair.reproduce import ReproduceConfig, plan_runs, reproduce, summarize
+from fastair.reproduce import runner
+from fastair.reproduce.report import markdown_tables
+
+TINY = dict(seeds=2, sigmas=(0.3,), Hs=(1.0,), families=("vae", "dvae-a1", "wni"), epochs=2,
+            patience=0, k_svi=4, steps=2, k_eval=20, chunk=10)
+
+
+def test_plan_covers_every_family_grid_value_and_seed():
+    config = ReproduceConfig(ks=(1, 8), seeds=2)
+    runs = plan_runs(config)
+    assert len(runs) == 2 * 2 * (1 + 4 + 4 + 4)
+    assert len({r.name for r in runs}) == len(runs)
+    assert runs[0].name == "k1/vae/seed0"
+    assert [r.k for r in runs] == sorted(r.k for r in runs)
+    kwargs = {r.name: r.model_kwargs() for r in runs}
+    assert kwargs["k8/dvae-a0.5/sigma0.4/seed1"] == dict(k=8, sigma=0.4, alpha=0.5)
+    assert kwargs["k1/wni/H2/seed0"] == dict(k=1, H=2.0)
+    assert kwargs["k1/vae/seed1"] == dict(k=1)
+
+
+@pytest.mark.parametrize("bad", [dict(ks=()), dict(ks=(0,)), dict(seeds=0), dict(sigmas=(-1,)),
+                                 dict(Hs=(0.0,)), dict(k_eval=0), dict(families=("nope",))])
+def test_config_rejects_bad_settings(bad):
+    with pytest.raises(ValueError):
+        ReproduceConfig(**bad)
+
+
+def _fake(family, strength, seed, valid, test, k=1):
+    return {"name": f"{family}-{strength}-{seed}", "family": family, "k": k,
+            "strength": strength, "seed": seed, "label": family,
+            "valid": {"-ln p(x)": valid, "gap": 1.0, "-L(x)": valid + 1, "seconds": 1.0},
+            "test": {"-ln p(x)": test, "gap": 2.0 + seed, "-L(x)": test + 2, "seconds": 1.0},
+            "train_seconds": 1.0}
+
+
+def test_selection_uses_validation_mean_over_seeds_not_test():
+    results = [_fake("vae", None, s, 100 + s, 99) for s in range(2)]
+    # sigma 0.1 has the better test number but the worse validation mean: 0.2 must win
+    results += [_fake("dvae-a1", 0.1, s, 95 + 2 * s, 90) for s in range(2)]   # valid mean 96
+    results += [_fake("dvae-a1", 0.2, s, 94 + 2 * s, 97 + s) for s in range(2)]  # valid mean 95
+    summary = summarize(results)
+    chosen = {row["family"]: row for row in summary["table"]}
+    assert chosen["dvae-a1"]["strength"] == 0.2
+    assert chosen["dvae-a1"]["test_nll"] == pytest.approx(97.5)
+    assert chosen["dvae-a1"]["test_nll_std"] == pytest.approx(math.sqrt(0.5))
+    assert chosen["vae"]["test_gap"] == pytest.approx(2.5)
+    assert [row["chosen"] for row in summary["grid"]] == [True, False, True]
+    text = markdown_tables(summary, "mnist5k")
+    assert "97.50 ± 0.71" in text and "σ = 0.2 *" in text and "not comparable" in text
+
+
+def _runs_without_times(root):
+    with open(os.path.join(root, "results.json")) as f:
+        runs = json.load(f)["runs"]
+    for r in runs:
+        for key in ("train_seconds",):
+            r.pop(key)
+        for split in ("valid", "test"):
+            r[split].pop("seconds")
+    return runs
+
+
+def test_reproduce_writes_the_report_and_resumes_after_an_interrupt(tmp_path, monkeypatch):
+    config = ReproduceConfig(**TINY)
+    straight = tmp_path / "straight"
+    summary, paths = reproduce(config, straight, progress=False)
+    for name in ("results.json", "runs.csv", "grid.csv", "table.csv", "report.md",
+                 "fig_sigma_k1.png", "fig_H_k1.png"):
+        assert os.path.getsize(straight / name) > 0, name
+    assert [row["label"] for row in summary["table"]] == ["VAE", "DVAE (α=1)", "WNI-VAE"]
+    assert all(row["seeds"] == 2 and math.isfinite(row["test_nll_std"])
+               for row in summary["table"])
+    for row in summary["table"]:  # the IW-SVI estimate lies above the amortized bound
+        assert row["test_nll"] < row["test_nelbo"] and row["test_gap"] > 0
+    report = (straight / "report.md").read_text()
+    assert "| WNI-VAE | H = 1 |" in report and "fig_H_k1.png" in report
+
+    # interrupt during the test-set IW-SVI of the fourth run, then run again
+    resumed = tmp_path / "resumed"
+    real, calls = runner.iwsvi_log_likelihood, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "iwsvi_log_likelihood", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(config, resumed, progress=False)
+    monkeypatch.setattr(runner, "iwsvi_log_likelihood", real)
+    fourth = resumed / plan_runs(config)[3].name
+    assert (fourth / "valid.json").exists() and not (fourth / "result.json").exists()
+    assert "INCOMPLETE" in (resumed / "report.md").read_text()
+    first = resumed / plan_runs(config)[0].name / "result.json"
+    before = first.stat().st_mtime_ns
+    reproduce(config, resumed, progress=False)
+    assert first.stat().st_mtime_ns == before  # a finished run is read back, not redone
+    assert _runs_without_times(resumed) == _runs_without_times(straight)
+
+
+def test_reproduce_refuses_a_directory_with_other_settings(tmp_path):
+    config = ReproduceConfig(**dict(TINY, seeds=1, families=("vae",)))
+    reproduce(config, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        reproduce(ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), epochs=3)),
+                  tmp_path, progress=False)
+
+
+def test_cli_reproduce_prints_the_table(tmp_path, capsys):
+    code = main(["reproduce", "--quick", "--models", "vae", "wni", "--Hs", "2", "--epochs", "1",
+                 "--steps", "1", "--k-eval", "10", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| VAE | – |" in out and "| WNI-VAE | H = 2 |" in out
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["quick"] and saved["config"]["k_eval"] == 10
+    assert len(saved["runs"]) == 2
