@@ -61,9 +61,14 @@ def plot_strength_curves(root, summary):
                 ax.plot([r["strength"] for r in chosen], [r["test_nll"] for r in chosen],
                         "*", ms=12, color="gold", mec="k", zorder=5)
         ax.set_xscale("log")
+        ticks = sorted({r["strength"] for r in grid if r["k"] == k and r["strength"] is not None
+                        and get_family(r["family"]).knob == knob})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(_TITLES[knob][0])
         ax.set_ylabel("test -ln p(x) (nats, IW-SVI)")
-        ax.set_title(f"{_TITLES[knob][1]} inference, k = {k} (★ = chosen on validation)")
+        ax.set_title(f"{_TITLES[knob][1]} inference, k = {k} (★ chosen on validation)",
+                     fontsize=10)
         ax.legend()
         fig.tight_layout()
         path = os.path.join(root, f"fig_{knob}_k{k}.png")
