@@ -61,6 +61,11 @@ def eager_capped_weight_norm(v, u, H):
     return torch._weight_norm(v, torch.minimum(torch.norm_except_dim(v, 2, 0), cap), 0)
 
 
+def eager_linear_bernoulli_log_prob(h, weight, bias, x):
+    """The decoder head unfused: ``F.linear`` writes the [N, D] logits, then the Bernoulli term."""
+    return eager_bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)
+
+
 # ---------------------------------------------------------------------------------------------
 # The ops: their sizes, inputs and maths
 
@@ -126,6 +131,13 @@ OPS = {
         inputs={"v": (("out", "in"), _rows_of_unit_norm), "u": (("out",), _randn())},
         args=("v", "u"), grad_args=("v", "u"), out=("out", "in"), batch="out",
         eager=eager_capped_weight_norm),
+    "linear_bernoulli_log_prob": OpSpec(
+        sizes=("N", "H", "D"), defaults={"H": 200, "D": 784}, shown=(),
+        inputs={"h": (("N", "H"), lambda shape: torch.tanh(torch.randn(shape))),
+                "weight": (("D", "H"), _rows_of_unit_norm), "bias": (("D",), _randn()),
+                "x": (("N", "D"), _binary)},
+        args=("h", "weight", "bias", "x"), grad_args=("h", "weight", "bias"), out=("N",),
+        batch="N", eager=eager_linear_bernoulli_log_prob),
 }
 # Positional tensor arguments of each op (the fastair signature), and the ones that get gradients.
 ARGS = {op: spec.args for op, spec in OPS.items()}
@@ -200,16 +212,18 @@ class Case:
 
 def cases(device, quick=False):
     """The benchmarked cases: the full grid, or a few small ones with ``quick``."""
-    iw, wn = "iwae_bernoulli_gaussian", "capped_weight_norm"
+    iw, wn, head = "iwae_bernoulli_gaussian", "capped_weight_norm", "linear_bernoulli_log_prob"
     if quick:
         return [Case.make(iw, 1, 1), Case.make(iw, 64, 100),
                 Case.make("bernoulli_log_prob", 8, 100), Case.make("iwae_bound", 5000, 100),
-                Case.make(wn, 784, 200)]
+                Case.make(wn, 784, 200), Case.make(head, 6400)]
     out = [Case.make(iw, k, b) for k in (1, 8, 64, 5000) for b in (1, 100)]
     if torch.device(device).type == "cuda":
         out.append(Case.make(iw, 64, 1024))
     out += [Case.make("bernoulli_log_prob", 64, 100), Case.make("iwae_bound", 5000, 100)]
     out += [Case.make(wn, o, i) for o, i in ((784, 200), (200, 784), (4096, 4096))]
+    # the decoder head at k = 64, B = 100 (training) and 100 samples of 500 digits (IW-SVI)
+    out += [Case.make(head, n) for n in (6400, 50000)]
     return out
 
 
@@ -375,12 +389,19 @@ def reference(case, inputs, mode, chunk_bytes=256 * MB):
     processed in chunks that keep each float64 copy of the largest input under ``chunk_bytes``."""
     spec = OPS[case.op]
     n_batch = case[spec.batch]
-    batch_dim = {n: shape.index(spec.batch) for n, (shape, _) in spec.inputs.items()}
+    if any(spec.batch not in shape for shape, _ in spec.inputs.values()):
+        # an input shared by all examples (the decoder head's weight) gets a gradient summed
+        # over them: no chunks
+        chunk_bytes = math.inf
+    batch_dim = {n: shape.index(spec.batch) if spec.batch in shape else None
+                 for n, (shape, _) in spec.inputs.items()}
     largest = max(t.numel() for t in inputs.values())
-    chunk = max(1, int(n_batch * chunk_bytes // (8 * largest)))
+    chunk = n_batch if chunk_bytes == math.inf else max(
+        1, int(n_batch * chunk_bytes // (8 * largest)))
     parts = []
     for lo in range(0, n_batch, chunk):
-        sl = {n: t.detach().narrow(batch_dim[n], lo, min(chunk, n_batch - lo)).double()
+        sl = {n: (t.detach() if batch_dim[n] is None else
+                  t.detach().narrow(batch_dim[n], lo, min(chunk, n_batch - lo))).double()
               for n, t in inputs.items()}
         for n in spec.grad_args:
             sl[n].requires_grad_(mode == "fwd_bwd")
@@ -388,6 +409,8 @@ def reference(case, inputs, mode, chunk_bytes=256 * MB):
         with torch.enable_grad() if mode == "fwd_bwd" else torch.no_grad():
             parts.append(tuple(t.detach() for t in make_step(call, mode)()))
     names = output_names(call, mode)
+    if len(parts) == 1:
+        return dict(zip(names, parts[0]))
     dims = [spec.out.index(spec.batch)] + [batch_dim[n[1:]] for n in names[1:]]
     return {n: torch.cat([p[i] for p in parts], dim) for i, (n, dim) in enumerate(zip(names, dims))}
 
