@@ -109,4 +109,16 @@ def _header(config, results, wall, complete):
             f"Adam steps (lr {ev['lr']:g}), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
             f"Compute {compute / 60:.1f} min in all (this invocation {wall / 60:.1f} min), "
             f"device {config.device}, torch {torch.__version__}, fastair {fastair.__version__}, "
-            f"backend {fastair.get_backend()}.\n")
+            f"fastair backend {_backend(config.device)}.\n")
+
+
+def _backend(device):
+    """The backend name, with what ``auto`` resolves to on ``device`` (e.g. ``auto -> native``)."""
+    name = fastair.get_backend()
+    if name != "auto":
+        return name
+    from fastair.backends.select import resolve
+    try:
+        return f"auto -> {resolve(name, torch.device(device).type)}"
+    except Exception:  # the report must not fail on a description
+        return name
