@@ -188,10 +188,7 @@ def _evaluate(args):
                                   progress=not args.no_progress)
     out_dir = os.path.join(args.run_dir, "iwsvi")
     os.makedirs(out_dir, exist_ok=True)
-    rows = ["index,log_px,elbo,gap"] + [
-        f"{i},{a:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in
-        enumerate(zip(result.log_px.tolist(), result.elbo.tolist(), result.gap.tolist()))]
-    atomic_write_text(os.path.join(out_dir, "per_example.csv"), "\n".join(rows) + "\n")
+    atomic_write_text(os.path.join(out_dir, "per_example.csv"), result.per_example_csv())
     summary = dict(result.summary(), split=args.split, k_model=model.k, k_svi=args.k_svi,
                    steps=args.steps, lr=args.lr, k_eval=args.k_eval, seed=args.seed)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)

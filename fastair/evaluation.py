@@ -32,6 +32,13 @@ class IWSVIResult:
         return {"-ln p(x)": -self.log_px.mean().item(), "gap": self.gap.mean().item(),
                 "-L(x)": -self.elbo.mean().item(), "n": int(self.log_px.numel())}
 
+    def per_example_csv(self):
+        """The per-example values as CSV text: ``index,log_px,elbo,gap``, one row per example."""
+        rows = ["index,log_px,elbo,gap"] + [
+            f"{i},{a:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in
+            enumerate(zip(self.log_px.tolist(), self.elbo.tolist(), self.gap.tolist()))]
+        return "\n".join(rows) + "\n"
+
 
 def decoder_log_prob(model, z, x):
     """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]``, ``x [B, D]``; through the fused decoder

@@ -81,6 +81,8 @@ def test_reproduce_writes_the_report_and_resumes_after_an_interrupt(tmp_path, mo
                for row in summary["table"])
     for row in summary["table"]:  # the IW-SVI estimate lies above the amortized bound
         assert row["test_nll"] < row["test_nelbo"] and row["test_gap"] > 0
+    per_example = (straight / plan_runs(config)[0].name / "test_per_example.csv").read_text()
+    assert per_example.startswith("index,log_px,elbo,gap\n") and per_example.count("\n") == 501
     report = (straight / "report.md").read_text()
     assert "| WNI-VAE | H = 1 |" in report and "fig_H_k1.png" in report
 

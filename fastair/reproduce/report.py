@@ -11,6 +11,7 @@ import math
 import os
 import statistics
 
+from fastair.reproduce.figures import plot_strength_curves
 from fastair.reproduce.paper import paper_note, paper_numbers
 from fastair.reproduce.protocol import family_label, get_family
 from fastair.training.checkpoint import atomic_write_json, atomic_write_text
@@ -142,7 +143,6 @@ def write_report(root, config, results, summary, header=""):
     atomic_write_text(paths["runs.csv"], _csv([_run_row(r) for r in results], _RUN_COLUMNS))
     atomic_write_text(paths["grid.csv"], _csv(summary["grid"], _GRID_COLUMNS))
     atomic_write_text(paths["table.csv"], _csv(summary["table"], _GRID_COLUMNS))
-    from fastair.reproduce.figures import plot_strength_curves
     figures = plot_strength_curves(root, summary)
     body = [header, markdown_tables(summary, config.dataset)]
     if figures:

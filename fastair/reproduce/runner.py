@@ -71,10 +71,8 @@ def _evaluate(model, x, spec, config, split, run_dir, progress):
                                   progress=progress, **config.evaluator())
     summary = dict(result.summary(), seconds=round(time.perf_counter() - start, 3))
     if split == "test":
-        rows = ["index,log_px,elbo,gap"] + [
-            f"{i},{a:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in
-            enumerate(zip(result.log_px.tolist(), result.elbo.tolist(), result.gap.tolist()))]
-        atomic_write_text(os.path.join(run_dir, "test_per_example.csv"), "\n".join(rows) + "\n")
+        atomic_write_text(os.path.join(run_dir, "test_per_example.csv"),
+                          result.per_example_csv())
     atomic_write_json(path, summary)
     return summary
 
