@@ -59,8 +59,6 @@ peak_mb / the smaller k's peak_mb in the memory rows.
     .venv/bin/python bench/bench_iwsvi.py --run-dir runs/vae --threads 2 --n-examples 100
 """
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -79,7 +77,6 @@ from torch.distributions import Normal  # noqa: E402
 from bench import common  # noqa: E402
 from fastair.data import load_dataset  # noqa: E402
 from fastair.evaluation import iwsvi_log_likelihood, streamed_log_mean_weight  # noqa: E402
-from fastair.training.checkpoint import atomic_write_text  # noqa: E402
 
 COLUMNS = ("measurement", "provider", "n_examples", "k_eval", "chunk", "seconds", "peak_mb",
            "log_px_mean", "ratio", "torch", "threads", "notes")
@@ -302,13 +299,8 @@ def measure_vs_pythae(args, model, x):
 
 
 def write_csv(rows, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    """Write ``rows`` to ``path`` with this script's columns (see :func:`common.write_csv`)."""
+    common.write_csv(rows, path, COLUMNS)
 
 
 def table(rows):

@@ -11,7 +11,6 @@ bandwidth. Results go to a CSV (one row per metric, written atomically) and a pr
 """
 import argparse
 import csv
-import io
 import datetime
 import math
 import os
@@ -27,7 +26,6 @@ from bench import common  # noqa: E402
 import torch  # noqa: E402
 
 import fastair  # noqa: E402
-from fastair.training.checkpoint import atomic_write_text  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -169,14 +167,8 @@ def run_benchmarks(args):
 
 
 def write_csv(rows, path):
-    """Write ``rows`` to ``path`` atomically (fastair's temporary file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    """Write ``rows`` to ``path`` with this script's columns (see :func:`common.write_csv`)."""
+    common.write_csv(rows, path, COLUMNS)
 
 
 def read_csv(path):

@@ -4,7 +4,9 @@ measurements (time, peak memory, error against a float64 reference, bytes moved)
 described once, in :data:`OPS`; the rest of the harness is the same for all of them.
 """
 import contextlib
+import csv
 import functools
+import io
 import gc
 import math
 import os
@@ -12,6 +14,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -616,3 +619,16 @@ def version_string():
     except ImportError:
         triton_version = "none"
     return f"fastair {fastair.__version__} / torch {torch.__version__} / triton {triton_version}"
+
+
+def write_csv(rows, path, columns):
+    """Write ``rows`` (dicts) with the header ``columns`` to ``path`` atomically (fastair's
+    temporary file + fsync + rename), creating its directory."""
+    from fastair.training.checkpoint import atomic_write_text
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())

@@ -13,8 +13,7 @@ import time
 import torch
 
 import fastair
-from fastair.reproduce.protocol import (FAMILIES, ReproduceConfig, RunSpec, family_label,
-                                        plan_runs)
+from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
 from fastair.reproduce.runner import RunInterrupted, run_one
 
