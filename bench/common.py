@@ -4,9 +4,7 @@ measurements (time, peak memory, error against a float64 reference, bytes moved)
 described once, in :data:`OPS`; the rest of the harness is the same for all of them.
 """
 import contextlib
-import csv
 import functools
-import io
 import gc
 import math
 import os
@@ -622,13 +620,8 @@ def version_string():
 
 
 def write_csv(rows, path, columns):
-    """Write ``rows`` (dicts) with the header ``columns`` to ``path`` atomically (fastair's
-    temporary file + fsync + rename), creating its directory."""
-    from fastair.training.checkpoint import atomic_write_text
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    """Write ``rows`` (dicts) with the header ``columns`` to ``path`` atomically, creating its
+    directory."""
+    from fastair.training.checkpoint import atomic_write_csv
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(path, rows, columns)

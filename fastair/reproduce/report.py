@@ -5,8 +5,6 @@ Columns (nats, lower is better, as in the paper): ``-ln p(x)`` (IW-SVI on test),
 (the inference gap ``ln p(x) - L(x)`` of the encoder on test) and ``-L(x)`` (the amortized bound
 at the model's k), each ``mean ± std`` over seeds (sample std; ``–`` for one seed).
 """
-import csv
-import io
 import math
 import os
 import statistics
@@ -14,7 +12,7 @@ import statistics
 from fastair.reproduce.figures import plot_strength_curves
 from fastair.reproduce.paper import paper_note, paper_numbers
 from fastair.reproduce.protocol import family_label, get_family
-from fastair.training.checkpoint import atomic_write_json, atomic_write_text
+from fastair.training.checkpoint import atomic_write_csv, atomic_write_json, atomic_write_text
 
 __all__ = ["summarize", "write_report", "markdown_tables"]
 
@@ -111,14 +109,6 @@ def markdown_tables(summary, dataset):
     return "\n".join(out)
 
 
-def _csv(rows, columns):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 _RUN_COLUMNS = ("name", "label", "k", "family", "strength", "seed", "best_epoch", "epochs",
                 "stop_reason", "train_bound", "valid_bound", "train_seconds", "valid_nll",
                 "valid_gap", "test_nll", "test_gap", "test_nelbo", "eval_seconds")
@@ -140,9 +130,9 @@ def write_report(root, config, results, summary, header=""):
              ("results.json", "runs.csv", "grid.csv", "table.csv", "report.md")}
     atomic_write_json(paths["results.json"], {"config": config.to_dict(), "runs": results,
                                               **summary})
-    atomic_write_text(paths["runs.csv"], _csv([_run_row(r) for r in results], _RUN_COLUMNS))
-    atomic_write_text(paths["grid.csv"], _csv(summary["grid"], _GRID_COLUMNS))
-    atomic_write_text(paths["table.csv"], _csv(summary["table"], _GRID_COLUMNS))
+    atomic_write_csv(paths["runs.csv"], [_run_row(r) for r in results], _RUN_COLUMNS, "ignore")
+    atomic_write_csv(paths["grid.csv"], summary["grid"], _GRID_COLUMNS, "ignore")
+    atomic_write_csv(paths["table.csv"], summary["table"], _GRID_COLUMNS, "ignore")
     figures = plot_strength_curves(root, summary)
     body = [header, markdown_tables(summary, config.dataset)]
     if figures:

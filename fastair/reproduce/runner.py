@@ -48,11 +48,9 @@ def _preset(spec):
 def _check_spec(run_dir, doc):
     path = os.path.join(run_dir, "spec.json")
     if os.path.exists(path):
-        saved = _read_json(path)
-        if saved != json.loads(json.dumps(doc)):
-            changed = sorted(k for k in set(saved) | set(doc)
-                             if json.dumps(saved.get(k), sort_keys=True)
-                             != json.dumps(doc.get(k), sort_keys=True))
+        saved, doc = _read_json(path), json.loads(json.dumps(doc))  # tuples -> lists
+        changed = sorted(k for k in set(saved) | set(doc) if saved.get(k) != doc.get(k))
+        if changed:
             raise ValueError(f"{run_dir}: this directory holds a run with other settings "
                              f"({', '.join(changed)} differ); use another --out or the same "
                              "options as before")

@@ -5,6 +5,7 @@ over the target with ``os.replace``: a reader sees the old file or the new one, 
 RNG states are stored as tensors, ints and tuples only, so checkpoints load with
 ``torch.load(..., weights_only=True)``.
 """
+import csv
 import io
 import json
 import os
@@ -44,6 +45,17 @@ def atomic_save(obj, path):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_csv(path, rows, columns, extrasaction="raise"):
+    """Write ``rows`` (dicts) under the header ``columns`` as CSV, atomically; keys of a row
+    outside ``columns`` are an error, or dropped with ``extrasaction="ignore"``."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction=extrasaction,
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, out.getvalue())
 
 
 def atomic_write_json(path, obj):

@@ -11,8 +11,6 @@ A run directory holds::
     best.pt       the model with the best validation bound so far
 """
 import contextlib
-import csv
-import io
 import math
 import os
 import signal
@@ -24,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import fastair
-from fastair.training.checkpoint import (atomic_save, atomic_write_json, atomic_write_text,
+from fastair.training.checkpoint import (atomic_save, atomic_write_csv, atomic_write_json,
                                          get_rng_states, load_checkpoint, seed_everything,
                                          set_rng_states)
 from fastair.training.config import TrainConfig
@@ -131,11 +129,7 @@ class Trainer:
         if self.run_dir is None:
             return
         atomic_write_json(self._path("metrics.json"), self.metrics)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.metrics)
-        atomic_write_text(self._path("metrics.csv"), out.getvalue())
+        atomic_write_csv(self._path("metrics.csv"), self.metrics, METRIC_COLUMNS)
 
     def _checkpoint(self):
         partial = None
