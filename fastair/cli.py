@@ -148,9 +148,15 @@ def _add_evaluate(sub):
                    help="which split to evaluate (default: %(default)s)")
     p.add_argument("--k-svi", type=int, default=16,
                    help="samples of the bound q is fitted on (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=100,
-                   help="Adam steps on each batch's q (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam's step size (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=2000,
+                   help="cap on Adam steps per example; each example stops earlier, once its "
+                        "bound stops improving (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help="Adam's starting step size, halved at each check without a gain "
+                        "(default: %(default)s)")
+    p.add_argument("--init", choices=("encoder", "prior"), default="encoder",
+                   help="where each q starts: the encoder's output or N(0, I) (default: "
+                        "%(default)s)")
     p.add_argument("--k-eval", type=int, default=5000,
                    help="importance samples of the final estimate (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=100,
@@ -182,18 +188,25 @@ def _evaluate(args):
     meta = saved.get("meta", {})
     data = load_dataset(meta.get("dataset", "mnist5k"), root=meta.get("data_root"))
     x = getattr(data, args.split).to(args.device)
-    result = iwsvi_log_likelihood(model, x, k_svi=args.k_svi, steps=args.steps, lr=args.lr,
-                                  k_eval=args.k_eval, chunk=args.chunk,
+    result = iwsvi_log_likelihood(model, x, k_svi=args.k_svi, max_steps=args.max_steps,
+                                  lr=args.lr, k_eval=args.k_eval, chunk=args.chunk,
                                   batch_size=args.batch_size, seed=args.seed,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, init=args.init, warn=False)
     out_dir = os.path.join(args.run_dir, "iwsvi")
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "per_example.csv"), result.per_example_csv())
     summary = dict(result.summary(), split=args.split, k_model=model.k, k_svi=args.k_svi,
-                   steps=args.steps, lr=args.lr, k_eval=args.k_eval, seed=args.seed)
+                   lr=args.lr, init=args.init, seed=args.seed, warnings=result.warnings())
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
-    print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f}, gap {summary['gap']:.2f}, "
-          f"-L_{model.k}(x) {summary['-L(x)']:.2f} nats over {summary['n']} examples")
+    print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f} (± {summary['se_of_mean']:.3f} "
+          f"from the samples), gap {summary['gap']:.2f}, -L_{model.k}(x) {summary['-L(x)']:.2f} "
+          f"nats over {summary['n']} examples")
+    print(f"diagnostics: median ESS {summary['median_ess']:.0f} of {args.k_eval}, largest "
+          f"standard error {summary['max_se']:.3f} nat, steps {summary['mean_steps']:.0f} on "
+          f"average ({summary['max_steps_used']} at most), {summary['n_hit_cap']} example(s) hit "
+          f"the cap of {args.max_steps}, {summary['n_unreliable']} unreliable")
+    for message in result.warnings():
+        print(f"warning: {message}", file=sys.stderr)
     return 0
 
 

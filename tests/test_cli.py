@@ -126,11 +126,17 @@ def test_evaluate_writes_per_example_results_and_a_summary(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "vae", "--epochs", "1", "--hidden", "8", "--z-dim", "2",
                  "--run-dir", str(run), "--no-progress"]) == 0
-    assert main(["evaluate", str(run), "--steps", "2", "--k-eval", "50", "--chunk", "20",
+    assert main(["evaluate", str(run), "--max-steps", "2", "--k-eval", "50", "--chunk", "20",
                  "--no-progress"]) == 0
     rows = list(csv.DictReader(open(run / "iwsvi" / "per_example.csv")))
     summary = json.loads((run / "iwsvi" / "summary.json").read_text())
     assert len(rows) == summary["n"] == 500
     assert summary["k_eval"] == 50 and summary["split"] == "test"
-    assert "-ln p(x)" in capsys.readouterr().out
+    assert set(rows[0]) == {"index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se"}
+    assert summary["n_hit_cap"] == 500 and summary["max_steps"] == 2  # 2 steps: all at the cap
+    assert summary["max_se"] == max(float(r["se"]) for r in rows) or \
+        abs(summary["max_se"] - max(float(r["se"]) for r in rows)) < 1e-5
+    out = capsys.readouterr()
+    assert "-ln p(x)" in out.out and "median ESS" in out.out and "largest standard error" in out.out
+    assert "500 of 500 examples hit the step cap" in out.err
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2

@@ -168,6 +168,65 @@ def test_static_mnist_standard_sizes_are_checked(tmp_path):
     assert "binarized_mnist_train.amat" in str(err.value)
 
 
+def _write_mat(path, x, key="X", fmt="5"):
+    import scipy.io
+    with open(path, "wb") as f:  # a file object: scipy would append ".mat" to a bare name
+        scipy.io.savemat(f, {key: np.asarray(x, dtype=np.uint8)}, format=fmt)
+
+
+def test_static_mnist_from_matlab_files_by_content(tmp_path):
+    """The MATLAB files of shared/data/binarized_mnist (one uint8 array X), named .mat or, as
+    some mirrors ship them, .amat; and a mix of both kinds in one directory."""
+    pytest.importorskip("scipy")
+    xs = [_bits((n, D), 10 + seed) for seed, n in enumerate((6, 3, 2))]
+    names = ("binarized_mnist_train.mat", "binarized_mnist_valid.amat",  # MATLAB, named .amat
+             "binarized_mnist_test.amat")                                 # a real text file
+    _write_mat(tmp_path / names[0], xs[0])
+    _write_mat(tmp_path / names[1], xs[1], fmt="4")
+    _write_amat(tmp_path / names[2], xs[2])
+    assert standard.is_mat_file(tmp_path / names[0]) and standard.is_mat_file(tmp_path / names[1])
+    assert not standard.is_mat_file(tmp_path / names[2])
+    splits = data.load_dataset("mnist", root=tmp_path, check_sizes=False)
+    assert splits.sizes == (6, 3, 2)
+    for t, x in zip((splits.train, splits.valid, splits.test), xs):
+        _assert_binary_float32(t, len(x))
+        assert torch.equal(t, torch.from_numpy(x.astype(np.float32)))
+    with pytest.raises(ValueError, match=r"binarized_mnist_train\.mat: array 'X' is 6x784, "
+                                         r"expected .*\[50000, 784\]"):
+        data.load_dataset("mnist", root=tmp_path)
+
+
+def test_static_mnist_matlab_errors_name_the_file(tmp_path):
+    pytest.importorskip("scipy")
+    path = tmp_path / "m.mat"
+    x = _bits((3, D), 0)
+    x[2, 5] = 7
+    _write_mat(path, x)
+    with pytest.raises(ValueError, match=r"m\.mat: array 'X' must hold only 0 and 1.*image 3"):
+        standard.read_mnist_split(path)
+    _write_mat(path, _bits((3, 100), 0))
+    with pytest.raises(ValueError, match=r"m\.mat: array 'X' is 3x100, expected .*\[N, 784\]"):
+        standard.read_mnist_split(path)
+    import scipy.io
+    with open(path, "wb") as f:
+        scipy.io.savemat(f, {"a": np.zeros((2, D)), "b": np.zeros((2, D))})
+    with pytest.raises(ValueError, match=r"no array 'X'.*\['a', 'b'\]"):
+        standard.read_mnist_split(path)
+    _write_mat(path, _bits((2, D), 1), key="images")  # one array under another name is fine
+    assert standard.read_mnist_split(path).shape == (2, D)
+    path.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(ValueError, match=r"m\.mat: cannot be read as a MATLAB \.mat file"):
+        standard.read_mnist_split(path)
+
+
+def test_static_mnist_missing_split_names_both_file_names(tmp_path):
+    _mnist_dir(tmp_path)
+    (tmp_path / "binarized_mnist_valid.amat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"neither binarized_mnist_valid\.amat nor "
+                                                r"binarized_mnist_valid\.mat found"):
+        data.load_dataset("mnist", root=tmp_path, check_sizes=False)
+
+
 def test_amat_truncated_file(tmp_path):
     path = tmp_path / "t.amat"
     _write_amat(path, _bits((4, D), 0))
@@ -206,7 +265,8 @@ def test_missing_file_names_file_directory_and_source(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         data.load_dataset("mnist", root=tmp_path)
     message = str(err.value)
-    assert "binarized_mnist_train.amat not found in" in message and str(tmp_path) in message
+    assert "neither binarized_mnist_train.amat nor binarized_mnist_train.mat found in" in message
+    assert str(tmp_path) in message
     assert "Larochelle" in message and "FASTAIR_DATA" in message
     for name, file in (("omniglot", "chardata.mat"),
                        ("caltech101", "caltech101_silhouettes_28_split1.mat")):

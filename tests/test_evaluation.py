@@ -31,8 +31,8 @@ def test_iwsvi_matches_quadrature_and_the_amortized_bound_lies_below():
     model = small_model()
     x = (torch.rand(20, 12, generator=torch.Generator().manual_seed(1)) < 0.5).double()
     truth = quadrature_log_px(model, x)
-    result = iwsvi_log_likelihood(model, x, k_svi=16, steps=200, lr=5e-2, k_eval=5000,
-                                  chunk=700, batch_size=8, elbo_samples=4000, progress=False)
+    result = iwsvi_log_likelihood(model, x, k_svi=16, k_eval=5000, chunk=700, batch_size=8,
+                                  elbo_samples=4000, progress=False)
     error = (result.log_px - truth).abs()
     # 5000 importance samples from a Gaussian q fitted to a (possibly skewed) 1-D posterior:
     # a few hundredths of a nat at worst, much less on average.
@@ -58,11 +58,12 @@ def test_deterministic_and_leaves_the_model_as_it_was():
     model = small_model(5).train()
     x = (torch.rand(6, 12, generator=torch.Generator().manual_seed(6)) < 0.5).double()
     flags = [p.requires_grad for p in model.parameters()]
-    a = iwsvi_log_likelihood(model, x, steps=5, k_eval=300, chunk=100, elbo_samples=100,
-                             progress=False)
-    b = iwsvi_log_likelihood(model, x, steps=5, k_eval=300, chunk=100, elbo_samples=100,
-                             progress=False)
-    assert torch.equal(a.log_px, b.log_px) and torch.equal(a.elbo, b.elbo)
+    a = iwsvi_log_likelihood(model, x, max_steps=60, k_eval=300, chunk=100, elbo_samples=100,
+                             progress=False, warn=False)
+    b = iwsvi_log_likelihood(model, x, max_steps=60, k_eval=300, chunk=100, elbo_samples=100,
+                             progress=False, warn=False)
+    for name in ("log_px", "elbo", "steps", "ess", "se", "hit_cap"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
 
@@ -84,3 +85,51 @@ def test_amortized_bound_k1_is_the_mean_elbo():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="k_svi, k_eval"):
         iwsvi_log_likelihood(small_model(), torch.zeros(2, 12, dtype=torch.float64), k_eval=0)
+
+
+def test_streamed_ess_and_standard_error_match_the_direct_formulas():
+    model = small_model(9)
+    x = (torch.rand(5, 12, generator=torch.Generator().manual_seed(10)) < 0.5).double()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    from fastair.evaluation import gaussian_log_weights, streamed_weight_stats
+    stats = streamed_weight_stats(model, x, mu, logvar, 1000, 64, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        log_w = gaussian_log_weights(model, x, mu, logvar, 1000, torch.Generator().manual_seed(4))
+    w = torch.exp(log_w - log_w.max(0).values)
+    ess = w.sum(0) ** 2 / (w ** 2).sum(0)
+    # the delta method: sd(w) / (sqrt(k) mean(w)), with the 1/k sample variance
+    se = w.std(0, unbiased=False) / (math.sqrt(1000) * w.mean(0))
+    torch.testing.assert_close(stats.ess, ess)
+    torch.testing.assert_close(stats.se, se)
+    torch.testing.assert_close(stats.log_mean, torch.logsumexp(log_w, 0) - math.log(1000))
+    assert ((stats.ess >= 1) & (stats.ess <= 1000)).all()
+
+
+def test_standard_error_is_calibrated_by_repeats():
+    """The spread of independent estimates matches the mean delta-method standard error."""
+    model = small_model(11)
+    x = (torch.rand(3, 12, generator=torch.Generator().manual_seed(12)) < 0.5).double()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    from fastair.evaluation import streamed_weight_stats
+    runs = [streamed_weight_stats(model, x, mu, logvar, 400, 400,
+                                  torch.Generator().manual_seed(s)) for s in range(200)]
+    spread = torch.stack([r.log_mean for r in runs]).std(0)
+    mean_se = torch.stack([r.se for r in runs]).mean(0)
+    assert ((spread / mean_se - 1).abs() < 0.25).all(), (spread, mean_se)
+
+
+def test_result_files_and_summary_carry_the_diagnostics():
+    model = small_model(13)
+    x = (torch.rand(6, 12, generator=torch.Generator().manual_seed(14)) < 0.5).double()
+    r = iwsvi_log_likelihood(model, x, k_eval=300, elbo_samples=100, batch_size=4, progress=False)
+    s = r.summary()
+    for key in ("median_ess", "max_se", "n_hit_cap", "mean_steps", "n_unreliable", "se_of_mean"):
+        assert key in s
+    assert s["max_se"] == pytest.approx(r.se.max().item())
+    lines = r.per_example_csv().splitlines()
+    assert lines[0] == "index,log_px,elbo,gap,steps,hit_cap,ess,se" and len(lines) == 7
+    assert int(lines[1].split(",")[4]) == r.steps[0].item()
+    with pytest.raises(ValueError, match="init"):
+        iwsvi_log_likelihood(model, x, init="zeros")

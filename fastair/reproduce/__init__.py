@@ -104,8 +104,9 @@ def _header(config, results, wall, complete):
             f"{len(results)} runs: k in {list(config.ks)}, {config.seeds} seed(s), σ grid "
             f"{list(config.sigmas)}, H grid {list(config.Hs)}; training: Adam 1e-3, batch 100, "
             f"at most {config.epochs} epochs, early stopping after {config.patience} epochs "
-            f"without a better validation bound. IW-SVI: k_svi {ev['k_svi']}, {ev['steps']} "
-            f"Adam steps (lr {ev['lr']:g}), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
+            f"without a better validation bound. IW-SVI: k_svi {ev['k_svi']}, Adam from lr "
+            f"{ev['lr']:g} until the bound stops improving (at most {ev['max_steps']} steps per "
+            f"example), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
             f"Compute {compute / 60:.1f} min in all (this invocation {wall / 60:.1f} min), "
             f"device {config.device}, torch {torch.__version__}, fastair {fastair.__version__}, "
             f"fastair backend {_backend(config.device)}.\n")

@@ -44,7 +44,9 @@ def add_parser(sub):
     p.add_argument("--patience", type=int, default=None,
                    help=f"early-stopping patience ({_both('patience')})")
     p.add_argument("--k-svi", type=int, default=None, help=f"IW-SVI samples ({_both('k_svi')})")
-    p.add_argument("--steps", type=int, default=None, help=f"IW-SVI steps ({_both('steps')})")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help=f"cap on IW-SVI steps per example; each stops earlier when its bound "
+                        f"stops improving ({_both('max_steps')})")
     p.add_argument("--svi-lr", type=float, default=None, help=f"IW-SVI lr ({_both('svi_lr')})")
     p.add_argument("--k-eval", type=int, default=None,
                    help=f"importance samples of ln p(x) ({_both('k_eval')})")
@@ -61,7 +63,7 @@ def add_parser(sub):
     return p
 
 
-_FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "steps",
+_FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "max_steps",
            "svi_lr", "k_eval", "chunk", "device", "num_threads")
 
 

@@ -93,7 +93,7 @@ class ReproduceConfig:
         families: keys of :data:`FAMILIES` to run.
         epochs, patience: the early-stopping budget of each run (patience on the validation
             bound, as in :class:`fastair.training.TrainConfig`).
-        k_svi, steps, svi_lr, k_eval, chunk: the IW-SVI evaluator's settings
+        k_svi, max_steps, svi_lr, k_eval, chunk: the IW-SVI evaluator's settings
             (:func:`fastair.evaluation.iwsvi_log_likelihood`), used on validation (to choose
             the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
             samples too.
@@ -109,8 +109,8 @@ class ReproduceConfig:
     epochs: int = 1000
     patience: int = 30
     k_svi: int = 16
-    steps: int = 100
-    svi_lr: float = 1e-2
+    max_steps: int = 2000
+    svi_lr: float = 0.05
     k_eval: int = 5000
     chunk: int = 100
     device: str = "cpu"
@@ -128,7 +128,7 @@ class ReproduceConfig:
                   "seeds": isinstance(self.seeds, int) and self.seeds >= 1,
                   "sigmas": all(s > 0 for s in self.sigmas) and len(self.sigmas) > 0,
                   "Hs": all(h > 0 for h in self.Hs) and len(self.Hs) > 0,
-                  "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1, "steps": self.steps >= 0,
+                  "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1, "max_steps": self.max_steps >= 0,
                   "chunk": self.chunk >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -141,7 +141,7 @@ class ReproduceConfig:
         lighter evaluator. Shows the pipeline and the shape of the result, not the paper's
         numbers (the models stop before they overfit much)."""
         settings = dict(seeds=1, sigmas=(0.2, 0.4), Hs=(1.0, 2.0), epochs=60, patience=10,
-                        steps=30, k_eval=500, quick=True)
+                        max_steps=300, k_eval=500, quick=True)
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
 
@@ -153,7 +153,7 @@ class ReproduceConfig:
 
     def evaluator(self):
         """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`."""
-        return dict(k_svi=self.k_svi, steps=self.steps, lr=self.svi_lr, k_eval=self.k_eval,
+        return dict(k_svi=self.k_svi, max_steps=self.max_steps, lr=self.svi_lr, k_eval=self.k_eval,
                     chunk=self.chunk, elbo_samples=self.k_eval)
 
     def to_dict(self):

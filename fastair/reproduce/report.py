@@ -10,7 +10,7 @@ import os
 import statistics
 
 from fastair.reproduce.figures import plot_strength_curves
-from fastair.reproduce.paper import paper_note, paper_numbers
+from fastair.reproduce.paper import paper_note, paper_numbers, paper_reference
 from fastair.reproduce.protocol import family_label, get_family
 from fastair.training.checkpoint import atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -37,8 +37,21 @@ def _grid_points(results):
                "label": family_label(key[1], key[0])}
         for name, (split, column) in _METRICS.items():
             row[name], row[name + "_std"] = _stats([r[split][column] for r in runs])
+        row.update(_diagnostics(runs))
         points[key] = row
     return points
+
+
+def _diagnostics(runs):
+    """IW-SVI diagnostics of a grid point over its seeds, both splits: the median of the
+    per-run median ESS, the largest standard error, examples at the step cap, unreliable ones."""
+    parts = [r[split] for r in runs for split in ("valid", "test")]
+    if not all("median_ess" in p for p in parts):  # results of an older evaluator
+        return {"median_ess": math.nan, "max_se": math.nan, "n_hit_cap": -1, "n_unreliable": -1}
+    return {"median_ess": statistics.median(p["median_ess"] for p in parts),
+            "max_se": max(p["max_se"] for p in parts),
+            "n_hit_cap": sum(p["n_hit_cap"] for p in parts),
+            "n_unreliable": sum(p["n_unreliable"] for p in parts)}
 
 
 def summarize(results):
@@ -73,53 +86,92 @@ def _strength(row):
     return "–" if knob is None else f"{'σ' if knob == 'sigma' else 'H'} = {row['strength']:g}"
 
 
+def _paper_cells(row, ref, with_delta):
+    """The paper's three numbers (and ours minus the paper's) for a table row."""
+    if ref is None:
+        return " – |" * (6 if with_delta else 3)
+    cells = []
+    for ours, theirs, spread in ((row["test_nll"], ref.nll, ref.nll_std),
+                                 (row["test_gap"], ref.gap, ref.gap_std),
+                                 (row["test_nelbo"], ref.nbound, ref.nbound_std)):
+        cells.append(f" {theirs:.2f} ± {spread:.2f} |")
+        if with_delta:
+            cells.append(f" {ours - theirs:+.2f} |")
+    return "".join(cells)
+
+
+def _table(summary, dataset, k):
+    paper = paper_numbers(dataset, k)
+    ref_name, reference = paper_reference(dataset, k)
+    shown, with_delta = (paper, True) if paper else (reference, False)
+    head = "| model | chosen on validation | -ln p(x) | Δinf | -L(x) | seeds |"
+    rule = "|---|---|---|---|---|---|"
+    if shown:
+        tag = "paper" if paper else f"paper, {ref_name} (reference)"
+        for column in ("-ln p(x)", "Δinf", "-L(x)"):
+            head += f" {tag} {column} |" + (" Δ |" if with_delta else "")
+            rule += "---|" + ("---|" if with_delta else "")
+    out = [f"### {dataset}, k = {k} (test set, nats, lower is better)\n", head, rule]
+    for row in (r for r in summary["table"] if r["k"] == k):
+        line = (f"| {row['label']} | {_strength(row)} | "
+                f"{_pm(row['test_nll'], row['test_nll_std'])} | "
+                f"{_pm(row['test_gap'], row['test_gap_std'])} | "
+                f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} | {row['seeds']} |")
+        if shown:
+            line += _paper_cells(row, shown.get(row["label"]), with_delta)
+        out.append(line)
+    return out + ["", paper_note(dataset, k), ""]
+
+
+def _num(value, digits):
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _count(n):
+    return "–" if n < 0 else str(n)
+
+
 def markdown_tables(summary, dataset):
-    """The tables in the paper's form (one per k), then the grids, as Markdown text."""
+    """The tables in the paper's form (one per k, the paper's numbers beside), then the grids
+    with the IW-SVI diagnostics, as Markdown text."""
     out = []
     for k in sorted({row["k"] for row in summary["table"]}):
-        paper = paper_numbers(dataset, k)
-        out.append(f"### {dataset}, k = {k} (test set, nats, lower is better)\n")
-        head = "| model | chosen on validation | -ln p(x) | Δinf | -L(x) | seeds |"
-        rule = "|---|---|---|---|---|---|"
-        if paper:
-            head, rule = head + " paper -ln p(x) | paper Δinf | paper -L(x) |", rule + "---|---|---|"
-        out += [head, rule]
-        for row in (r for r in summary["table"] if r["k"] == k):
-            line = (f"| {row['label']} | {_strength(row)} | "
-                    f"{_pm(row['test_nll'], row['test_nll_std'])} | "
-                    f"{_pm(row['test_gap'], row['test_gap_std'])} | "
-                    f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} | {row['seeds']} |")
-            if paper:
-                ref = paper.get(row["label"])
-                line += " | ".join(f" {v:.2f}" for v in ref) + " |" if ref else " – | – | – |"
-            out.append(line)
-        note = paper_note(dataset, k)
-        out += ["", note, ""] if note else [""]
-        out += [f"Grid at k = {k} (each value's mean over seeds; * = chosen):\n",
-                "| model | strength | valid -ln p(x) | test -ln p(x) | test Δinf | test -L(x) |",
-                "|---|---|---|---|---|---|"]
+        out += _table(summary, dataset, k)
+        out += [f"Grid at k = {k} (each value's mean over seeds; * = chosen). IW-SVI diagnostics "
+                "over validation and test: the median ESS of the 5000 final weights (median over "
+                "runs), the largest per-example standard error, and how many examples hit the "
+                "step cap or were flagged unreliable:\n",
+                "| model | strength | valid -ln p(x) | test -ln p(x) | test Δinf | test -L(x) "
+                "| median ESS | max SE | at cap | unreliable |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for row in (r for r in summary["grid"] if r["k"] == k):
             mark = " *" if row["chosen"] else ""
             out.append(f"| {row['label']} | {_strength(row)}{mark} | "
                        f"{_pm(row['valid_nll'], row['valid_nll_std'])} | "
                        f"{_pm(row['test_nll'], row['test_nll_std'])} | "
                        f"{_pm(row['test_gap'], row['test_gap_std'])} | "
-                       f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} |")
+                       f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} | "
+                       f"{_num(row['median_ess'], 0)} | {_num(row['max_se'], 2)} | "
+                       f"{_count(row['n_hit_cap'])} | {_count(row['n_unreliable'])} |")
         out.append("")
     return "\n".join(out)
 
 
 _RUN_COLUMNS = ("name", "label", "k", "family", "strength", "seed", "best_epoch", "epochs",
                 "stop_reason", "train_bound", "valid_bound", "train_seconds", "valid_nll",
-                "valid_gap", "test_nll", "test_gap", "test_nelbo", "eval_seconds")
+                "valid_gap", "test_nll", "test_gap", "test_nelbo", "test_median_ess",
+                "test_max_se", "test_n_hit_cap", "test_mean_steps", "eval_seconds")
 _GRID_COLUMNS = ("k", "label", "family", "strength", "seeds", "chosen") + tuple(
-    c for name in _METRICS for c in (name, name + "_std"))
+    c for name in _METRICS for c in (name, name + "_std")) + (
+    "median_ess", "max_se", "n_hit_cap", "n_unreliable")
 
 
 def _run_row(r):
     return dict(r, valid_nll=r["valid"]["-ln p(x)"], valid_gap=r["valid"]["gap"],
                 test_nll=r["test"]["-ln p(x)"], test_gap=r["test"]["gap"],
-                test_nelbo=r["test"]["-L(x)"],
+                test_nelbo=r["test"]["-L(x)"], test_median_ess=r["test"].get("median_ess"),
+                test_max_se=r["test"].get("max_se"), test_n_hit_cap=r["test"].get("n_hit_cap"),
+                test_mean_steps=r["test"].get("mean_steps"),
                 eval_seconds=r["valid"]["seconds"] + r["test"]["seconds"])
 
 

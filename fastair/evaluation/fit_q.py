@@ -1,0 +1,133 @@
+"""Fit each example's Gaussian ``q(z) = N(mu, exp(logvar))`` to the ``k``-sample IWAE bound of
+a frozen decoder, until it stops improving (the optimization step of IW-SVI).
+
+**Optimizer.** Adam written out per row, so that each example of a batch has its own step size,
+stops on its own, and the batch shrinks to the examples still running (the decoder is evaluated
+only on those). All running rows have taken the same number of steps, so Adam's bias correction
+is shared.
+
+**Stopping rule.** Every ``check_every`` steps each running example is scored on a *fixed* set of
+``k`` draws ``eps`` (``z = mu + exp(logvar / 2) eps`` with the same ``eps`` at every check:
+common random numbers). With fresh draws one example's k-sample bound scatters by about a nat
+from draw to draw, far more than the changes to detect; with the draws fixed, the difference
+between two checks is the change the updates made, and nothing else. Two scores come from the
+same log weights: the k-sample bound ``log mean w`` (the objective) and the ELBO ``mean log w =
+ln p(x) - KL(q || p(z|x))`` (up to the draws). The ELBO is the one that still moves once the
+16-sample bound has saturated: a ``q`` too broad or slightly off-centre costs the bound almost
+nothing but the final importance weights a factor of several in effective sample size. A check
+*gains* when either score beats its best by more than ``tol`` nats. A check that does not gain
+halves that example's step size (the noisy gradient leaves Adam's iterates jittering at a
+distance that scales with it); after ``patience`` checks in a row without a gain the example
+stops. So an example stops when its step size has fallen by ``2 ** patience`` and even then
+neither score moved by ``tol``; or at ``max_steps``, which is then reported.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from fastair.functional import bernoulli_log_prob, gaussian_log_prob, iwae_bernoulli_gaussian
+
+__all__ = ["QFit", "fit_gaussian_q"]
+
+
+@dataclass
+class QFit:
+    """The fitted ``mu, logvar`` ``[B, Z]``, the steps each example took ``[B]`` (int64, CPU)
+    and whether it stopped at the cap ``[B]`` (bool, CPU)."""
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    steps: torch.Tensor
+    hit_cap: torch.Tensor
+
+
+def _draw(params, eps):
+    mu, logvar = params.chunk(2, dim=1)
+    return mu, logvar, mu + torch.exp(0.5 * logvar) * eps
+
+
+@torch.no_grad()
+def _scores(model, x, params, eps):
+    """``[2, B]``: the k-sample bound and the ELBO of the fixed draws ``eps`` ``[k, B, Z]``."""
+    mu, logvar, z = _draw(params, eps)
+    log_w = (bernoulli_log_prob(model.decode_logits(z), x) + gaussian_log_prob(z)
+             - gaussian_log_prob(z, mu, logvar))
+    bound = torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(eps.shape[0])))
+    return torch.stack([bound, log_w.mean(0)])
+
+
+def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check_every=25,
+                   patience=3, tol=0.01, decay=0.5, generator=None, betas=(0.9, 0.999),
+                   eps=1e-8, on_check=None):
+    """Maximize ``L_k(x; q)`` over ``mu, logvar`` of each example, decoder frozen.
+
+    Args:
+        model: has ``decode_logits(z [..., B, Z]) -> [..., B, D]``; its parameters should not
+            require gradients (the caller freezes them).
+        x: ``[B, D]`` data; mu, logvar: ``[B, Z]`` starting point (not modified).
+        k: samples of the bound optimized (and of the fixed check draws).
+        lr, betas, eps: Adam's settings (``lr`` is each example's starting step size).
+        max_steps: the cap on steps per example.
+        check_every, patience, tol, decay: the stopping rule of the module docstring
+            (``decay = 1`` keeps the step size fixed).
+        generator: the torch.Generator of every draw.
+        on_check: optional ``f(step, n_running)`` after each check (progress reporting).
+
+    Returns:
+        :class:`QFit`.
+    """
+    if min(k, check_every, patience) < 1 or max_steps < 0 or not tol >= 0 or not lr > 0 \
+            or not 0 < decay <= 1:
+        raise ValueError("k, check_every and patience must be >= 1, max_steps >= 0, tol >= 0, "
+                         f"lr > 0 and decay in (0, 1]; got k={k}, check_every={check_every}, "
+                         f"patience={patience}, max_steps={max_steps}, tol={tol}, lr={lr}, "
+                         f"decay={decay}")
+    n, z_dim = mu.shape
+    device, dtype = mu.device, mu.dtype
+    params = torch.cat([mu, logvar], 1).detach().clone()           # [B, 2Z]
+    m1, m2 = torch.zeros_like(params), torch.zeros_like(params)    # Adam's moments
+    rate = torch.full((n, 1), float(lr), dtype=dtype, device=device)
+    fixed = torch.randn((k, n, z_dim), generator=generator, device=device, dtype=dtype)
+    best = _scores(model, x, params, fixed)                         # [2, B]
+    stale = torch.zeros(n, dtype=torch.int64, device=device)
+    steps = torch.zeros(n, dtype=torch.int64)
+    running = torch.arange(n, device=device)
+    beta1, beta2 = betas
+    step = 0
+    while running.numel() and step < max_steps:
+        xr = x.index_select(0, running)
+        p = params.index_select(0, running).requires_grad_(True)
+        draw = torch.randn((k, running.numel(), z_dim), generator=generator, device=device,
+                           dtype=dtype)
+        mu_r, logvar_r, z = _draw(p, draw)
+        loss = -iwae_bernoulli_gaussian(xr, model.decode_logits(z), z, mu_r, logvar_r).sum()
+        (grad,) = torch.autograd.grad(loss, p)
+        step += 1
+        with torch.no_grad():
+            g1 = m1.index_select(0, running).mul_(beta1).add_(grad, alpha=1 - beta1)
+            g2 = m2.index_select(0, running).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            m1.index_copy_(0, running, g1)
+            m2.index_copy_(0, running, g2)
+            update = (g1 / (1 - beta1 ** step)) / (g2.div(1 - beta2 ** step).sqrt_().add_(eps))
+            r = rate.index_select(0, running)
+            params.index_copy_(0, running, p.detach() - r * update)
+            if step % check_every:
+                continue
+            value = _scores(model, xr, params.index_select(0, running),
+                            fixed.index_select(1, running))
+            old = best.index_select(1, running)
+            gained = (value > old + tol).any(0)
+            best.index_copy_(1, running, torch.maximum(old, value))
+            rate.index_copy_(0, running, torch.where(gained[:, None], r, r * decay))
+            s = torch.where(gained, torch.zeros_like(stale[:1]), stale.index_select(0, running) + 1)
+            stale.index_copy_(0, running, s)
+            done = s >= patience
+        steps[running[done].cpu()] = step
+        running = running[~done]
+        if on_check is not None:
+            on_check(step, int(running.numel()))
+    hit_cap = torch.zeros(n, dtype=torch.bool)
+    hit_cap[running.cpu()] = True
+    steps[running.cpu()] = step
+    mu_fit, logvar_fit = params.chunk(2, dim=1)
+    return QFit(mu=mu_fit.contiguous(), logvar=logvar_fit.contiguous(), steps=steps,
+                hit_cap=hit_cap)

@@ -1,0 +1,82 @@
+"""Log importance weights of a Gaussian ``q`` and their streamed statistics.
+
+``log w = log p(x|z) + log p(z) - log q(z|x)`` with ``z ~ q = N(mu, exp(logvar))``. The streamed
+statistics keep, per example, a running max ``m`` and the rescaled sums ``s1 = sum exp(log w - m)``
+and ``s2 = sum exp(2 (log w - m))``, so memory does not grow with the number of samples ``k``:
+
+    log p_hat = log s1 + m - log k          (the k-sample estimate of ln p(x))
+    ESS       = s1^2 / s2                   (Kish's effective sample size, in [1, k])
+    SE        = sqrt(1 / ESS - 1 / k)       (delta-method standard error of log p_hat)
+
+The last line is ``sd(w) / (sqrt(k) mean(w))`` with the sample moments written through the ESS.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fastair.functional import bernoulli_log_prob, gaussian_log_prob, linear_bernoulli_log_prob
+
+__all__ = ["WeightStats", "decoder_log_prob", "gaussian_log_weights", "streamed_log_mean_weight",
+           "streamed_weight_stats"]
+
+
+def decoder_log_prob(model, z, x):
+    """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]``, ``x [B, D]``; through the fused decoder
+    head (no [..., D] logits stored) when the decoder ends in a Linear ``out`` after a ``trunk``."""
+    decoder = model.decoder
+    out = getattr(decoder, "out", None)
+    if isinstance(out, torch.nn.Linear) and hasattr(decoder, "trunk"):
+        return linear_bernoulli_log_prob(decoder.trunk(z), out.weight, out.bias, x)
+    return bernoulli_log_prob(model.decode_logits(z), x)
+
+
+def gaussian_log_weights(model, x, mu, logvar, n, generator):
+    """``log w`` ``[n, B]`` of ``n`` draws ``z ~ N(mu, exp(logvar))`` (``mu, logvar`` ``[B, Z]``,
+    ``x`` ``[B, D]``), the decoder term through :func:`decoder_log_prob`."""
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((n,) + tuple(mu.shape), generator=generator,
+                                                   device=mu.device, dtype=mu.dtype)
+    return (decoder_log_prob(model, z, x) + gaussian_log_prob(z)
+            - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
+
+
+@dataclass
+class WeightStats:
+    """Per-example statistics of ``k`` importance weights, each ``[B]``: ``log_mean`` (the
+    estimate of ``ln p(x)``), ``ess`` (effective sample size) and ``se`` (its standard error)."""
+    log_mean: torch.Tensor
+    ess: torch.Tensor
+    se: torch.Tensor
+    k: int
+
+
+def streamed_weight_stats(model, x, mu, logvar, k, chunk, generator):
+    """:class:`WeightStats` of ``k`` draws ``z ~ N(mu, exp(logvar))``, drawn ``chunk`` at a time.
+
+    Args:
+        x: ``[B, D]``; mu, logvar: ``[B, Z]``.
+    """
+    run_max = torch.full(mu.shape[:1], -math.inf, dtype=torch.float64, device=mu.device)
+    s1 = torch.zeros_like(run_max)
+    s2 = torch.zeros_like(run_max)
+    for start in range(0, k, chunk):
+        log_w = gaussian_log_weights(model, x, mu, logvar, min(chunk, k - start),
+                                     generator).double()
+        new_max = torch.maximum(run_max, log_w.max(0).values)
+        shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        scale = torch.exp(run_max - shift)
+        rel = torch.exp(log_w - shift)
+        s1 = s1 * scale + rel.sum(0)
+        s2 = s2 * scale * scale + (rel * rel).sum(0)
+        run_max = new_max
+    shift = torch.where(torch.isfinite(run_max), run_max, torch.zeros_like(run_max))
+    log_mean = torch.log(s1) + shift - math.log(k)
+    ess = torch.where(s2 > 0, s1 * s1 / s2, torch.zeros_like(s1))
+    se = torch.sqrt(torch.clamp(1.0 / ess - 1.0 / k, min=0.0))
+    return WeightStats(log_mean=log_mean, ess=ess, se=se, k=k)
+
+
+def streamed_log_mean_weight(model, x, mu, logvar, k, chunk, generator):
+    """``log (1/k) sum_i w_i`` ``[B]`` (``mu``'s dtype): :func:`streamed_weight_stats`'s
+    ``log_mean``."""
+    return streamed_weight_stats(model, x, mu, logvar, k, chunk, generator).log_mean.to(mu.dtype)
