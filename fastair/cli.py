@@ -166,6 +166,8 @@ def _add_evaluate(sub):
                    help="examples optimized together (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the evaluation (default: torch's own choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
     p.set_defaults(func=_evaluate)
 
@@ -176,6 +178,11 @@ def _evaluate(args):
     from fastair.models import VAE
     from fastair.training import load_checkpoint
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
     saved = _saved_run(args.run_dir)
     best = os.path.join(args.run_dir, "best.pt")
     if saved is None or not os.path.exists(best):
