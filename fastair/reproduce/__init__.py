@@ -44,10 +44,15 @@ def _say(bar, text):
 
 
 def _describe(r):
+    test = r["test"]
+    diagnostics = ""
+    if "median_ess" in test:
+        diagnostics = (f", test median ESS {test['median_ess']:.0f}, largest SE "
+                       f"{test['max_se']:.2f}, {test['n_hit_cap']} at the step cap")
     return (f"{r['name']}: best epoch {r['best_epoch']}/{r['epochs']}, "
             f"valid -ln p(x) {r['valid']['-ln p(x)']:.2f}, test -ln p(x) "
-            f"{r['test']['-ln p(x)']:.2f}, Δinf {r['test']['gap']:.2f} "
-            f"({r['train_seconds'] + r['valid']['seconds'] + r['test']['seconds']:.0f} s)")
+            f"{test['-ln p(x)']:.2f}, Δinf {test['gap']:.2f}{diagnostics} "
+            f"({r['train_seconds'] + r['valid']['seconds'] + test['seconds']:.0f} s)")
 
 
 def reproduce(config=None, root=None, progress=True):
