@@ -140,9 +140,13 @@ def build_parser():
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate", help="IW-SVI test log-likelihood of a trained run",
-        description="Estimate ln p(x) of a run's best model by IW-SVI (fastair.evaluation): "
-                    "per-example log_px, the amortized bound and the gap go to "
-                    "RUN_DIR/iwsvi/per_example.csv, the means to RUN_DIR/iwsvi/summary.json.")
+        description="Estimate ln p(x) of a run's best model by IW-SVI (fastair.evaluation): each "
+                    "example's q is fitted until its bound stops improving, then 5000 "
+                    "importance samples give ln p(x). Per example log_px, the amortized bound, "
+                    "the gap, the steps taken, the effective sample size and the standard "
+                    "error go to RUN_DIR/iwsvi/per_example.csv; the means and the diagnostics "
+                    "(median ESS, largest standard error, examples at the step cap or "
+                    "unreliable) to RUN_DIR/iwsvi/summary.json and the console.")
     p.add_argument("run_dir", help="a directory written by `fastair train`")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test",
                    help="which split to evaluate (default: %(default)s)")
