@@ -138,7 +138,7 @@ def markdown_tables(summary, dataset):
     for k in sorted({row["k"] for row in summary["table"]}):
         out += _table(summary, dataset, k)
         out += [f"Grid at k = {k} (each value's mean over seeds; * = chosen). IW-SVI diagnostics "
-                "over validation and test: the median ESS of the 5000 final weights (median over "
+                "over validation and test: the median ESS of the k_eval final weights (median over "
                 "runs), the largest per-example standard error, and how many examples hit the "
                 "step cap or were flagged unreliable:\n",
                 "| model | strength | valid -ln p(x) | test -ln p(x) | test Δinf | test -L(x) "
