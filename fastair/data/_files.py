@@ -28,14 +28,17 @@ def resolve_root(root):
     return default_root() if root is None else Path(root).expanduser()
 
 
-def require_file(root, filename, where):
-    """Path of ``root / filename``; a FileNotFoundError naming both (and ``where``) if missing."""
-    path = Path(root) / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{filename} not found in {Path(root)} (looked for {path}). {where} Put the file in "
-            f"that directory, or pass root=<directory holding it>, or set FASTAIR_DATA.")
-    return path
+def require_file(root, filename, where, alternative=None):
+    """Path of ``root / filename`` (else of ``root / alternative``, if given); a
+    FileNotFoundError naming the file(s), the directory and ``where`` if none exists."""
+    root = Path(root)
+    for name in (filename, alternative):
+        if name is not None and (root / name).is_file():
+            return root / name
+    what = (f"{filename} not found in {root} (looked for {root / filename})" if alternative is None
+            else f"neither {filename} nor {alternative} found in {root}")
+    raise FileNotFoundError(f"{what}. {where} Put the file in that directory, or pass "
+                            "root=<directory holding it>, or set FASTAIR_DATA.")
 
 
 def _opener(path):

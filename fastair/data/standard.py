@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastair.data._files import (X_DIM, check_binary, check_grey, check_row_count, fortran_images,
-                                 load_mat, mat_array, read_text_table)
+                                 load_mat, mat_array, read_text_table, require_file)
 from fastair.data.splits import Splits
 
 # --- static binarized MNIST -------------------------------------------------------------------
@@ -94,16 +94,8 @@ def find_mnist_files(root):
     Raises:
         FileNotFoundError naming the directory and both names when a split has neither.
     """
-    root = Path(root)
-    paths = []
-    for amat, mat in zip(MNIST_FILES, MNIST_MAT_FILES):
-        found = next((root / n for n in (amat, mat) if (root / n).is_file()), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"neither {amat} nor {mat} found in {root}. {MNIST_SOURCE} Put the files in that "
-                f"directory, or pass root=<directory holding them>, or set FASTAIR_DATA.")
-        paths.append(found)
-    return paths
+    return [require_file(root, amat, MNIST_SOURCE, alternative=mat)
+            for amat, mat in zip(MNIST_FILES, MNIST_MAT_FILES)]
 
 
 def load_static_mnist(paths, *, sizes=MNIST_SIZES, name="mnist"):

@@ -21,11 +21,13 @@ distance that scales with it); after ``patience`` checks in a row without a gain
 stops. So an example stops when its step size has fallen by ``2 ** patience`` and even then
 neither score moved by ``tol``; or at ``max_steps``, which is then reported.
 """
+import math
 from dataclasses import dataclass
 
 import torch
 
-from fastair.functional import bernoulli_log_prob, gaussian_log_prob, iwae_bernoulli_gaussian
+from fastair.evaluation.weights import log_weights
+from fastair.functional import iwae_bernoulli_gaussian
 
 __all__ = ["QFit", "fit_gaussian_q"]
 
@@ -49,10 +51,8 @@ def _draw(params, eps):
 def _scores(model, x, params, eps):
     """``[2, B]``: the k-sample bound and the ELBO of the fixed draws ``eps`` ``[k, B, Z]``."""
     mu, logvar, z = _draw(params, eps)
-    log_w = (bernoulli_log_prob(model.decode_logits(z), x) + gaussian_log_prob(z)
-             - gaussian_log_prob(z, mu, logvar))
-    bound = torch.logsumexp(log_w, 0) - torch.log(torch.tensor(float(eps.shape[0])))
-    return torch.stack([bound, log_w.mean(0)])
+    log_w = log_weights(model, x, mu, logvar, z)
+    return torch.stack([torch.logsumexp(log_w, 0) - math.log(eps.shape[0]), log_w.mean(0)])
 
 
 def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check_every=25,

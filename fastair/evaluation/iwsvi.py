@@ -8,7 +8,6 @@ effective sample size and standard error of each estimate
 (:func:`~fastair.evaluation.weights.streamed_weight_stats`). ``gap = log_px - elbo`` is the
 inference gap of the amortized encoder.
 """
-import math
 import warnings
 
 import torch

@@ -32,12 +32,12 @@ class IWSVIResult:
     log_px: torch.Tensor
     elbo: torch.Tensor
     gap: torch.Tensor
-    steps: torch.Tensor = None
-    hit_cap: torch.Tensor = None
-    ess: torch.Tensor = None
-    se: torch.Tensor = None
-    max_steps: int = None
-    k_eval: int = None
+    steps: torch.Tensor
+    hit_cap: torch.Tensor
+    ess: torch.Tensor
+    se: torch.Tensor
+    max_steps: int
+    k_eval: int
 
     def unreliable(self):
         """``[N]`` bool: examples whose ``se > SE_WARN`` or ``ess < ESS_WARN``."""

@@ -17,8 +17,8 @@ import torch
 
 from fastair.functional import bernoulli_log_prob, gaussian_log_prob, linear_bernoulli_log_prob
 
-__all__ = ["WeightStats", "decoder_log_prob", "gaussian_log_weights", "streamed_log_mean_weight",
-           "streamed_weight_stats"]
+__all__ = ["WeightStats", "decoder_log_prob", "gaussian_log_weights", "log_weights",
+           "streamed_log_mean_weight", "streamed_weight_stats"]
 
 
 def decoder_log_prob(model, z, x):
@@ -31,13 +31,19 @@ def decoder_log_prob(model, z, x):
     return bernoulli_log_prob(model.decode_logits(z), x)
 
 
-def gaussian_log_weights(model, x, mu, logvar, n, generator):
-    """``log w`` ``[n, B]`` of ``n`` draws ``z ~ N(mu, exp(logvar))`` (``mu, logvar`` ``[B, Z]``,
-    ``x`` ``[B, D]``), the decoder term through :func:`decoder_log_prob`."""
-    z = mu + torch.exp(0.5 * logvar) * torch.randn((n,) + tuple(mu.shape), generator=generator,
-                                                   device=mu.device, dtype=mu.dtype)
+def log_weights(model, x, mu, logvar, z):
+    """``log w = log p(x|z) + log p(z) - log q(z)`` ``[n, B]`` of given draws ``z`` ``[n, B, Z]``
+    from ``q = N(mu, exp(logvar))`` (``mu, logvar`` ``[B, Z]``, ``x`` ``[B, D]``), the decoder term
+    through :func:`decoder_log_prob`."""
     return (decoder_log_prob(model, z, x) + gaussian_log_prob(z)
             - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
+
+
+def gaussian_log_weights(model, x, mu, logvar, n, generator):
+    """:func:`log_weights` ``[n, B]`` of ``n`` fresh draws ``z ~ N(mu, exp(logvar))``."""
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((n,) + tuple(mu.shape), generator=generator,
+                                                   device=mu.device, dtype=mu.dtype)
+    return log_weights(model, x, mu, logvar, z)
 
 
 @dataclass
