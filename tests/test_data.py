@@ -175,7 +175,7 @@ def _write_mat(path, x, key="X", fmt="5"):
 
 
 def test_static_mnist_from_matlab_files_by_content(tmp_path):
-    """The MATLAB files of shared/data/binarized_mnist (one uint8 array X), named .mat or, as
+    """MATLAB files like the ARM and TheanoNADE copies (one uint8 array X), named .mat or, as
     some mirrors ship them, .amat; and a mix of both kinds in one directory."""
     pytest.importorskip("scipy")
     xs = [_bits((n, D), 10 + seed) for seed, n in enumerate((6, 3, 2))]
