@@ -1,18 +1,26 @@
-"""The command line: ``fastair train``, ``fastair evaluate``, ``fastair reproduce`` (also
-``python -m fastair ...``).
+"""The command line: ``fastair train``, ``fastair evaluate``, ``fastair sample``,
+``fastair reproduce`` (also ``python -m fastair ...``).
 
-``main(argv)`` returns the exit status: 0 done, 2 bad arguments, 130 stopped by Ctrl-C (the run
-is saved; continue it with ``--resume``).
+``main(argv)`` returns the exit status: 0 done, 1 a failure explained in one line (a diverged
+run, a file that cannot be read or written, a run directory in use), 2 bad arguments or a run
+directory that does not fit the command, 130 stopped by Ctrl-C and 143 by SIGTERM (a training
+run is saved first; continue it with ``--resume``).
+
+Every printed bound is a positive number of nats, lower is better: ``-L_k`` for the bounds,
+``-ln p(x)`` for IW-SVI.
 """
 import argparse
-import json
 import os
+import signal
 import sys
 
+import fastair
+from fastair.errors import FastairError, TrainingDiverged
+from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import PRESETS, preset_kwargs
 from fastair.training import (SCHEDULES, Trainer, TrainConfig, bounds_table, seed_everything,
                               split_bounds)
-from fastair.training.checkpoint import atomic_write_json, atomic_write_text
+from fastair.training import rundir
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -114,7 +122,9 @@ def _add_train(sub):
                    help="directory of the run (default: runs/<model>-<dataset>-seed<seed>)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from last.pt, bit for bit; unset options "
-                        "take the saved run's values (default: off)")
+                        "take the saved run's values; only --epochs, --patience, --device, "
+                        "--threads and --lr may differ from them (a smaller --lr after a "
+                        "divergence continues from the last good epoch) (default: off)")
     r.add_argument("--device", default=None,
                    help=f"cpu, cuda, cuda:N (default: {d['device']})")
     r.add_argument("--threads", type=int, default=None,
@@ -128,10 +138,13 @@ def _add_train(sub):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastair", description="fastair: amortized inference regularization, fast.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
     _add_train(sub)
     _add_evaluate(sub)
+    from fastair.trained import add_sample_parser as add_sample
+    add_sample(sub)
     from fastair.reproduce.command import add_parser as add_reproduce
     add_reproduce(sub)
     return parser
@@ -176,28 +189,38 @@ def _add_evaluate(sub):
     p.set_defaults(func=_evaluate)
 
 
-def _evaluate(args):
-    from fastair.data import load_dataset
-    from fastair.evaluation import iwsvi_log_likelihood
-    from fastair.models import VAE
-    from fastair.training import load_checkpoint
+def _version():
+    import platform
 
+    import torch
+    return (f"fastair {fastair.__version__} (torch {torch.__version__}, python "
+            f"{platform.python_version()})")
+
+
+def _evaluate(args):
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
+    from fastair.trained import require_run_dir
+    require_run_dir(args.run_dir)
+    with rundir.hold(args.run_dir, create=False):
+        return _evaluate_held(args)
+
+
+def _evaluate_held(args):
+    import torch
+
+    from fastair.evaluation import iwsvi_log_likelihood
+    from fastair.trained import load_best_model
+    from fastair.training.config import check_device
+
+    check_device(args.device)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
-        import torch
         torch.set_num_threads(args.threads)
-    saved = _saved_run(args.run_dir)
-    best = os.path.join(args.run_dir, "best.pt")
-    if saved is None or not os.path.exists(best):
-        raise FileNotFoundError(f"{args.run_dir}: expected config.json and best.pt written by "
-                                "`fastair train`")
-    hparams = dict(saved["model"]["hparams"], hidden=tuple(saved["model"]["hparams"]["hidden"]))
-    model = VAE(**hparams)
-    model.load_state_dict(load_checkpoint(best)["model"])
+    print(f"fastair evaluate: {args.run_dir}, loading the best model and the data", flush=True)
+    model, data, notes = load_best_model(args.run_dir)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     model.to(args.device)
-    meta = saved.get("meta", {})
-    data = load_dataset(meta.get("dataset", "mnist5k"), root=meta.get("data_root"))
     x = getattr(data, args.split).to(args.device)
     result = iwsvi_log_likelihood(model, x, k_svi=args.k_svi, max_steps=args.max_steps,
                                   lr=args.lr, k_eval=args.k_eval, chunk=args.chunk,
@@ -222,21 +245,37 @@ def _evaluate(args):
 
 
 def _saved_run(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    """The saved run's settings, from its checkpoint (config.json is for people and may have
+    been edited): ``{"meta", "train", "model": {"hparams"}}``."""
+    from fastair.errors import CheckpointError
+    from fastair.training import load_checkpoint
+
+    ck = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    meta = ck.get("meta")
+    if meta is None:  # written by fastair 0.1: the run's facts were in config.json only
+        meta = read_json(os.path.join(run_dir, "config.json"), "run config").get("meta", {})
+    if not isinstance(ck.get("config"), dict) or not isinstance(ck.get("model_hparams"), dict):
+        raise CheckpointError(f"{os.path.join(run_dir, 'last.pt')}: not a checkpoint of "
+                              "`fastair train` (no training settings or model in it)")
+    return {"meta": meta, "train": ck["config"], "model": {"hparams": ck["model_hparams"]}}
 
 
 def _train(args):
-    from fastair.data import load_dataset
-    from fastair.models import VAE
-
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    saved = _saved_run(args.run_dir) if args.resume and args.run_dir else None
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs --run-dir")
+    if args.resume:
+        rundir.start_mode(args.run_dir, True)  # a clear refusal before any data is loaded
+        with rundir.hold(args.run_dir, create=False):
+            return _train_held(args, _saved_run(args.run_dir))
+    return _train_held(args, None)
+
+
+def _train_held(args, saved):
+    from fastair.data import load_dataset
+    from fastair.models import VAE
+    from fastair.training.config import check_device
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
     if saved is not None:  # the saved run's settings, then what the command line says
         meta, tcfg = saved.get("meta", {}), dict(saved["train"])
         settings = {**TRAIN_DEFAULTS, "model": meta.get("model", "vae"),
@@ -262,6 +301,7 @@ def _train(args):
 
     config = TrainConfig(**{field: settings[cli] for cli, field in _TRAIN_FIELDS.items()},
                          progress=not args.no_progress)
+    check_device(config.device)  # before the data set is loaded
     run_dir = args.run_dir or os.path.join(
         "runs", f"{settings['model']}-{settings['dataset']}-seed{config.seed}")
     data = load_dataset(settings["dataset"], root=settings["data_root"])
@@ -272,25 +312,34 @@ def _train(args):
             "data_root": settings["data_root"], "sizes": list(data.sizes)}
     print(f"fastair train: {settings['model']} {model.extra_repr()} on {settings['dataset']} "
           f"{data.sizes}, run dir {run_dir}", flush=True)
-    result = Trainer(model, data.train, data.valid, config, run_dir, meta=meta).fit(
-        resume=args.resume)
-    if result.interrupted:
-        print(f"interrupted after {result.epochs} epoch(s); last.pt saved. Continue with: "
-              f"fastair train --run-dir {run_dir} --resume", file=sys.stderr)
-        return 130
-    bounds = report_run(model, data, settings["model"], result, config)
-    atomic_write_json(os.path.join(run_dir, "bounds.json"), {
-        "bounds": bounds, "k": model.k, "best_epoch": result.best_epoch,
-        "epochs": result.epochs, "stop_reason": result.stop_reason})
+    with rundir.hold(run_dir):  # the run and its bounds.json, written by this process only
+        try:
+            result = Trainer(model, data.train, data.valid, config, run_dir, meta=meta).fit(
+                resume=args.resume)
+        except TrainingDiverged as err:
+            raise TrainingDiverged(
+                f"{err}: fastair train --run-dir {run_dir} --resume --lr "
+                f"{config.lr / 2:g}", err.epoch, err.last_good_epoch) from None
+        if result.interrupted:
+            print(f"interrupted after {result.epochs} epoch(s); last.pt saved. Continue with: "
+                  f"fastair train --run-dir {run_dir} --resume", file=sys.stderr)
+            return 128 + (result.signal or signal.SIGINT)
+        bounds = report_run(model, data, settings["model"], result, config)
+        atomic_write_json(os.path.join(run_dir, "bounds.json"), {
+            "bounds": bounds, "-L": {s: -v for s, v in bounds.items()}, "k": model.k,
+            "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "stop_reason": result.stop_reason})
     return 0
 
 
 def report_run(model, data, name, result, config):
-    """Print the best model's train/validation/test bounds (eval mode, the model's k)."""
+    """Print the best model's train/validation/test ``-L_k`` (eval mode, the model's k, positive
+    nats as ``fastair evaluate`` prints ``-ln p(x)``); returns the bounds ``L_k`` themselves."""
     bounds = split_bounds(model.to(config.device), data, batch_size=config.eval_batch_size)
     print(f"stopped: {result.stop_reason} after {result.epochs} epochs; best epoch "
           f"{result.best_epoch}")
-    print(bounds_table({name: bounds}, title=f"L_{model.k} of the best model (nats)"))
+    print(bounds_table({name: {s: -v for s, v in bounds.items()}},
+                       title=f"-L_{model.k} of the best model (nats, lower is better)"))
     return bounds
 
 
@@ -298,8 +347,32 @@ def main(argv=None):
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _sigterm_as_interrupt()
     try:
         return args.func(args)
+    except FastairError as err:
+        print(f"fastair {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"fastair {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nfastair {args.command}: interrupted; files already written are complete",
+              file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (what ``kill`` and schedulers send) stops a command as Ctrl-C does: the trainer
+    saves its checkpoint, temporary files are removed. Returns the previous handler."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)

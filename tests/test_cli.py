@@ -4,24 +4,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import fastair.data
 from fastair import cli
-from fastair.data import Splits
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    """Replace load_dataset by a tiny random binary data set (the CLI imports it lazily)."""
-    g = torch.Generator().manual_seed(0)
-
-    def load(name, root=None):
-        def split(n):
-            return (torch.rand(n, 784, generator=g) < 0.3).float()
-        return Splits(name, split(120), split(40), split(40))
-
-    monkeypatch.setattr(fastair.data, "load_dataset", load)
 
 
 TINY = ["--z-dim", "4", "--hidden", "16", "--batch-size", "40", "--no-progress"]

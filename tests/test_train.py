@@ -243,11 +243,13 @@ def test_resume_rules(data, tmp_path):
     _fit(data, tmp_path, epochs=1)
     with pytest.raises(FileExistsError, match="resume"):
         _fit(data, tmp_path, epochs=2)
-    with pytest.raises(ValueError, match="lr"):
-        _fit(data, tmp_path, resume=True, epochs=2, lr=0.5)
-    with pytest.raises(ValueError, match="hyper-parameters"):
+    with pytest.raises(ValueError, match="batch_size"):
+        _fit(data, tmp_path, resume=True, epochs=2, batch_size=8)
+    with pytest.raises(ValueError, match="hyper-parameters: k 2 .saved. vs 3"):
         _fit(data, tmp_path, resume=True, epochs=2, model=_model(k=3))
-    _, result = _fit(data, tmp_path / "fresh", resume=True, epochs=1)  # nothing to resume
+    with pytest.raises(FileExistsError, match="no run to resume"):  # resume=True needs a run
+        _fit(data, tmp_path / "fresh", resume=True, epochs=1)
+    _, result = _fit(data, tmp_path / "auto", resume="auto", epochs=1)  # "auto" starts one
     assert result.epochs == 1
 
 

@@ -1,12 +1,17 @@
 """The ``native`` backend: C++ CPU kernels from csrc/, built with ninja on first use and cached.
 
 The build goes to ``$FASTAIR_BUILD_DIR`` (default ``~/.cache/fastair``), in a folder named after
-the torch version, the CPU's SIMD level and a hash of the sources, so a rebuild happens only when
-one of them changes. The first build takes about a minute on two cores.
+the torch version, the CPU's SIMD level and a hash of the sources and flags. Once that folder
+holds the library it is loaded directly, without running ninja again: another ``ninja`` on PATH
+or another checkout of the same sources (whose build files name other absolute paths) does not
+cause a rebuild. A build prints a line when it starts and one when it ends (it takes about a
+minute on two cores), and processes that start together build once (a file lock).
 """
 import hashlib
 import importlib.util
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -51,9 +56,42 @@ def _build():
     root = Path(os.environ.get("FASTAIR_BUILD_DIR", Path.home() / ".cache" / "fastair"))
     build_dir = root / f"torch-{torch.__version__}" / name
     build_dir.mkdir(parents=True, exist_ok=True)
-    cpp_extension.load(name=name, sources=[str(folder / s) for s in _SOURCES],
-                       extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                       build_directory=str(build_dir), is_python_module=False, verbose=False)
+    library = build_dir / f"{name}.so"
+    if library.exists():  # built before from these very sources and flags
+        torch.ops.load_library(str(library))
+        return
+    with _build_lock(build_dir):
+        if library.exists():  # another process built it while this one waited
+            torch.ops.load_library(str(library))
+            return
+        print(f"fastair: building the C++ kernels (once per machine and torch version, about a "
+              f"minute) in {build_dir}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        cpp_extension.load(name=name, sources=[str(folder / s) for s in _SOURCES],
+                           extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                           build_directory=str(build_dir), is_python_module=False,
+                           verbose=False)
+        print(f"fastair: C++ kernels built in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr, flush=True)
+
+
+class _build_lock:
+    """An exclusive ``flock`` on ``build_dir/.build.lock`` (no-op where fcntl is missing)."""
+
+    def __init__(self, build_dir):
+        self.path = Path(build_dir) / ".build.lock"
+
+    def __enter__(self):
+        self.file = open(self.path, "a")
+        try:
+            import fcntl
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
 
 def load():

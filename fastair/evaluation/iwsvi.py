@@ -16,21 +16,12 @@ from fastair.evaluation.bound import amortized_bound, batches
 from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
+from fastair.io import progress_bar
 
 __all__ = ["iwsvi_log_likelihood", "INITS"]
 
 INITS = ("encoder", "prior")
 """Where ``q`` starts: the encoder's ``mu, logvar``, or the prior ``N(0, I)``."""
-
-
-def _progress(total, enabled, desc):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
 
 
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
@@ -64,15 +55,22 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
-    elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
-                           batch_size=batch_size, seed=seed + 1)
+    bar = progress_bar(progress, total=x.shape[0], desc="IW-SVI", unit="ex")
+    if bar is not None:  # from the first second: the amortized bound takes a while too
+        bar.set_postfix_str(f"amortized bound, {elbo_samples} samples", refresh=True)
+    try:
+        elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
+                               batch_size=batch_size, seed=seed + 1)
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
     was_training = model.training
     model.eval()
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    bar = _progress(x.shape[0], progress, "IW-SVI")
     parts = []
     try:
         for xb in batches(x, batch_size):

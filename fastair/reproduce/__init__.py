@@ -15,7 +15,10 @@ import torch
 import fastair
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
+from fastair.io import progress_bar
 from fastair.reproduce.runner import RunInterrupted, run_one
+from fastair.training import rundir
+from fastair.training.config import check_device
 
 __all__ = ["reproduce", "ReproduceConfig", "RunSpec", "FAMILIES", "plan_runs", "summarize",
            "markdown_tables", "default_root", "RunInterrupted"]
@@ -24,16 +27,6 @@ __all__ = ["reproduce", "ReproduceConfig", "RunSpec", "FAMILIES", "plan_runs", "
 def default_root(config):
     """``runs/reproduce-<dataset>`` (``-quick`` appended for the quick preset)."""
     return os.path.join("runs", f"reproduce-{config.dataset}{'-quick' if config.quick else ''}")
-
-
-def _bar(total, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="run", desc="reproduce", dynamic_ncols=True)
 
 
 def _say(bar, text):
@@ -61,7 +54,8 @@ def reproduce(config=None, root=None, progress=True):
     Args:
         config: a :class:`ReproduceConfig` (default: the full protocol on mnist5k).
         root: output directory (default :func:`default_root`).
-        progress: a progress bar over runs and a line per finished run.
+        progress: a progress bar over runs (its text names the run and its epoch) with the
+            bars of the run's training epochs and IW-SVI below it, and a line per finished run.
     Returns:
         ``(summary, paths)``: :func:`summarize`'s tables and the files written.
     Raises:
@@ -71,16 +65,28 @@ def reproduce(config=None, root=None, progress=True):
 
     config = config if config is not None else ReproduceConfig()
     root = root if root is not None else default_root(config)
+    check_device(config.device)
     data = load_dataset(config.dataset, root=config.data_root)
     runs = plan_runs(config)
-    os.makedirs(root, exist_ok=True)
+    with rundir.hold(root):  # a second reproduce on the same root is refused
+        return _reproduce_held(config, root, data, runs, progress)
+
+
+def _reproduce_held(config, root, data, runs, progress):
     start, results = time.perf_counter(), []
-    bar = _bar(len(runs), progress)
+    bar = progress_bar(progress, total=len(runs), unit="run", desc="reproduce", leave=True)
     try:
         for spec in runs:
             if bar is not None:
                 bar.set_postfix_str(spec.name)
-            result = run_one(spec, config, data, root, progress=False)
+
+            def on_epoch_end(trainer, row, name=spec.name):
+                if bar is not None:
+                    bar.set_postfix_str(f"{name} epoch {row['epoch']}, valid -L "
+                                        f"{-row['valid_bound']:.2f}")
+
+            result = run_one(spec, config, data, root, progress=progress,
+                             on_epoch_end=on_epoch_end)
             results.append(result)
             _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
             if bar is not None:

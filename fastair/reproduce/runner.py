@@ -13,8 +13,8 @@ import time
 from fastair.evaluation import iwsvi_log_likelihood
 from fastair.models import preset
 from fastair.reproduce.protocol import family_label, get_family
-from fastair.training import Trainer, seed_everything
-from fastair.training.checkpoint import atomic_write_json, atomic_write_text
+from fastair.io import atomic_write_json, atomic_write_text, read_json
+from fastair.training import Trainer, rundir, seed_everything
 
 __all__ = ["run_one", "RunInterrupted"]
 
@@ -26,8 +26,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "run file")
 
 
 _FREE = ("device", "progress", "num_threads")  # may change between calls; all else may not
@@ -76,14 +75,17 @@ def _evaluate(model, x, spec, config, split, run_dir, progress):
     return summary
 
 
-def run_one(spec, config, data, root, progress=True):
+def run_one(spec, config, data, root, progress=True, on_epoch_end=None):
     """Train and evaluate ``spec`` under ``root`` (or read its finished result).
 
     Args:
         spec: a :class:`~fastair.reproduce.protocol.RunSpec`.
         config: the :class:`~fastair.reproduce.protocol.ReproduceConfig`.
         data: the loaded data set (``.train``, ``.valid``, ``.test`` ``[N, D]``).
-        root: the output root; the run lives in ``root/spec.name``.
+        root: the output root; the run lives in ``root/spec.name``, held by this process
+            (:func:`fastair.training.rundir.hold`) while it trains and evaluates.
+        progress: bars for the training epochs and the IW-SVI steps.
+        on_epoch_end: passed to the :class:`~fastair.training.Trainer`.
     Returns:
         the run's result dict (what ``result.json`` holds); ``"resumed"`` says whether it was
         read back finished.
@@ -91,6 +93,11 @@ def run_one(spec, config, data, root, progress=True):
         RunInterrupted: Ctrl-C during training (the checkpoint is saved).
     """
     run_dir = os.path.join(root, spec.name)
+    with rundir.hold(run_dir):
+        return _run_held(spec, config, data, run_dir, progress, on_epoch_end)
+
+
+def _run_held(spec, config, data, run_dir, progress, on_epoch_end):
     _check_spec(run_dir, _spec_doc(spec, config))
     done = os.path.join(run_dir, "result.json")
     if os.path.exists(done):
@@ -100,8 +107,9 @@ def run_one(spec, config, data, root, progress=True):
     trainer = Trainer(model, data.train, data.valid, config.train_config(spec.seed),
                       os.path.join(run_dir, "train"),
                       meta={"model": _preset(spec), "dataset": config.dataset,
-                            "reproduce_run": spec.name})
-    fit = trainer.fit(resume=True)
+                            "reproduce_run": spec.name},
+                      progress=progress, on_epoch_end=on_epoch_end)
+    fit = trainer.fit(resume="auto")
     if fit.interrupted:
         raise RunInterrupted(spec.name)
     device = config.device

@@ -1,43 +1,22 @@
-"""Atomic files and random-number-generator states for resumable runs.
+"""Checkpoints and random-number-generator states for resumable runs.
 
-Every file is written to a temporary name in the same directory, flushed to disk, then moved
-over the target with ``os.replace``: a reader sees the old file or the new one, never a part.
-RNG states are stored as tensors, ints and tuples only, so checkpoints load with
-``torch.load(..., weights_only=True)``.
+Checkpoints are written atomically by :mod:`fastair.io` (old file or new one, never a part);
+the atomic writers are re-exported here for older imports. RNG states are stored as tensors,
+ints and tuples only, so checkpoints load with ``torch.load(..., weights_only=True)``.
 """
-import csv
 import io
-import json
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "load_checkpoint",
-           "seed_everything", "get_rng_states", "set_rng_states"]
+from fastair.errors import CheckpointError
+from fastair.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+           "atomic_save", "load_checkpoint", "seed_everything", "get_rng_states",
+           "set_rng_states"]
 
 
 def atomic_save(obj, path):
@@ -47,24 +26,30 @@ def atomic_save(obj, path):
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def atomic_write_csv(path, rows, columns, extrasaction="raise"):
-    """Write ``rows`` (dicts) under the header ``columns`` as CSV, atomically; keys of a row
-    outside ``columns`` are an error, or dropped with ``extrasaction="ignore"``."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction=extrasaction,
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, out.getvalue())
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def load_checkpoint(path, map_location="cpu"):
-    """Load a fastair checkpoint (plain tensors and containers only: ``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a fastair checkpoint (plain tensors and containers only: ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, garbage or not a fastair checkpoint; the
+            message names it (torch's own traceback, and its advice to load untrusted files
+            with ``weights_only=False``, are not passed on).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip reader, unpickler, EOF: all mean "not a good checkpoint"
+        size = os.path.getsize(path)
+        reason = "it is empty" if size == 0 else (
+            f"it is truncated or not a checkpoint written by fastair ({size} bytes; "
+            f"{type(err).__name__})")
+        raise CheckpointError(f"{path}: cannot read this checkpoint: {reason}") from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not a fastair checkpoint (it holds a "
+                              f"{type(ck).__name__}, not a dict)")
+    return ck
 
 
 def seed_everything(seed):

@@ -3,13 +3,33 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-__all__ = ["TrainConfig", "SCHEDULES", "RESUMABLE_CHANGES"]
+import torch
+
+__all__ = ["TrainConfig", "SCHEDULES", "RESUMABLE_CHANGES", "check_device"]
 
 SCHEDULES = ("constant", "exponential", "iwae")
 """Learning-rate schedules, stepped once per epoch (see :mod:`fastair.training.schedules`)."""
 
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads")
-"""Settings that may differ when a run is resumed; any other change is an error."""
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", "lr")
+"""Settings that may differ when a run is resumed; any other change is an error. A new ``lr``
+(after a divergence, say) restarts the schedule's factor from it at the current epoch."""
+
+
+def check_device(device):
+    """Raise a ValueError that says why ``device`` cannot be used (not a device name, CUDA on
+    a CPU build of torch or without a GPU, an index past the last GPU)."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: {device!r} is not a torch device (cpu, cuda, cuda:1 ...)") \
+            from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ValueError(f"device {device!r}: {why}; use cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) here")
 
 
 @dataclass

@@ -3,12 +3,19 @@ stopping, atomic checkpoints every epoch, bit-for-bit resume, and a clean stop o
 
 A run directory holds::
 
-    config.json   model hyper-parameters, training settings, seeds, versions
-    metrics.csv   one row per epoch (:data:`METRIC_COLUMNS`); metrics.json the same rows
+    config.json   model hyper-parameters, training settings, seeds, versions (for people:
+                  resuming reads the checkpoint, never this file)
+    metrics.csv   one row per epoch (:data:`METRIC_COLUMNS`); metrics.json the same rows; both
+                  rewritten from last.pt on every resume
     last.pt       everything needed to continue: model, optimizer, scheduler, the RNG states
                   of torch/numpy/python and of the shuffling generator, the epoch, the position
-                  inside an interrupted epoch, the best value and the patience counter
-    best.pt       the model with the best validation bound so far
+                  inside an interrupted epoch, the best value, the best model and the patience
+                  counter, and what the run is (:func:`~fastair.training.rundir.run_identity`)
+    best.pt       the model with the best validation bound so far (a copy of last.pt's)
+    .lock         who owns the directory now (:func:`~fastair.training.rundir.hold`)
+
+A new run writes last.pt at epoch 0 before anything else, so every run directory that holds
+files can be resumed, and a run that diverges in its first epoch can continue with a smaller lr.
 """
 import contextlib
 import math
@@ -22,10 +29,12 @@ from dataclasses import dataclass, replace
 import torch
 
 import fastair
-from fastair.training.checkpoint import (atomic_save, atomic_write_csv, atomic_write_json,
-                                         get_rng_states, load_checkpoint, seed_everything,
-                                         set_rng_states)
-from fastair.training.config import TrainConfig
+from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
+from fastair.io import atomic_write_csv, atomic_write_json, progress_bar
+from fastair.training import rundir
+from fastair.training.checkpoint import (atomic_save, get_rng_states, load_checkpoint,
+                                         seed_everything, set_rng_states)
+from fastair.training.config import TrainConfig, check_device
 from fastair.training.evaluate import EVAL_SEED, evaluate_bound
 from fastair.training.schedules import make_scheduler
 
@@ -37,14 +46,16 @@ METRIC_COLUMNS = ("epoch", "lr", "train_bound", "valid_bound", "best_valid_bound
 the epoch, the validation bound (eval mode, clean encoder), the best so far and its epoch, the
 epochs since the best (patience counter) and the epoch's wall time in seconds."""
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the run's identity, meta and best model inside last.pt
+_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 _REFRESH_S = 0.5  # progress-bar refresh period (each refresh reads the running bound once)
 
 
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns. ``stop_reason``: ``"max_epochs"``, ``"early_stopping"``
-    or ``"interrupted"``; ``epochs``: completed epochs; ``metrics``: the per-epoch rows."""
+    or ``"interrupted"``; ``epochs``: completed epochs; ``metrics``: the per-epoch rows;
+    ``signal``: the signal number that interrupted the run (None for a KeyboardInterrupt)."""
 
     run_dir: str
     epochs: int
@@ -52,18 +63,11 @@ class TrainResult:
     best_valid_bound: float
     stop_reason: str
     metrics: list
+    signal: int = None
 
     @property
     def interrupted(self):
         return self.stop_reason == "interrupted"
-
-
-def _tqdm():
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional (extra "progress")
-        return None
-    return tqdm
 
 
 def _adam(params, cfg):
@@ -106,8 +110,9 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
         self.metrics, self.partial, self.stop_reason = [], None, None
-        self.best_state = None
+        self.best_state, self.identity, self.lr_changes = None, None, []
         self._stop_requested, self._rng_before, self._bar = False, None, None
+        self._stop_signal = None
 
     # -- files --------------------------------------------------------------------------------
     def _path(self, name):
@@ -138,7 +143,8 @@ class Trainer:
                        for k, v in self.partial.items()}
         return {"format": _FORMAT, "config": self.config.to_dict(),
                 "model_hparams": getattr(self.model, "hparams", None),
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "identity": self.identity, "meta": self.meta, "lr_changes": self.lr_changes,
+                "best_model": self.best_state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": get_rng_states(),
                 "shuffle_generator": self.shuffle.get_state(), "epoch": self.epoch,
                 "partial": partial, "best_value": self.best_value, "best_epoch": self.best_epoch,
@@ -152,16 +158,22 @@ class Trainer:
 
     def _save_best(self):
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.run_dir is not None:
+        self._write_best()
+
+    def _write_best(self):
+        if self.run_dir is not None and self.best_state is not None:
             atomic_save({"format": _FORMAT, "model_hparams": getattr(self.model, "hparams", None),
-                         "model": self.best_state, "epoch": self.best_epoch,
-                         "valid_bound": self.best_value}, self._path("best.pt"))
+                         "identity": self.identity, "meta": self.meta, "model": self.best_state,
+                         "epoch": self.best_epoch, "valid_bound": self.best_value},
+                        self._path("best.pt"))
 
     # -- set-up -------------------------------------------------------------------------------
     def _setup(self, resume):
         cfg = self.config
+        check_device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        self.identity = rundir.run_identity(self.model, self.train_x, self.valid_x, self.meta)
         self.device = torch.device(cfg.device)
         self.model.to(self.device)
         self.train_x = self.train_x.to(self.device)
@@ -169,33 +181,58 @@ class Trainer:
         self.optimizer = _adam(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.lr_decay)
         self.shuffle = torch.Generator()
-        last = self._path("last.pt") if self.run_dir is not None else None
-        if resume and last is not None and os.path.exists(last):
-            self._load(load_checkpoint(last))
-            self._write_config()
-            return
-        if last is not None and os.path.exists(last):
-            raise FileExistsError(f"run_dir: {self.run_dir} already holds a run (last.pt); "
-                                  "resume it or choose another directory")
-        if self.run_dir is not None:
-            os.makedirs(self.run_dir, exist_ok=True)
+        if self.run_dir is not None and rundir.start_mode(self.run_dir, resume) == "resume":
+            return self._resume(self._path("last.pt"))
         seed_everything(cfg.seed)
         self.shuffle.manual_seed(cfg.seed)
         if cfg.init_decoder_bias and hasattr(self.model, "init_decoder_bias"):
             self.model.init_decoder_bias(self.train_x)
-        if self.run_dir is not None:
+        if self.run_dir is not None:  # epoch 0 first: a directory with files can be resumed
+            self._save_last()
             self._write_config()
 
-    def _load(self, ck):
+    def _resume(self, last):
+        try:
+            ck = load_checkpoint(last)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}. The run cannot continue from it; best.pt, if "
+                                  "present and readable, can still be evaluated") from None
+        differences = rundir.identity_differences(ck.get("identity") or {}, self.identity)
         saved = TrainConfig.from_dict(ck["config"])
         changed = self.config.changed_for_resume(saved)
-        if changed:
-            raise ValueError(f"resume: settings {changed} differ from the saved run "
-                             f"({', '.join(f'{n}={getattr(saved, n)!r}' for n in changed)})")
+        differences += [f"setting {n}: {getattr(saved, n)!r} (saved) vs "
+                        f"{getattr(self.config, n)!r}" for n in changed]
         hparams = getattr(self.model, "hparams", None)
-        if ck["model_hparams"] != hparams:
-            raise ValueError(f"resume: the model's hyper-parameters {hparams} differ from the "
-                             f"saved run's {ck['model_hparams']}")
+        if ck["model_hparams"] != hparams and not ck.get("identity"):
+            differences.append(f"model hyper-parameters: {ck['model_hparams']} (saved) vs "
+                               f"{hparams}")
+        if differences:
+            raise RunMismatch(f"{self.run_dir}: cannot resume with other data or model settings "
+                              f"than the run was made with; " + "; ".join(differences))
+        self._load(ck)
+        if self.config.lr != saved.lr:
+            self._change_lr(saved.lr, self.config.lr)
+        if self.best_state is not None and not self._best_file_matches(self._path("best.pt")):
+            self._write_best()  # a crash between best.pt and last.pt, or a damaged best.pt
+        self._save_last()  # metrics.* and last.pt agree again (a crash may have split them)
+        self._write_config()
+
+    def _best_file_matches(self, path):
+        try:
+            return load_checkpoint(path)["epoch"] == self.best_epoch
+        except (FileNotFoundError, CheckpointError, KeyError):
+            return False
+
+    def _change_lr(self, old, new):
+        """Resume with another learning rate: the schedule continues from ``new``."""
+        sched = self.scheduler
+        sched.base_lrs = [new for _ in sched.base_lrs]
+        for group, factor in zip(self.optimizer.param_groups, sched.lr_lambdas):
+            group["initial_lr"] = new
+            group["lr"] = new * factor(sched.last_epoch)
+        self.lr_changes.append({"epoch": self.epoch, "from": old, "to": new})
+
+    def _load(self, ck):
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
@@ -204,9 +241,10 @@ class Trainer:
         self.epoch, self.partial = ck["epoch"], ck["partial"]
         self.best_value, self.best_epoch = ck["best_value"], ck["best_epoch"]
         self.bad_epochs, self.metrics = ck["bad_epochs"], list(ck["metrics"])
-        best = self._path("best.pt")
-        if os.path.exists(best):
-            self.best_state = load_checkpoint(best)["model"]
+        self.lr_changes = list(ck.get("lr_changes") or [])
+        self.best_state = ck.get("best_model")
+        if self.best_state is None and self.best_epoch:  # format 1: the best model is in best.pt
+            self.best_state = load_checkpoint(self._path("best.pt"))["model"]
 
     # -- the loop -----------------------------------------------------------------------------
     def _rng_snapshot(self):
@@ -219,18 +257,19 @@ class Trainer:
             torch.cuda.set_rng_state(snapshot[1], self.device)
 
     def _refresh_bar(self, running=None, refresh=True):
-        """Show the running training bound (or the last epoch's), the last validation bound
-        and the best one with its epoch."""
+        """Show -L (positive nats, lower is better, as `fastair evaluate` prints -ln p(x)):
+        the running training value (or the last epoch's), the last validation value and the
+        best one with its epoch."""
         if self._bar is None:
             return
         post = {}
         if running is None and self.metrics:
             running = self.metrics[-1]["train_bound"]
         if running is not None:
-            post["train"] = f"{running:.2f}"
+            post["train"] = f"{-running:.2f}"
         if self.metrics:
-            post["valid"] = f"{self.metrics[-1]['valid_bound']:.2f}"
-            post["best"] = f"{self.best_value:.2f}@{self.best_epoch}"
+            post["valid"] = f"{-self.metrics[-1]['valid_bound']:.2f}"
+            post["best"] = f"{-self.best_value:.2f}@{self.best_epoch}"
         self._bar.set_postfix(post, refresh=refresh)
 
     def _run_epoch(self):
@@ -277,8 +316,12 @@ class Trainer:
                                batch_size=cfg.eval_batch_size, device=self.device).mean().item()
         train = (part["sum"] / part["count"]).item()
         if not (math.isfinite(train) and math.isfinite(valid)):
-            raise FloatingPointError(f"epoch {self.epoch + 1}: non-finite bound (train {train}, "
-                                     f"valid {valid}); last.pt holds the previous epoch")
+            where = (f"{self._path('last.pt')} holds epoch {self.epoch}, the last good one"
+                     if self.run_dir is not None else f"epoch {self.epoch} was the last good one")
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch + 1} (the bound is not finite: train "
+                f"{train}, valid {valid}); {where}. Resume it with a smaller learning rate "
+                f"(now {self.optimizer.param_groups[0]['lr']:g})", self.epoch + 1, self.epoch)
         epoch = self.epoch + 1
         improved = valid > self.best_value
         if improved:
@@ -309,8 +352,9 @@ class Trainer:
         self._save_last()
 
     @contextlib.contextmanager
-    def _sigint_guard(self):
-        """First Ctrl-C: finish the current batch, save, stop. Second: stop at once."""
+    def _signal_guard(self):
+        """First Ctrl-C or SIGTERM: finish the current batch, save, stop. Second: stop at once
+        (the checkpoint is still saved, without the unfinished batch)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -318,35 +362,56 @@ class Trainer:
         def handler(signum, frame):
             if self._stop_requested:
                 raise KeyboardInterrupt
-            self._stop_requested = True
-            print("\nfastair: stopping after this batch (Ctrl-C again to stop now)",
+            self._stop_requested, self._stop_signal = True, signum
+            name = _SIGNALS[signum]
+            print(f"\nfastair: {name}: stopping after this batch ({name} again to stop now)",
                   file=sys.stderr, flush=True)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {s: signal.signal(s, handler) for s in _SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def fit(self, resume=False):
         """Train until ``config.epochs`` epochs, early stopping, or Ctrl-C.
 
         ``resume=True`` continues the run in ``run_dir`` from ``last.pt`` exactly where it
-        stopped (mid-epoch after Ctrl-C), bit for bit; without a ``last.pt`` it starts afresh.
+        stopped (mid-epoch after Ctrl-C), bit for bit; ``resume="auto"`` does so where there
+        is a ``last.pt`` and starts afresh in a directory without run files. The directory is
+        held (:func:`~fastair.training.rundir.hold`) for the whole call.
+
         Only :data:`~fastair.training.config.RESUMABLE_CHANGES` settings may differ from the
-        saved run. KeyboardInterrupt (Ctrl-C) saves ``last.pt`` and returns with
-        ``stop_reason == "interrupted"``. The model ends holding the best weights.
+        saved run (a new ``lr`` continues the schedule from it), and the model and data must be
+        those of the run. Ctrl-C or SIGTERM saves ``last.pt`` and returns with ``stop_reason ==
+        "interrupted"``. The model ends holding the best weights.
+
+        Raises:
+            RunDirError: ``resume=False`` and the directory holds run files; ``resume=True``
+                and there is no ``last.pt``.
+            RunDirBusy: another process holds the directory.
+            RunMismatch: resuming with other data, model or settings (each difference named).
+            CheckpointError: ``last.pt`` cannot be read (the file is named).
+            TrainingDiverged: the bound became non-finite; ``last.pt`` keeps the last good
+                epoch, and ``fit(resume=True)`` with a smaller ``lr`` continues from it.
         """
+        if self.run_dir is None:
+            return self._fit(resume)
+        with rundir.hold(self.run_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume):
         self._setup(resume)
-        self._stop_requested, self.stop_reason = False, None
+        self._stop_requested, self.stop_reason, self._stop_signal = False, None, None
         cfg = self.config
-        tqdm = _tqdm() if self.config.progress else None
-        if tqdm is not None:
-            self._bar = tqdm(total=cfg.epochs, initial=min(self.epoch, cfg.epochs),
-                             unit="epoch", dynamic_ncols=True, desc="train")
+        self._bar = progress_bar(cfg.progress, total=cfg.epochs,
+                                 initial=min(self.epoch, cfg.epochs), unit="epoch",
+                                 desc=f"train (-L_{getattr(self.model, 'k', 'k')})")
+        if self._bar is not None:
             self._refresh_bar()
         try:
-            with self._sigint_guard():
+            with self._signal_guard():
                 try:
                     while self.stop_reason is None:
                         if self.partial is None and self.epoch >= cfg.epochs:
@@ -367,4 +432,4 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return TrainResult(self.run_dir, self.epoch, self.best_epoch, self.best_value,
-                           self.stop_reason, list(self.metrics))
+                           self.stop_reason, list(self.metrics), self._stop_signal)

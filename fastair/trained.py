@@ -1,0 +1,200 @@
+"""A trained run, read back: its best model and data set (for ``fastair evaluate``), and
+``fastair sample``: a PNG grid of samples from the model and one of test reconstructions.
+
+What a run is comes from its checkpoints (hyper-parameters, data set, a fingerprint of the
+data), never from ``config.json``, which is for people and may have been edited; where the two
+disagree a note says so.
+"""
+import math
+import os
+
+import torch
+
+from fastair.errors import CheckpointError, RunMismatch
+from fastair.io import atomic_write_png, read_json
+from fastair.training import load_checkpoint, rundir
+
+__all__ = ["load_best_model", "require_run_dir", "image_grid", "add_sample_parser"]
+
+
+def require_run_dir(run_dir):
+    """A FileNotFoundError unless ``run_dir`` is a directory holding a trained run."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such run directory (expected one written by "
+                                "`fastair train`)")
+    if not any(os.path.exists(os.path.join(run_dir, n)) for n in ("best.pt", "last.pt")):
+        raise FileNotFoundError(f"{run_dir}: no best.pt or last.pt here; is it a directory "
+                                "written by `fastair train`?")
+
+
+def _best_checkpoint(run_dir):
+    """best.pt, or the copy of the best model inside last.pt when best.pt is missing or
+    damaged (the same weights); returns ``(checkpoint, notes)``."""
+    best, last = os.path.join(run_dir, "best.pt"), os.path.join(run_dir, "last.pt")
+    try:
+        return load_checkpoint(best), []
+    except (FileNotFoundError, CheckpointError) as err:
+        problem = str(err)
+    try:
+        ck = load_checkpoint(last)
+    except (FileNotFoundError, CheckpointError) as err:
+        raise CheckpointError(f"{problem}; and last.pt cannot stand in for it: {err}") from None
+    if ck.get("best_model") is None:
+        raise CheckpointError(f"{problem}; last.pt holds no best model yet (epoch "
+                              f"{ck.get('epoch')}): train the run further first")
+    note = (f"{problem}; using the copy of the best model kept in last.pt (epoch "
+            f"{ck['best_epoch']}, the same weights)")
+    return {"model": ck["best_model"], "model_hparams": ck["model_hparams"],
+            "identity": ck.get("identity"), "meta": ck.get("meta"),
+            "epoch": ck["best_epoch"]}, [note]
+
+
+def _config_notes(run_dir, hparams, meta):
+    path = os.path.join(run_dir, "config.json")
+    try:
+        doc = read_json(path, "run config")
+        saved_h = doc["model"]["hparams"]
+        saved_data = doc.get("meta", {}).get("dataset")
+    except FileNotFoundError:
+        return []
+    except (CheckpointError, KeyError, TypeError) as err:
+        return [f"{path} is unreadable or incomplete ({err}); it is not needed"]
+    notes = []
+    differ = sorted(n for n in set(hparams) | set(saved_h or {})
+                    if _plain(hparams.get(n)) != _plain((saved_h or {}).get(n)))
+    if differ:
+        notes.append(f"{path} disagrees with the checkpoint on {', '.join(differ)}; using the "
+                     "checkpoint's values")
+    if meta.get("dataset") is not None and saved_data not in (None, meta["dataset"]):
+        notes.append(f"{path} names the data set {saved_data!r}, the checkpoint "
+                     f"{meta['dataset']!r}; using the checkpoint's")
+    return notes
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def load_best_model(run_dir):
+    """The best model of a run (eval mode, CPU) and its data set.
+
+    Returns:
+        ``(model, data, notes)``: a :class:`fastair.models.VAE`, the
+        :func:`fastair.data.load_dataset` splits, and sentences about fall-backs taken.
+    Raises:
+        CheckpointError: neither best.pt nor last.pt holds a readable best model.
+        RunMismatch: the data set found now is not the one the run was trained on.
+    """
+    from fastair.data import load_dataset
+    from fastair.models import VAE
+
+    ck, notes = _best_checkpoint(run_dir)
+    hparams = dict(ck.get("model_hparams") or {})
+    meta = ck.get("meta")
+    if meta is None:  # fastair 0.1: the data set was recorded in config.json only
+        meta = read_json(os.path.join(run_dir, "config.json"), "run config").get("meta", {})
+    notes += _config_notes(run_dir, hparams, meta)
+    try:
+        model = VAE(**{**hparams, "hidden": tuple(hparams.get("hidden", (200, 200)))})
+        model.load_state_dict(ck["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{run_dir}: the checkpoint's model cannot be rebuilt "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    model.eval()
+    data = load_dataset(meta.get("dataset", "mnist5k"), root=meta.get("data_root"))
+    identity = ck.get("identity") or {}
+    if identity.get("fingerprint") is not None:
+        now = rundir.data_fingerprint(data.train, data.valid)
+        if now != identity["fingerprint"]:
+            raise RunMismatch(f"{run_dir}: the data set {meta.get('dataset')!r} found now "
+                              f"(sizes {list(data.sizes)}) is not the one the run was trained "
+                              f"on (sizes {identity.get('sizes')}, fingerprint "
+                              f"{identity['fingerprint']} vs {now})")
+    return model, data, notes
+
+
+def image_grid(images, shape, columns, pad=2):
+    """Tile ``images`` ``[N, D]`` in [0, 1] as ``shape = (h, w)`` pictures, ``columns`` per
+    row, with ``pad`` white pixels between them; returns a ``[H, W]`` uint8 array (ink dark)."""
+    h, w = shape
+    n = images.shape[0]
+    rows = math.ceil(n / columns)
+    out = torch.full((rows * (h + pad) + pad, columns * (w + pad) + pad), 255, dtype=torch.uint8)
+    pics = ((1 - images.detach().float().clamp(0, 1)) * 255).round().to(torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top:top + h, left:left + w] = pics[i].view(h, w)
+    return out.numpy()
+
+
+def _image_shape(x_dim, given):
+    if given is not None:
+        if given[0] * given[1] != x_dim:
+            raise ValueError(f"--shape {given[0]} {given[1]}: {given[0] * given[1]} pixels, the "
+                             f"model has {x_dim}")
+        return tuple(given)
+    side = math.isqrt(x_dim)
+    if side * side != x_dim:
+        raise ValueError(f"the model has {x_dim} pixels, not a square: give --shape H W")
+    return side, side
+
+
+def add_sample_parser(sub):
+    p = sub.add_parser(
+        "sample", help="PNG grids of samples and test reconstructions of a trained run",
+        description="Draw samples z ~ N(0, I) from the best model of RUN_DIR and show the "
+                    "decoder's pixel probabilities as a grid (RUN_DIR/samples.png), and show "
+                    "test digits above their reconstructions, decoded from the encoder's mean "
+                    "(RUN_DIR/reconstructions.png). Dark is ink.")
+    p.add_argument("run_dir", help="a directory written by `fastair train`")
+    p.add_argument("--n", type=int, default=64, help="samples and reconstructions "
+                   "(default: %(default)s)")
+    p.add_argument("--columns", type=int, default=8, help="pictures per row "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of the choice "
+                   "of test examples (default: %(default)s)")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="picture size (default: square, 28 28 for 784 pixels)")
+    p.add_argument("--out", default=None,
+                   help="directory of the two PNG files (default: RUN_DIR)")
+    p.set_defaults(func=sample_command)
+    return p
+
+
+@torch.no_grad()
+def sample_command(args):
+    if args.n < 1 or args.columns < 1:
+        raise ValueError(f"--n and --columns: expected ints >= 1, got {args.n}, {args.columns}")
+    require_run_dir(args.run_dir)
+    with rundir.hold(args.run_dir, create=False):
+        model, data, notes = load_best_model(args.run_dir)
+        for note in notes:
+            print(f"note: {note}")
+        shape = _image_shape(model.x_dim, args.shape)
+        g = torch.Generator().manual_seed(args.seed)
+        z = torch.randn(args.n, model.z_dim, generator=g)
+        samples = torch.sigmoid(model.decode_logits(z))
+        pick = torch.randperm(len(data.test), generator=g)[:args.n]
+        x = data.test[pick]
+        mu, _ = model.encode(x)
+        recon = torch.sigmoid(model.decode_logits(mu))
+        columns = min(args.columns, args.n)
+        pairs = []  # a row of test digits, then the row of their reconstructions
+        for start in range(0, len(x), columns):
+            pairs += [x[start:start + columns], recon[start:start + columns]]
+        out = args.out or args.run_dir
+        os.makedirs(out, exist_ok=True)
+        paths = [os.path.join(out, "samples.png"), os.path.join(out, "reconstructions.png")]
+        atomic_write_png(paths[0], image_grid(samples, shape, columns))
+        atomic_write_png(paths[1], _paired_grid(pairs, shape, columns))
+    print(f"written: {', '.join(paths)}")
+    return 0
+
+
+def _paired_grid(rows, shape, columns):
+    full = []
+    for r in rows:
+        blank = torch.zeros(columns - len(r), r.shape[1])  # a short last row stays white
+        full.append(torch.cat([r.float(), blank]))
+    return image_grid(torch.cat(full), shape, columns)
