@@ -4,7 +4,8 @@ from setuptools import find_packages, setup
 
 setup(
     name="fastair",
-    version="0.1.0",
+    version="0.2.0",
+    license="MIT",
     description="Fused kernels for amortized inference regularization (AIR) in PyTorch",
     python_requires=">=3.9",
     packages=find_packages(include=["fastair", "fastair.*"]) + ["fastair.kernels", "fastair.csrc"],

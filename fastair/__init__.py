@@ -17,7 +17,7 @@ from fastair.functional import (bernoulli_log_prob, capped_weight_norm, gaussian
 
 from fastair import data, nn
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",

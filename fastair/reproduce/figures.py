@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 
+from fastair.io import atomic_save_figure
 from fastair.reproduce.protocol import get_family
 
 __all__ = ["plot_strength_curves"]
@@ -72,9 +73,9 @@ def plot_strength_curves(root, summary):
         ax.legend()
         fig.tight_layout()
         path = os.path.join(root, f"fig_{knob}_k{k}.png")
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, path)
+        try:
+            atomic_save_figure(fig, path)
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths
