@@ -1,4 +1,5 @@
 """``fastair reproduce`` on the command line: options, defaults and the printed tables."""
+import signal
 import sys
 
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
@@ -79,10 +80,10 @@ def run(args):
           f"output {root}", flush=True)
     try:
         summary, paths = reproduce(config, root, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f"\ninterrupted; finished runs are kept under {root}. Run the same command "
               "again to continue.", file=sys.stderr)
-        return 130
+        return 128 + (getattr(err, "signal", None) or signal.SIGINT)
     print()
     print(markdown_tables(summary, config.dataset))
     print(f"written: {', '.join(paths)}")

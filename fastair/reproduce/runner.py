@@ -22,7 +22,12 @@ _EVAL_SEED_OFFSET = {"valid": 0, "test": 1000}
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C; its checkpoint is saved and the run continues next time."""
+    """Training stopped on Ctrl-C or SIGTERM; its checkpoint is saved and the run continues next
+    time. ``signal``: the signal's number (None for a KeyboardInterrupt raised in Python)."""
+
+    def __init__(self, name, signal=None):
+        super().__init__(name)
+        self.signal = signal
 
 
 def _read_json(path):
@@ -90,7 +95,7 @@ def run_one(spec, config, data, root, progress=True, on_epoch_end=None):
         the run's result dict (what ``result.json`` holds); ``"resumed"`` says whether it was
         read back finished.
     Raises:
-        RunInterrupted: Ctrl-C during training (the checkpoint is saved).
+        RunInterrupted: Ctrl-C or SIGTERM during training (the checkpoint is saved).
     """
     run_dir = os.path.join(root, spec.name)
     with rundir.hold(run_dir):
@@ -111,7 +116,7 @@ def _run_held(spec, config, data, run_dir, progress, on_epoch_end):
                       progress=progress, on_epoch_end=on_epoch_end)
     fit = trainer.fit(resume="auto")
     if fit.interrupted:
-        raise RunInterrupted(spec.name)
+        raise RunInterrupted(spec.name, fit.signal)
     device = config.device
     valid = _evaluate(model, data.valid.to(device), spec, config, "valid", run_dir, progress)
     test = _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress)
