@@ -11,7 +11,7 @@ The higher layers load on first use: :mod:`fastair.models` (the VAE family),
 """
 import importlib
 
-from fastair._backend import BACKENDS, get_backend, set_backend, use_backend
+from fastair.backends import BACKENDS, get_backend, set_backend, use_backend
 from fastair.functional import (bernoulli_log_prob, capped_weight_norm, gaussian_log_prob,
                                 iwae_bernoulli_gaussian, iwae_bound, linear_bernoulli_log_prob)
 

@@ -10,12 +10,10 @@ import math
 import torch
 
 from fastair import ops
-from fastair._backend import get_backend
 from fastair._checks import (check_broadcasts_to, check_same_device, check_shape,
                              check_tensor, shape_str)
-from fastair.backends import reference
+from fastair.backends import get_backend, reference, resolve
 from fastair.backends.reference import accumulation_dtype
-from fastair.backends.select import resolve
 
 __all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
            "capped_weight_norm", "linear_bernoulli_log_prob"]

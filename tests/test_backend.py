@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import fastair
-from fastair.backends import native, select
+from fastair import backends
+from fastair.backends import native
 
 
 def test_default_is_auto_and_context_manager_restores():
@@ -35,13 +36,13 @@ def test_set_backend_and_bad_names():
 
 
 def test_auto_uses_native_on_cpu():
-    assert select.resolve("auto", "cpu") == "native"
-    assert select.resolve("triton", "cpu") == "triton"
+    assert backends.resolve("auto", "cpu") == "native"
+    assert backends.resolve("triton", "cpu") == "triton"
 
 
 def test_native_refuses_cuda_tensors():
     with pytest.raises(RuntimeError, match=r"CPU tensors only"):
-        select._resolve("native", "cuda")
+        backends._resolve("native", "cuda")
 
 
 def test_environment_variable_sets_the_default():
@@ -56,7 +57,7 @@ def test_environment_variable_sets_the_default():
 
 def test_failed_build_falls_back_to_reference_with_one_warning(monkeypatch):
     monkeypatch.setattr(native, "_state", {"loaded": False, "error": "no compiler"})
-    monkeypatch.setattr(select, "_warned", set())
+    monkeypatch.setattr(backends, "_warned", set())
     logits, x = torch.randn(3, 4), torch.ones(4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

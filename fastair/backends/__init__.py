@@ -1,4 +1,11 @@
-"""Backends: ``reference`` (pure torch, the spec), ``native`` (C++ in csrc/), ``triton`` (kernels/).
+"""Backends: ``reference`` (pure torch, the spec), ``native`` (C++ in csrc/), ``triton`` (kernels/),
+and the one place that says which of them runs: the backend in force (:func:`get_backend`,
+:func:`set_backend`, :func:`use_backend`, ``$FASTAIR_BACKEND``), the table :data:`TABLE` of what
+each backend needs, and :func:`resolve`, which turns a name and a device into the backend used.
+
+``auto`` (the default) picks :data:`AUTO_CHOICE` for the device (``triton`` for CUDA tensors,
+``native`` for CPU tensors) and falls back to ``reference`` with one warning where that backend
+cannot be used (no Triton installed, a C++ build failure).
 
 The fused backends (``native`` and ``triton``) expose the same raw functions. They take canonical,
 contiguous shapes prepared by :mod:`fastair.functional`, do no argument checking and no autograd
@@ -42,3 +49,144 @@ float16/bfloat16 with ``u`` and ``norm`` in float32.
 ``bernoulli_fwd`` and ``iwae_bg_fwd`` read the logits once; the backward functions read them once
 and allocate nothing of their size except ``dlogits``.
 """
+
+import contextlib
+import importlib
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+__all__ = ["BACKENDS", "TABLE", "AUTO_CHOICE", "get_backend", "set_backend", "use_backend",
+           "resolve", "module", "describe"]
+
+BACKENDS = ("auto", "triton", "native", "reference")
+
+
+def _check(name):
+    if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    return name.strip().lower()
+
+
+# A plain module global (not thread-local) so that torch.compile can read it and guard on it.
+_current = _check(os.environ.get("FASTAIR_BACKEND", "auto") or "auto")
+
+
+def get_backend():
+    """The backend name in force (``auto`` unless set)."""
+    return _current
+
+
+def set_backend(name):
+    """Set the backend for the process: one of ``auto``, ``triton``, ``native``, ``reference``."""
+    global _current
+    _current = _check(name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: run the ops with backend ``name`` inside the ``with`` block."""
+    global _current
+    previous, _current = _current, _check(name)
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+def _prepare_triton(device_type):
+    """Import the Triton kernels; on CPU tensors they run through the Triton interpreter."""
+    if device_type == "cpu":
+        if "fastair.kernels" not in sys.modules:
+            # triton.jit reads TRITON_INTERPRET when the kernels are decorated, at import.
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "backend 'triton' on CPU tensors needs the Triton interpreter: set "
+                "TRITON_INTERPRET=1 before fastair's Triton kernels are first used")
+    elif device_type != "cuda":
+        raise RuntimeError(f"backend 'triton' supports CUDA and CPU tensors, not {device_type!r}")
+    importlib.import_module("fastair.backends.triton")
+
+
+def _prepare_native(device_type):
+    if device_type != "cpu":
+        raise RuntimeError(
+            f"backend 'native' has C++ kernels for CPU tensors only, got {device_type!r} tensors; "
+            "use 'triton' or 'auto' for CUDA tensors")
+    importlib.import_module("fastair.backends.native").load()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A row of :data:`TABLE`: ``module`` holds the raw kernels (None: the reference, which the
+    ops layer calls itself); ``prepare(device_type)`` raises RuntimeError where the backend
+    cannot run, and builds or imports what it needs otherwise."""
+    name: str
+    module: Optional[str]
+    prepare: Callable[[str], None]
+
+
+TABLE = {
+    "reference": Backend("reference", None, lambda device_type: None),
+    "native": Backend("native", "fastair.backends.native", _prepare_native),
+    "triton": Backend("triton", "fastair.backends.triton", _prepare_triton),
+}
+AUTO_CHOICE = {"cuda": "triton", "cpu": "native"}
+"""What ``auto`` tries first on each device type (anything else: the reference)."""
+
+_warned = set()
+
+
+def _warn_once(key, message):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _resolve(name, device_type):
+    if name != "auto":
+        TABLE[name].prepare(device_type)
+        return name
+    choice = AUTO_CHOICE.get(device_type, "reference")
+    try:
+        TABLE[choice].prepare(device_type)
+        return choice
+    except Exception as err:  # a missing Triton, a failed build: degrade, never crash
+        _warn_once((choice, device_type),
+                   f"fastair: backend '{choice}' is unavailable on {device_type} ({err}); "
+                   "using the pure-torch reference instead")
+        return "reference"
+
+
+try:  # under torch.compile, run the resolution once at trace time and keep its answer
+    resolve = torch._dynamo.assume_constant_result(_resolve)
+except AttributeError:  # pragma: no cover - older torch without the helper
+    resolve = _resolve
+resolve.__doc__ = """The backend that runs for ``name`` (one of :data:`BACKENDS`) on tensors of
+``device_type``: ``name`` itself, after checking it can run (RuntimeError if not), or for
+``auto`` the device's :data:`AUTO_CHOICE`, else ``reference`` with one warning."""
+
+
+def module(name):
+    """The module holding the raw functions of backend ``name`` (``native`` or ``triton``)."""
+    path = TABLE[name].module if name in TABLE else None
+    if path is None:
+        raise ValueError(f"backend: {name!r} has no raw kernels")
+    return importlib.import_module(path)
+
+
+def describe(device_type, name=None):
+    """``name`` (default: the backend in force), with what ``auto`` resolves to on
+    ``device_type``, e.g. ``"auto -> native"``; never raises (it is for reports)."""
+    name = get_backend() if name is None else name
+    if name != "auto":
+        return name
+    try:
+        return f"auto -> {_resolve(name, device_type)}"
+    except Exception:
+        return name

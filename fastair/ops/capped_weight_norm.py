@@ -6,7 +6,7 @@ backward, which reads ``v`` and ``dw`` once per row.
 import torch
 from torch import Tensor
 
-from fastair.backends.select import module
+from fastair.backends import module
 
 
 @torch.library.custom_op("fastair::capped_weight_norm", mutates_args=())

@@ -7,7 +7,7 @@ forward reads the logits once; the backward reads them once and writes only ``dl
 import torch
 from torch import Tensor
 
-from fastair.backends.select import module
+from fastair.backends import module
 
 
 @torch.library.custom_op("fastair::iwae_bernoulli_gaussian", mutates_args=())

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastair.backends.select import module
+from fastair.backends import module
 
 
 @torch.library.custom_op("fastair::linear_bernoulli_log_prob", mutates_args=())

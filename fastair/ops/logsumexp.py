@@ -2,7 +2,7 @@
 import torch
 from torch import Tensor
 
-from fastair.backends.select import module
+from fastair.backends import module
 
 
 @torch.library.custom_op("fastair::logsumexp", mutates_args=())

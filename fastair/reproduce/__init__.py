@@ -13,6 +13,7 @@ import time
 import torch
 
 import fastair
+from fastair.backends import describe
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
 from fastair.io import progress_bar
@@ -125,11 +126,4 @@ def _header(config, results, wall, complete):
 
 def _backend(device):
     """The backend name, with what ``auto`` resolves to on ``device`` (e.g. ``auto -> native``)."""
-    name = fastair.get_backend()
-    if name != "auto":
-        return name
-    from fastair.backends.select import resolve
-    try:
-        return f"auto -> {resolve(name, torch.device(device).type)}"
-    except Exception:  # the report must not fail on a description
-        return name
+    return describe(torch.device(device).type)
