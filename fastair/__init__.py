@@ -1,6 +1,6 @@
 """fastair: fused kernels for amortized inference regularization (AIR) in PyTorch.
 
-Public ops (see DESIGN.md §2): :func:`bernoulli_log_prob`, :func:`gaussian_log_prob`,
+Public ops (see docs/design.md §2): :func:`bernoulli_log_prob`, :func:`gaussian_log_prob`,
 :func:`iwae_bound`, :func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm`,
 :func:`linear_bernoulli_log_prob` and the
 layers of :mod:`fastair.nn`; the backend switch :func:`set_backend`,

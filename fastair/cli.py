@@ -65,7 +65,7 @@ def _add_train(sub):
     d = TRAIN_DEFAULTS
     p = sub.add_parser(
         "train", help="train a model of the VAE family",
-        description="Train one model of the AIR paper (DESIGN.md section 5) with Adam, "
+        description="Train one model of the AIR paper (docs/design.md section 5) with Adam, "
                     "validation every epoch, early stopping, and a run directory with "
                     "config.json, metrics.csv/json, last.pt and best.pt. Prints the train, "
                     "validation and test bounds of the best model at the end.",

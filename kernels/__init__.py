@@ -1,6 +1,16 @@
 """Triton kernels of fastair, installed as ``fastair.kernels``: one module per op.
 
-Each module holds the ``@triton.jit`` kernels and plain launcher functions taking the canonical,
-contiguous shapes of :mod:`fastair.backends` (no argument checks, no autograd):
-``bernoulli``, ``gaussian``, ``logsumexp`` and ``iwae_bernoulli_gaussian``.
+Each module holds its ``@triton.jit`` kernels and plain launcher functions, named in its
+``__all__``, taking the canonical contiguous shapes of :mod:`fastair.backends` (no argument
+checks, no autograd). :mod:`fastair.backends.triton` collects the launchers of every module here,
+so a new module needs no list edited elsewhere:
+
+- ``bernoulli``: ``bernoulli_fwd``, ``bernoulli_bwd``
+- ``gaussian``: ``gaussian_fwd``, ``gaussian_bwd``
+- ``logsumexp``: ``logsumexp_fwd``, ``logsumexp_bwd``
+- ``iwae_bernoulli_gaussian``: ``iwae_bg_fwd``, ``iwae_bg_bwd`` (the whole k-sample bound)
+- ``capped_weight_norm``: ``capped_weight_norm_fwd``, ``capped_weight_norm_bwd``
+- ``linear_bernoulli``: ``linear_bernoulli_fwd``, ``linear_bernoulli_bwd`` (the fused decoder head)
+
+``_common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid).
 """

@@ -10,6 +10,9 @@ import triton.language as tl
 
 from ._common import bernoulli_term, on_input_device, row_blocks, sigmoid_pair
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["bernoulli_fwd", "bernoulli_bwd"]
+
 
 @triton.jit
 def bernoulli_rows(l_ptr, x_ptr, rows, rmask, N, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):

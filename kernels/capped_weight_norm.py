@@ -18,6 +18,9 @@ import triton.language as tl
 
 from ._common import MIN_PROGRAMS, TILE, on_input_device, sigmoid_pair
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["capped_weight_norm_fwd", "capped_weight_norm_bwd"]
+
 ONE_PASS_MAX = 8192  # longest row kept in registers (16 elements a thread with 16 warps)
 LOOP_BLOCK = 2048  # tile of the two-sweep kernels for longer rows
 

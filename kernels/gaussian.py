@@ -15,6 +15,9 @@ import triton.language as tl
 
 from ._common import MIN_PROGRAMS, TILE, on_input_device, row_blocks
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["gaussian_fwd", "gaussian_bwd"]
+
 # log(2 pi) as an exact float32 part plus a remainder: scalar constants may be rounded to
 # float32 by Triton, and the sum keeps float64 kernels exact (float32 ones just see the first).
 _LOG_2PI = math.log(2.0 * math.pi)

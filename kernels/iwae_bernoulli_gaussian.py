@@ -17,6 +17,9 @@ from .bernoulli import bernoulli_bwd, bernoulli_rows
 from .gaussian import gaussian_bwd_launch, gaussian_rows
 from .logsumexp import logsumexp_fwd
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["iwae_bg_fwd", "iwae_bg_bwd"]
+
 
 @triton.jit
 def _iwae_bg_fwd_kernel(x_ptr, l_ptr, z_ptr, mu_ptr, lv_ptr, out_ptr, R, B, D, Z,

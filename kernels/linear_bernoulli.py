@@ -30,6 +30,9 @@ import triton.language as tl
 
 from ._common import MIN_PROGRAMS, bernoulli_term, on_input_device, sigmoid_pair
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
+
 
 @triton.jit
 def _mm(a, b, acc, DOT: tl.constexpr):

@@ -11,6 +11,9 @@ import triton.language as tl
 
 from ._common import on_input_device
 
+# The launchers; fastair.backends.triton collects them.
+__all__ = ["logsumexp_fwd", "logsumexp_bwd"]
+
 _INF = tl.constexpr(float("inf"))
 ROWS_PER_PROGRAM = 512
 TILE = 2048

@@ -42,3 +42,14 @@ at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("bernoulli_fwd(Tensor logits, Tensor x) -> Tensor");
+  m.def("bernoulli_bwd(Tensor grad, Tensor logits, Tensor x) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("bernoulli_fwd", &fastair::bernoulli_fwd);
+  m.impl("bernoulli_bwd", &fastair::bernoulli_bwd);
+}

@@ -109,3 +109,15 @@ std::tuple<at::Tensor, at::Tensor> capped_weight_norm_bwd(const at::Tensor& grad
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("capped_weight_norm_fwd(Tensor v, Tensor u, float H) -> (Tensor, Tensor)");
+  m.def("capped_weight_norm_bwd(Tensor grad_w, Tensor v, Tensor u, Tensor norm, float H) -> "
+        "(Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("capped_weight_norm_fwd", &fastair::capped_weight_norm_fwd);
+  m.impl("capped_weight_norm_bwd", &fastair::capped_weight_norm_bwd);
+}

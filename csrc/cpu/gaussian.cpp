@@ -81,3 +81,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("gaussian_fwd(Tensor z, Tensor mu, Tensor logvar) -> Tensor");
+  m.def("gaussian_bwd(Tensor grad, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("gaussian_fwd", &fastair::gaussian_fwd);
+  m.impl("gaussian_bwd", &fastair::gaussian_bwd);
+}

@@ -107,3 +107,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("iwae_bg_fwd(Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor)");
+  m.def("iwae_bg_bwd(Tensor G, Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("iwae_bg_fwd", &fastair::iwae_bg_fwd);
+  m.impl("iwae_bg_bwd", &fastair::iwae_bg_bwd);
+}

@@ -90,3 +90,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bernoulli_bwd(
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("linear_bernoulli_fwd(Tensor h, Tensor weight, Tensor? bias, Tensor x) -> Tensor");
+  m.def("linear_bernoulli_bwd(Tensor grad, Tensor h, Tensor weight, Tensor? bias, Tensor x) -> "
+        "(Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("linear_bernoulli_fwd", &fastair::linear_bernoulli_fwd);
+  m.impl("linear_bernoulli_bwd", &fastair::linear_bernoulli_bwd);
+}

@@ -35,3 +35,14 @@ at::Tensor logsumexp_bwd(const at::Tensor& grad, const at::Tensor& v, const at::
 }
 
 }  // namespace fastair
+
+// This file's operators, registered with the library fastair_native when it is loaded.
+TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
+  m.def("logsumexp_fwd(Tensor v) -> Tensor");
+  m.def("logsumexp_bwd(Tensor grad, Tensor v, Tensor lse) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
+  m.impl("logsumexp_fwd", &fastair::logsumexp_fwd);
+  m.impl("logsumexp_bwd", &fastair::logsumexp_bwd);
+}

@@ -1,5 +1,9 @@
 """The ``native`` backend: C++ CPU kernels from csrc/, built with ninja on first use and cached.
 
+Every ``csrc/cpu/*.cpp`` is compiled into one library, and each source registers its own
+operators (``TORCH_LIBRARY_FRAGMENT(fastair_native, ...)``), so adding a kernel edits no list
+here: after :func:`load`, ``native.NAME`` is the operator ``torch.ops.fastair_native.NAME``.
+
 The build goes to ``$FASTAIR_BUILD_DIR`` (default ``~/.cache/fastair``), in a folder named after
 the torch version, the CPU's SIMD level and a hash of the sources and flags. Once that folder
 holds the library it is loaded directly, without running ninja again: another ``ninja`` on PATH
@@ -16,8 +20,6 @@ from pathlib import Path
 
 import torch
 
-_SOURCES = ("bernoulli.cpp", "gaussian.cpp", "logsumexp.cpp", "iwae_bernoulli_gaussian.cpp",
-            "capped_weight_norm.cpp", "linear_bernoulli.cpp", "register.cpp")
 _SIMD_FLAGS = {  # what torch.compile's C++ code generator uses for the same levels
     "AVX512": ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
                "-mfma"],
@@ -46,12 +48,13 @@ def _build():
     from torch.utils import cpp_extension
 
     folder = source_dir()
-    files = [folder / name for name in _SOURCES] + [folder / "common.h"]
+    sources = sorted(folder.glob("*.cpp"))
+    files = sources + sorted(folder.glob("*.h"))
     simd = _simd_level()
     flags = ["-O3", "-fopenmp", "-DNDEBUG"] + _SIMD_FLAGS.get(simd, [])
     digest = hashlib.sha256(" ".join([torch.__version__] + flags).encode())
     for f in files:
-        digest.update(f.read_bytes())
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
     name = f"fastair_native_{simd.lower()}_{digest.hexdigest()[:12]}"
     root = Path(os.environ.get("FASTAIR_BUILD_DIR", Path.home() / ".cache" / "fastair"))
     build_dir = root / f"torch-{torch.__version__}" / name
@@ -67,7 +70,7 @@ def _build():
         print(f"fastair: building the C++ kernels (once per machine and torch version, about a "
               f"minute) in {build_dir}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        cpp_extension.load(name=name, sources=[str(folder / s) for s in _SOURCES],
+        cpp_extension.load(name=name, sources=[str(f) for f in sources],
                            extra_cflags=flags, extra_ldflags=["-fopenmp"],
                            build_directory=str(build_dir), is_python_module=False,
                            verbose=False)
@@ -108,54 +111,13 @@ def load():
     raise RuntimeError(f"the C++ kernels could not be built ({_state['error']})")
 
 
-def _op(name):
+def __getattr__(name):
+    """``native.bernoulli_fwd`` etc.: the registered operator, after building and loading."""
+    if name.startswith("_"):
+        raise AttributeError(name)
     load()
-    return getattr(torch.ops.fastair_native, name)
-
-
-def bernoulli_fwd(logits, x):
-    return _op("bernoulli_fwd")(logits, x)
-
-
-def bernoulli_bwd(grad, logits, x):
-    return _op("bernoulli_bwd")(grad, logits, x)
-
-
-def gaussian_fwd(z, mu, logvar):
-    return _op("gaussian_fwd")(z, mu, logvar)
-
-
-def gaussian_bwd(grad, z, mu, logvar):
-    return _op("gaussian_bwd")(grad, z, mu, logvar)
-
-
-def logsumexp_fwd(v):
-    return _op("logsumexp_fwd")(v)
-
-
-def logsumexp_bwd(grad, v, lse):
-    return _op("logsumexp_bwd")(grad, v, lse)
-
-
-def iwae_bg_fwd(x, logits, z, mu, logvar):
-    return _op("iwae_bg_fwd")(x, logits, z, mu, logvar)
-
-
-def iwae_bg_bwd(G, x, logits, z, mu, logvar):
-    return _op("iwae_bg_bwd")(G, x, logits, z, mu, logvar)
-
-
-def capped_weight_norm_fwd(v, u, H):
-    return _op("capped_weight_norm_fwd")(v, u, H)
-
-
-def capped_weight_norm_bwd(grad_w, v, u, norm, H):
-    return _op("capped_weight_norm_bwd")(grad_w, v, u, norm, H)
-
-
-def linear_bernoulli_fwd(h, weight, bias, x):
-    return _op("linear_bernoulli_fwd")(h, weight, bias, x)
-
-
-def linear_bernoulli_bwd(grad, h, weight, bias, x):
-    return _op("linear_bernoulli_bwd")(grad, h, weight, bias, x)
+    try:
+        return getattr(torch.ops.fastair_native, name)
+    except (AttributeError, RuntimeError):
+        raise AttributeError(f"the C++ kernels register no operator {name!r} (see "
+                             f"csrc/cpu/*.cpp)") from None

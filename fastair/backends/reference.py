@@ -1,7 +1,7 @@
 """Pure-torch reference implementations: the executable specification.
 
 Every fused backend is tested against these functions. They are short, differentiable by
-autograd and exact in float64. Shapes follow DESIGN.md §1: ``x`` [B, D], ``logits`` [k, B, D],
+autograd and exact in float64. Shapes follow docs/design.md §1.1: ``x`` [B, D], ``logits`` [k, B, D],
 ``z`` [k, B, Z], ``mu`` and ``logvar`` [B, Z].
 """
 import math

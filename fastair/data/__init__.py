@@ -1,4 +1,4 @@
-"""Binary image data sets for fastair (DESIGN.md §4).
+"""Binary image data sets for fastair (docs/design.md §4).
 
 :func:`load_dataset` returns :class:`Splits` (``.train``, ``.valid``, ``.test``: float32 CPU
 tensors ``[N, 784]`` of exact 0/1). ``"mnist5k"`` is real and offline (5000 MNIST digits shipped

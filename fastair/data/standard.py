@@ -1,5 +1,5 @@
 """Loaders for the standard binary benchmark files a user downloads: static MNIST, OMNIGLOT and
-Caltech 101 Silhouettes (DESIGN.md §4).
+Caltech 101 Silhouettes (docs/design.md §4).
 
 Each loader takes the file path(s) and the expected sizes; ``sizes=None`` accepts any number of
 images (the structure, 784 pixels per image and the values, is always checked).

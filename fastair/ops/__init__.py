@@ -2,14 +2,16 @@
 autograd formula, so that ``torch.compile(fullgraph=True)`` sees the fused kernels as single ops.
 
 Every op takes the backend name (``native`` or ``triton``) as its last argument and canonical,
-contiguous shapes (see :mod:`fastair.backends`).
+contiguous shapes (see :mod:`fastair.backends`). Each module of this package registers its ops
+when imported; this file imports them all and re-exports what each names in its ``__all__``
+(``fastair.ops.bernoulli_log_prob`` ...), so a new op module needs no edit here.
 """
-from fastair.ops.bernoulli import bernoulli_log_prob
-from fastair.ops.gaussian import gaussian_log_prob
-from fastair.ops.logsumexp import logsumexp
-from fastair.ops.iwae_bernoulli_gaussian import iwae_bernoulli_gaussian
-from fastair.ops.capped_weight_norm import capped_weight_norm
-from fastair.ops.linear_bernoulli import linear_bernoulli_log_prob
+import importlib
+import pkgutil
 
-__all__ = ["bernoulli_log_prob", "gaussian_log_prob", "logsumexp", "iwae_bernoulli_gaussian",
-           "capped_weight_norm", "linear_bernoulli_log_prob"]
+__all__ = []
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+    _module = importlib.import_module(f"{__name__}.{_info.name}")
+    for _name in getattr(_module, "__all__", ()):
+        globals()[_name] = getattr(_module, _name)
+        __all__.append(_name)

@@ -4,6 +4,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["bernoulli_log_prob", "bernoulli_log_prob_backward"]
+
 
 @torch.library.custom_op("fastair::bernoulli_log_prob", mutates_args=())
 def bernoulli_log_prob(logits: Tensor, x: Tensor, backend: str) -> Tensor:

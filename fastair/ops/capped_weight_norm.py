@@ -8,6 +8,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["capped_weight_norm", "capped_weight_norm_backward"]
+
 
 @torch.library.custom_op("fastair::capped_weight_norm", mutates_args=())
 def capped_weight_norm(v: Tensor, u: Tensor, H: float, backend: str) -> tuple[Tensor, Tensor]:

@@ -4,6 +4,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["gaussian_log_prob", "gaussian_log_prob_backward"]
+
 
 @torch.library.custom_op("fastair::gaussian_log_prob", mutates_args=())
 def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor, backend: str) -> Tensor:

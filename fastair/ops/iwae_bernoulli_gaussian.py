@@ -9,6 +9,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["iwae_bernoulli_gaussian", "iwae_bernoulli_gaussian_backward"]
+
 
 @torch.library.custom_op("fastair::iwae_bernoulli_gaussian", mutates_args=())
 def iwae_bernoulli_gaussian(x: Tensor, logits: Tensor, z: Tensor, mu: Tensor, logvar: Tensor,

@@ -8,6 +8,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["linear_bernoulli_log_prob", "linear_bernoulli_log_prob_backward"]
+
 
 @torch.library.custom_op("fastair::linear_bernoulli_log_prob", mutates_args=())
 def linear_bernoulli_log_prob(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor,

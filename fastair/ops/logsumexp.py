@@ -4,6 +4,8 @@ from torch import Tensor
 
 from fastair.backends import module
 
+__all__ = ["logsumexp", "logsumexp_backward"]
+
 
 @torch.library.custom_op("fastair::logsumexp", mutates_args=())
 def logsumexp(v: Tensor, backend: str) -> Tensor:

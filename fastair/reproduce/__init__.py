@@ -1,4 +1,4 @@
-"""``fastair reproduce``: the AIR paper's experiments (DESIGN.md §5) in one call.
+"""``fastair reproduce``: the AIR paper's experiments (docs/design.md §5.3) in one call.
 
 For every k, family (VAE, DVAE α=0.5, DVAE α=1, WNI-VAE; at k > 1 their IWAE versions), grid
 value and seed: train to early stopping, estimate ``ln p(x)`` on validation and test by IW-SVI;

@@ -79,7 +79,7 @@ def get_family(key):
 
 @dataclass
 class ReproduceConfig:
-    """Settings of ``fastair reproduce`` (DESIGN.md §5). The defaults are the full protocol.
+    """Settings of ``fastair reproduce`` (docs/design.md §5.3). The defaults are the full protocol.
 
     Attributes:
         dataset, data_root: what :func:`fastair.data.load_dataset` loads.

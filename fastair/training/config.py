@@ -34,7 +34,7 @@ def check_device(device):
 
 @dataclass
 class TrainConfig:
-    """How to train (DESIGN.md §5 defaults).
+    """How to train (docs/design.md §5.2 defaults).
 
     Attributes:
         epochs: the largest number of epochs (training stops earlier on ``patience``).
