@@ -146,7 +146,7 @@ def iwae_bound(log_w, dim=0):
     return lse.reshape(rest) - math.log(n)
 
 
-def iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
+def iwae_bernoulli_gaussian(x, logits, z, mu, logvar, *, return_log_w=False):
     """The k-sample IWAE bound for a Bernoulli decoder and a Gaussian encoder, per example.
 
     ``log w[k, b] = log p(x_b | z[k, b]) + log N(z[k, b]; 0, I) - log N(z[k, b]; mu_b, exp(logvar_b))``
@@ -159,8 +159,11 @@ def iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
         logits: [k, B, D] decoder logits.
         z: [k, B, Z] latent samples.
         mu, logvar: [B, Z] encoder outputs.
+        return_log_w: also return the log weights ``log w`` [k, B] (differentiable too, from
+            the same fused pass), for estimators that weight the samples themselves.
     Returns:
         [B], float32 for float16/bfloat16 logits; gradients for logits, z, mu and logvar.
+        With ``return_log_w``: ``(bound [B], log_w [k, B])``.
     """
     names = {"x": x, "logits": logits, "z": z, "mu": mu, "logvar": logvar}
     for name, t in names.items():
@@ -181,12 +184,16 @@ def iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
     check_same_device(**names)
     backend = _backend_for(logits)
     if backend == "reference" or logits.numel() == 0 or z.numel() == 0:
-        return reference.iwae_bernoulli_gaussian(x, logits, z, mu, logvar)
-    acc = accumulation_dtype(x.dtype, logits.dtype, z.dtype, mu.dtype, logvar.dtype)
-    log_w, lse = ops.iwae_bernoulli_gaussian(
-        x.detach().to(acc).contiguous(), _logits_in(logits, acc).contiguous(),
-        z.to(acc).contiguous(), mu.to(acc).contiguous(), logvar.to(acc).contiguous(), backend)
-    return lse - math.log(k)
+        log_w = reference.log_weights(x, logits, z, mu, logvar)
+        bound = reference.iwae_bound(log_w, dim=0)
+    else:
+        acc = accumulation_dtype(x.dtype, logits.dtype, z.dtype, mu.dtype, logvar.dtype)
+        log_w, lse = ops.iwae_bernoulli_gaussian(
+            x.detach().to(acc).contiguous(), _logits_in(logits, acc).contiguous(),
+            z.to(acc).contiguous(), mu.to(acc).contiguous(), logvar.to(acc).contiguous(),
+            backend)
+        bound = lse - math.log(k)
+    return (bound, log_w) if return_log_w else bound
 
 
 def capped_weight_norm(v, u, H):

@@ -83,3 +83,22 @@ def test_non_contiguous_inputs(backend):
     assert_matches_reference(backend, fastair.iwae_bernoulli_gaussian,
                              (x, logits_t, z, mu.t().contiguous().t(), logvar),
                              [False, True, True, True, True])
+
+
+def test_return_log_w_gives_the_log_weights_of_the_same_pass(backend):
+    g = torch.Generator().manual_seed(9)
+    x = (torch.rand(5, 11, generator=g) < 0.5).double()
+    leaves = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_(True)
+              for s in [(4, 5, 11), (4, 5, 3), (5, 3), (5, 3)]]
+    with fastair.use_backend(backend):
+        bound, log_w = fastair.iwae_bernoulli_gaussian(x, *leaves, return_log_w=True)
+        alone = fastair.iwae_bernoulli_gaussian(x, *leaves)
+    from fastair.backends import reference
+    torch.testing.assert_close(log_w, reference.log_weights(x, *leaves))
+    torch.testing.assert_close(bound, alone)
+    assert log_w.shape == (4, 5) and bound.shape == (5,)
+    grads = torch.autograd.grad(log_w.sum() + bound.sum(), leaves)
+    want = torch.autograd.grad((reference.log_weights(x, *leaves).sum()
+                                + reference.iwae_bernoulli_gaussian(x, *leaves).sum()), leaves)
+    for a, b in zip(grads, want):
+        torch.testing.assert_close(a, b)

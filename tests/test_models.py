@@ -195,3 +195,44 @@ def test_bad_inputs_raise():
         m.bound(_x(), k=0)
     with pytest.raises(ValueError, match="train_x"):
         m.init_decoder_bias(torch.zeros(3, 5))
+
+
+def test_decoder_log_prob_is_the_bernoulli_term_of_its_logits():
+    """The likelihood seam: the decoder scores data itself, through the fused head."""
+    m, x = _model(), _x()
+    z = torch.randn(3, B, Z, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    got = m.decoder.log_prob(z, x)
+    want = fastair.bernoulli_log_prob(m.decoder(z), x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    g_got, = torch.autograd.grad(got.sum(), z)
+    g_want, = torch.autograd.grad(want.sum(), z)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-5)
+
+
+def test_log_weights_of_a_given_q_and_draws_follow_the_definition():
+    m, x = _model(), _x()
+    g = torch.Generator().manual_seed(6)
+    mu, logvar = torch.randn(B, Z, generator=g), torch.randn(B, Z, generator=g) * 0.3
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(4, B, Z, generator=g)
+    got = m.log_weights(x, mu=mu, logvar=logvar, z=z)
+    logits = m.decode_logits(z)
+    want = ((x * logits - F.softplus(logits)).sum(-1) + _log_normal(z, 0.0, torch.zeros(()))
+            - _log_normal(z, mu, logvar))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="mu and logvar together"):
+        m.log_weights(x, logvar=logvar)
+
+
+def test_estimator_is_an_argument_of_the_model():
+    """The estimator seam: VAE(estimator=...) picks the objective by name."""
+    from fastair.models.estimators import ESTIMATORS
+    assert "iwae" in ESTIMATORS
+    m, plain, x = _model(k=3, estimator="iwae"), _model(k=3), _x()
+    assert m.estimator == "iwae" and "estimator" not in m.hparams  # the default is not saved
+    torch.manual_seed(4)
+    a = m.bound(x)
+    torch.manual_seed(4)
+    b = plain.bound(x)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="estimator: expected one of"):
+        _model(estimator="dreg-typo")

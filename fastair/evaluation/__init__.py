@@ -8,9 +8,9 @@ from fastair.evaluation.bound import amortized_bound
 from fastair.evaluation.fit_q import QFit, fit_gaussian_q
 from fastair.evaluation.iwsvi import INITS, iwsvi_log_likelihood
 from fastair.evaluation.result import ESS_WARN, SE_WARN, IWSVIResult
-from fastair.evaluation.weights import (WeightStats, decoder_log_prob, gaussian_log_weights,
+from fastair.evaluation.weights import (WeightStats, gaussian_log_weights,
                                         streamed_log_mean_weight, streamed_weight_stats)
 
 __all__ = ["ESS_WARN", "INITS", "IWSVIResult", "QFit", "SE_WARN", "WeightStats",
-           "amortized_bound", "decoder_log_prob", "fit_gaussian_q", "gaussian_log_weights",
+           "amortized_bound", "fit_gaussian_q", "gaussian_log_weights",
            "iwsvi_log_likelihood", "streamed_log_mean_weight", "streamed_weight_stats"]

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 
-from fastair.evaluation.weights import log_weights
 from fastair.functional import iwae_bernoulli_gaussian
 
 __all__ = ["QFit", "fit_gaussian_q"]
@@ -51,7 +50,7 @@ def _draw(params, eps):
 def _scores(model, x, params, eps):
     """``[2, B]``: the k-sample bound and the ELBO of the fixed draws ``eps`` ``[k, B, Z]``."""
     mu, logvar, z = _draw(params, eps)
-    log_w = log_weights(model, x, mu, logvar, z)
+    log_w = model.log_weights(x, mu=mu, logvar=logvar, z=z)
     return torch.stack([torch.logsumexp(log_w, 0) - math.log(eps.shape[0]), log_w.mean(0)])
 
 

@@ -1,6 +1,7 @@
 """Log importance weights of a Gaussian ``q`` and their streamed statistics.
 
-``log w = log p(x|z) + log p(z) - log q(z|x)`` with ``z ~ q = N(mu, exp(logvar))``. The streamed
+``log w = log p(x|z) + log p(z) - log q(z|x)`` with ``z ~ q = N(mu, exp(logvar))``, formed by the
+model itself (:meth:`fastair.models.VAE.log_weights`, the one place they are written). The streamed
 statistics keep, per example, a running max ``m`` and the rescaled sums ``s1 = sum exp(log w - m)``
 and ``s2 = sum exp(2 (log w - m))``, so memory does not grow with the number of samples ``k``:
 
@@ -15,35 +16,16 @@ from dataclasses import dataclass
 
 import torch
 
-from fastair.functional import bernoulli_log_prob, gaussian_log_prob, linear_bernoulli_log_prob
-
-__all__ = ["WeightStats", "decoder_log_prob", "gaussian_log_weights", "log_weights",
-           "streamed_log_mean_weight", "streamed_weight_stats"]
-
-
-def decoder_log_prob(model, z, x):
-    """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]``, ``x [B, D]``; through the fused decoder
-    head (no [..., D] logits stored) when the decoder ends in a Linear ``out`` after a ``trunk``."""
-    decoder = model.decoder
-    out = getattr(decoder, "out", None)
-    if isinstance(out, torch.nn.Linear) and hasattr(decoder, "trunk"):
-        return linear_bernoulli_log_prob(decoder.trunk(z), out.weight, out.bias, x)
-    return bernoulli_log_prob(model.decode_logits(z), x)
-
-
-def log_weights(model, x, mu, logvar, z):
-    """``log w = log p(x|z) + log p(z) - log q(z)`` ``[n, B]`` of given draws ``z`` ``[n, B, Z]``
-    from ``q = N(mu, exp(logvar))`` (``mu, logvar`` ``[B, Z]``, ``x`` ``[B, D]``), the decoder term
-    through :func:`decoder_log_prob`."""
-    return (decoder_log_prob(model, z, x) + gaussian_log_prob(z)
-            - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
+__all__ = ["WeightStats", "gaussian_log_weights", "streamed_log_mean_weight",
+           "streamed_weight_stats"]
 
 
 def gaussian_log_weights(model, x, mu, logvar, n, generator):
-    """:func:`log_weights` ``[n, B]`` of ``n`` fresh draws ``z ~ N(mu, exp(logvar))``."""
+    """``model.log_weights`` ``[n, B]`` of ``n`` fresh draws ``z ~ N(mu, exp(logvar))``
+    (``mu, logvar`` ``[B, Z]``, ``x`` ``[B, D]``)."""
     z = mu + torch.exp(0.5 * logvar) * torch.randn((n,) + tuple(mu.shape), generator=generator,
                                                    device=mu.device, dtype=mu.dtype)
-    return log_weights(model, x, mu, logvar, z)
+    return model.log_weights(x, mu=mu, logvar=logvar, z=z)
 
 
 @dataclass

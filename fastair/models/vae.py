@@ -7,14 +7,18 @@ importance-weighted versions (IWAE, DIWAE, WNI-IWAE), one class with three knobs
   encoder input only; the decoder always scores the clean ``x``.
 - ``H``: capped weight norm (WNI, AIR eq. 17-18) on every Linear of the encoder.
 
-The bound itself is :func:`fastair.iwae_bernoulli_gaussian`, the fused k-sample op.
+The training objective comes from an estimator of :mod:`fastair.models.estimators` (today
+``iwae``: the fused k-sample op :func:`fastair.iwae_bernoulli_gaussian`); the decoder scores data
+through its own ``log_prob(z, x)`` (:mod:`fastair.nn`), and :meth:`VAE.log_weights` is the one
+place the model forms log importance weights.
 """
 import math
 
 import torch
 from torch import nn
 
-from fastair.functional import bernoulli_log_prob, gaussian_log_prob, iwae_bernoulli_gaussian
+from fastair.functional import gaussian_log_prob
+from fastair.models.estimators import get_estimator
 from fastair.nn import BernoulliMLPDecoder, GaussianMLPEncoder, capped_weight_norm_
 
 __all__ = ["VAE"]
@@ -54,6 +58,8 @@ class VAE(nn.Module):
         sigma: std of the Gaussian noise on the encoder input (0 = no denoising).
         alpha: weight of the noisy term in the denoising objective, in [0, 1].
         H: None, or the row-norm cap (> 0) of capped weight norm on every encoder Linear.
+        estimator: the gradient estimator of the training objective, a name of
+            :data:`fastair.models.estimators.ESTIMATORS` (``"iwae"``).
 
     Attributes:
         encoder: :class:`fastair.nn.GaussianMLPEncoder`.
@@ -61,8 +67,11 @@ class VAE(nn.Module):
         hparams: the constructor arguments as a dict (enough to rebuild the model).
     """
 
-    def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), k=1, sigma=0.0, alpha=1.0, H=None):
+    def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), k=1, sigma=0.0, alpha=1.0, H=None,
+                 estimator="iwae"):
         super().__init__()
+        self.estimator = estimator
+        self._estimate = get_estimator(estimator)
         self.k = _check_k(k)
         self.sigma = _check_float("sigma", sigma, low=0.0)
         self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)
@@ -78,8 +87,13 @@ class VAE(nn.Module):
 
     @property
     def hparams(self):
-        return dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(self.hidden), k=self.k,
-                    sigma=self.sigma, alpha=self.alpha, H=self.H)
+        """The constructor's arguments (``estimator`` only where it is not the default, so that
+        runs saved before it existed compare equal)."""
+        out = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(self.hidden), k=self.k,
+                   sigma=self.sigma, alpha=self.alpha, H=self.H)
+        if self.estimator != "iwae":
+            out["estimator"] = self.estimator
+        return out
 
     def extra_repr(self):
         return ", ".join(f"{n}={v}" for n, v in self.hparams.items()
@@ -133,21 +147,27 @@ class VAE(nn.Module):
         self._check_x(x)
         mu, logvar = self.encode(x_enc)
         z = mu + torch.exp(0.5 * logvar) * eps
-        return iwae_bernoulli_gaussian(x, self.decode_logits(z), z, mu, logvar)
+        return self._estimate(x, self.decode_logits(z), z, mu, logvar)
 
-    def log_weights(self, x, k=None, *, generator=None):
-        """Log importance weights ``log p(x, z) - log q(z|x)`` ``[k, B]`` (clean encoder).
+    def log_weights(self, x, k=None, *, generator=None, mu=None, logvar=None, z=None):
+        """Log importance weights ``log p(x|z) + log p(z) - log q(z)`` ``[k, B]``, in ``mu``'s
+        dtype; the decoder term through ``decoder.log_prob`` (the fused head: no ``[k, B, D]``
+        logits are stored).
 
-        ``iwae_bound(log_weights(x, k))`` is the clean bound ``L_k(x)`` (same draws as
-        :meth:`clean_bound` under the same seed).
+        By default ``q`` is the clean encoder's ``q(z|x)`` and ``z`` are ``k`` fresh draws from
+        it; ``mu, logvar`` ``[B, Z]`` give another Gaussian ``q`` (IW-SVI's fitted one) and
+        ``z`` ``[n, B, Z]`` given draws. ``iwae_bound(log_weights(x, k))`` is the clean bound
+        ``L_k(x)`` (same draws as :meth:`clean_bound` under the same seed).
         """
-        k = self._k(k)
-        mu, logvar = self.encode(x)
-        eps = self._randn((k,) + tuple(mu.shape), mu, generator)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        logits = self.decode_logits(z)
-        return (bernoulli_log_prob(logits, x) + gaussian_log_prob(z)
-                - gaussian_log_prob(z, mu, logvar))
+        if mu is None:
+            if logvar is not None:
+                raise ValueError("log_weights: give mu and logvar together")
+            mu, logvar = self.encode(x)
+        if z is None:
+            eps = self._randn((self._k(k),) + tuple(mu.shape), mu, generator)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        return (self.decoder.log_prob(z, x) + gaussian_log_prob(z)
+                - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
 
     def clean_bound(self, x, k=None, *, generator=None):
         """``L_k(x)`` per example ``[B]`` with the clean encoder (the evaluation bound)."""

@@ -2,9 +2,12 @@
 
 ``GaussianMLPEncoder``: ``x [..., D] -> (mu, logvar)``, each ``[..., Z]``: a tanh trunk
 ``D-h1-...-hn`` and two linear heads. ``BernoulliMLPDecoder``: ``z [..., Z] -> logits [..., D]``:
-``Z-h1-...-hn-D`` with tanh between the layers and none on the output.
+``Z-h1-...-hn-D`` with tanh between the layers and none on the output; its ``log_prob(z, x)`` is
+the likelihood seam: a decoder knows how it scores data (a Gaussian decoder would bring its own).
 """
 from torch import nn
+
+from fastair.functional import linear_bernoulli_log_prob
 
 __all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder"]
 
@@ -63,3 +66,10 @@ class BernoulliMLPDecoder(nn.Module):
 
     def forward(self, z):
         return self.out(self.trunk(z))
+
+    def log_prob(self, z, x):
+        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` broadcastable to
+        ``[..., B, D]``: the output layer and the Bernoulli term fused
+        (:func:`fastair.linear_bernoulli_log_prob`), so the ``[..., B, D]`` logits are never
+        stored. Equal to ``bernoulli_log_prob(self(z), x)``."""
+        return linear_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias, x)
