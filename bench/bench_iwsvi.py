@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark the IW-SVI evaluator (``fastair.evaluation``, issue 5) on the CPU.
+"""Benchmark the IW-SVI evaluator (``fastair.evaluation``) on the CPU.
 
 Model: a VAE (``fastair.models.preset("vae")``) trained for ``--epochs`` on mnist5k with
 ``fastair.training.Trainer``, or the ``best.pt`` of a ``fastair train`` run (``--run-dir``).
@@ -26,7 +26,7 @@ Data: the first test digits of mnist5k. Three measurements:
      one example at a time, blocks of 100 samples, ``x`` repeated 100 times and re-encoded for
      each block, ``binary_cross_entropy`` on the decoder's sigmoid, the blocks' log-weights
      concatenated, then one ``logsumexp``, a ``.item()`` per example (k rounded down to a
-     multiple of 100, at least 100). The issue's yardstick: target pythae / fastair >= 3;
+     multiple of 100, at least 100). The target: pythae / fastair >= 3;
    - ``per-example``: a tidier and faster per-example loop than pythae's: one example at a time,
      encoded once, all k samples in one [k, 784] decoder batch, ``log p(x|z)`` by
      ``binary_cross_entropy_with_logits``, the Gaussians by ``torch.distributions.Normal``, then
@@ -123,9 +123,7 @@ def _over_batches(fn, model, x, k, generator, batch_size, chunk):
 
 def eager_log_weights(model, z, x, mu, logvar):
     """``log p(x|z) + log p(z) - log q(z|x)`` [c, B] in plain torch, logits materialized."""
-    logits = model.decode_logits(z)
-    return (common.eager_bernoulli_log_prob(logits, x) + common.eager_gaussian_log_prob(z)
-            - common.eager_gaussian_log_prob(z, mu, logvar))
+    return common.eager_log_weights(x, model.decode_logits(z), z, mu, logvar)
 
 
 def eager_estimate(log_weights):
@@ -255,7 +253,7 @@ def measure_memory(args, model, x):
         base = None
         for k in args.memory_ks:
             log(f"{name}: peak memory on {len(x)} digits, k_eval={k}, chunk={args.chunk} ...")
-            peak = common.peak_memory_mb(lambda: call(k), "cpu")
+            peak = common.peak_memory_mb(lambda call=call, k=k: call(k), "cpu")
             base = base or peak
             log(f"  {peak:.2f} MB ({peak / base:.3f}x the k={args.memory_ks[0]} peak)")
             rows.append(row(name, "fastair", len(x), k, args.chunk, peak_mb=peak,

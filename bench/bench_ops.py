@@ -21,11 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
-
 import torch  # noqa: E402
 
 import fastair  # noqa: E402
+from bench import common  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -240,9 +239,9 @@ def summarize(rows):
     header += ["fa GB/s", "fa %copy"] if has_bw else []
     lines = []
     for (op, x_name, x_value, mode, same_case), g in groups.items():
-        get = lambda prov, metric: g.get(prov, {}).get(metric)  # noqa: E731
+        get = lambda prov, metric, g=g: g.get(prov, {}).get(metric)
         fa = get("fastair", "time")
-        ratio = lambda other: other / fa if other is not None and fa else None  # noqa: E731
+        ratio = lambda other, fa=fa: other / fa if other is not None and fa else None
         line = [op, common.shape_text(op, x_name, x_value, dict(same_case)), mode]
         line += [_fmt(get(p, "time"), "ms") for p in timed]
         line += [_fmt(ratio(get(p, "time")), "ratio") for p in versus]

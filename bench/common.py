@@ -46,11 +46,17 @@ def eager_iwae_bound(log_w):
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
+def eager_log_weights(x, logits, z, mu, logvar):
+    """``log p(x|z) + log p(z) - log q(z|x)`` [k, B] as a user writes it in plain torch: the
+    competitor the benchmarks time (fastair's own formula is ``VAE.log_weights``, its spec
+    ``fastair.backends.reference.log_weights``)."""
+    return (eager_bernoulli_log_prob(logits, x) + eager_gaussian_log_prob(z)
+            - eager_gaussian_log_prob(z, mu, logvar))
+
+
 def eager_iwae_bernoulli_gaussian(x, logits, z, mu, logvar):
     """The k-sample bound per example, [B]."""
-    log_w = (eager_bernoulli_log_prob(logits, x) + eager_gaussian_log_prob(z)
-             - eager_gaussian_log_prob(z, mu, logvar))
-    return eager_iwae_bound(log_w)
+    return eager_iwae_bound(eager_log_weights(x, logits, z, mu, logvar))
 
 
 def eager_capped_weight_norm(v, u, H):
@@ -142,7 +148,6 @@ OPS = {
 }
 # Positional tensor arguments of each op (the fastair signature), and the ones that get gradients.
 ARGS = {op: spec.args for op, spec in OPS.items()}
-GRAD_ARGS = {op: spec.grad_args for op, spec in OPS.items()}
 EAGER = {op: spec.eager for op, spec in OPS.items()}
 
 

@@ -40,7 +40,7 @@ def compare(old_dir, new_dir):
     new = {r["name"]: r for r in read(os.path.join(new_dir, "runs.csv"))}
     same = [n for n in new if n in old]
     for n in same:  # the evaluator changed, the models must not have
-        if old[n]["best_epoch"] != new[n]["best_epoch"] or old[n]["valid_bound"] != new[n]["valid_bound"]:
+        if any(old[n][key] != new[n][key] for key in ("best_epoch", "valid_bound")):
             raise SystemExit(f"{n}: trained differently in the two directories")
     out = ["| model | strength | runs | new - old: test -ln p(x) | new - old: test Δinf | "
            "new - old: test -L(x) |", "|---|---|---|---|---|---|"]
@@ -53,8 +53,8 @@ def compare(old_dir, new_dir):
         out.append(f"| {label} | {strength or '–'} | {len(names)} | " + " | ".join(cols) + " |")
     tables = []
     for title, d in (("old evaluator", old_dir), ("new evaluator", new_dir)):
-        tables += [f"\n{title} ({d}/table.csv):\n", "| model | strength | -ln p(x) | Δinf | -L(x) |",
-                   "|---|---|---|---|---|"]
+        tables += [f"\n{title} ({d}/table.csv):\n",
+                   "| model | strength | -ln p(x) | Δinf | -L(x) |", "|---|---|---|---|---|"]
         for r in read(os.path.join(d, "table.csv")):
             tables.append(f"| {r['label']} | {r['strength'] or '–'} | "
                           f"{_f(r, 'test_nll'):.2f} ± {_f(r, 'test_nll_std'):.2f} | "

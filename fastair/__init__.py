@@ -11,19 +11,18 @@ The higher layers load on first use: :mod:`fastair.models` (the VAE family),
 """
 import importlib
 
-from fastair.backends import BACKENDS, get_backend, set_backend, use_backend
-from fastair.functional import (bernoulli_log_prob, capped_weight_norm, gaussian_log_prob,
-                                iwae_bernoulli_gaussian, iwae_bound, linear_bernoulli_log_prob)
-
 from fastair import data, nn
+from fastair import functional as _functional
+from fastair.backends import BACKENDS, get_backend, set_backend, use_backend
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "BACKENDS", "get_backend", "set_backend", "use_backend",
-    "bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-    "capped_weight_norm", "linear_bernoulli_log_prob", "data", "nn", "__version__",
-]
+# The public ops are whatever fastair.functional names in its __all__: a new op is exported
+# here without an edit (docs/adding_an_op.md).
+globals().update({name: getattr(_functional, name) for name in _functional.__all__})
+
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", *_functional.__all__,
+           "data", "nn", "__version__"]
 
 _LAZY = ("models", "training", "evaluation", "reproduce", "cli")
 

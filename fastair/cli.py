@@ -18,9 +18,15 @@ import fastair
 from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import PRESETS, preset_kwargs
-from fastair.training import (SCHEDULES, Trainer, TrainConfig, bounds_table, seed_everything,
-                              split_bounds)
-from fastair.training import rundir
+from fastair.training import (
+    SCHEDULES,
+    TrainConfig,
+    Trainer,
+    bounds_table,
+    rundir,
+    seed_everything,
+    split_bounds,
+)
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -43,7 +49,7 @@ def _hidden(text):
     try:
         sizes = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"expected positive ints such as 200,200, got {text!r}")
     return sizes

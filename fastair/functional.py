@@ -10,8 +10,13 @@ import math
 import torch
 
 from fastair import ops
-from fastair._checks import (check_broadcasts_to, check_same_device, check_shape,
-                             check_tensor, shape_str)
+from fastair._checks import (
+    check_broadcasts_to,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    shape_str,
+)
 from fastair.backends import get_backend, reference, resolve
 from fastair.backends.reference import accumulation_dtype
 
@@ -149,10 +154,11 @@ def iwae_bound(log_w, dim=0):
 def iwae_bernoulli_gaussian(x, logits, z, mu, logvar, *, return_log_w=False):
     """The k-sample IWAE bound for a Bernoulli decoder and a Gaussian encoder, per example.
 
-    ``log w[k, b] = log p(x_b | z[k, b]) + log N(z[k, b]; 0, I) - log N(z[k, b]; mu_b, exp(logvar_b))``
-    and ``L_k(x_b) = logsumexp_k log w[:, b] - log k`` (``k = 1`` is the ELBO), in one fused pass
-    over the logits. ``z`` is taken as given (sample it as ``mu + exp(logvar/2) * eps`` so that
-    the reparameterization gradient reaches ``mu`` and ``logvar`` through it too).
+    ``log w[k, b] = log p(x_b | z[k, b]) + log N(z[k, b]; 0, I)
+    - log N(z[k, b]; mu_b, exp(logvar_b))`` and ``L_k(x_b) = logsumexp_k log w[:, b] - log k``
+    (``k = 1`` is the ELBO), in one fused pass over the logits. ``z`` is taken as given (sample
+    it as ``mu + exp(logvar/2) * eps`` so that the reparameterization gradient reaches ``mu`` and
+    ``logvar`` through it too).
 
     Args:
         x: [B, D] binary data (no gradient).

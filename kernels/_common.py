@@ -51,8 +51,9 @@ def log1p_small(e):
 
 @triton.jit
 def bernoulli_term(l, x):
-    """``x l - softplus(l)`` with ``softplus(l) = max(l, 0) + log1p(exp(-|l|))``; ``x l - max(l, 0)``
-    is taken as ``(x - [l >= 0]) l``, exact for binary x, so ``l = 30, x = 1`` gives ``-exp(-30)``."""
+    """``x l - softplus(l)`` with ``softplus(l) = max(l, 0) + log1p(exp(-|l|))``;
+    ``x l - max(l, 0)`` is taken as ``(x - [l >= 0]) l``, exact for binary x, so ``l = 30, x = 1``
+    gives ``-exp(-30)``."""
     return tl.where(l >= 0.0, (x - 1.0) * l, x * l) - log1p_small(tl.exp(-tl.abs(l)))
 
 

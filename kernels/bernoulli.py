@@ -75,7 +75,8 @@ def bernoulli_fwd(logits, x):
 
 @on_input_device
 def bernoulli_bwd(grad, logits, x):
-    """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (logits' dtype)."""
+    """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (in the
+    logits' dtype)."""
     M, N, D = logits.shape
     dlogits = torch.empty((M, N, D), dtype=logits.dtype, device=logits.device)
     R = M * N

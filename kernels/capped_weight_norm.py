@@ -1,9 +1,10 @@
 """Capped weight norm (WNI) over the rows of ``v [O, I]``, and its gradient.
 
-With ``n_i = ||v_i||`` and ``c_i = H sigmoid(u_i)``: ``w_i = s_i v_i``, ``s_i = c_i / n_i`` where the
-cap is active (``n_i > c_i``) and 1 elsewhere, so a zero row stays zero without an epsilon.
+With ``n_i = ||v_i||`` and ``c_i = H sigmoid(u_i)``: ``w_i = s_i v_i``, ``s_i = c_i / n_i`` where
+the cap is active (``n_i > c_i``) and 1 elsewhere, so a zero row stays zero without an epsilon.
 Backward, where active: ``dv_i = s_i (dw_i - v_i (v_i.dw_i) / n_i^2)`` and
-``du_i = (v_i.dw_i / n_i) c_i sigmoid(-u_i)``; elsewhere (the tie included) ``dv_i = dw_i``, ``du_i = 0``.
+``du_i = (v_i.dw_i / n_i) c_i sigmoid(-u_i)``; elsewhere (the tie included) ``dv_i = dw_i``,
+``du_i = 0``.
 
 Row-parallel: a program takes ``BLOCK_R`` rows. A row of up to ``ONE_PASS_MAX`` elements is held
 in registers, so the forward reads ``v`` once and the backward reads ``(v, dw)`` once; longer rows
@@ -75,8 +76,9 @@ def _cwn_fwd_kernel(v_ptr, u_ptr, w_ptr, norm_ptr, O, I, H_bits,
 @triton.jit(do_not_specialize=["H_bits"])
 def _cwn_bwd_kernel(g_ptr, v_ptr, u_ptr, norm_ptr, dv_ptr, du_ptr, O, I, H_bits,
                     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr, ONE_PASS: tl.constexpr):
-    """Rows ``pid * BLOCK_R ...``: ``dv_i = s_i dw_i - k_i v_i`` with ``k_i = s_i (v_i.dw_i) / n_i^2``
-    and ``du_i``; ``v`` is loaded only for active rows (0 elsewhere gives ``dv_i = dw_i`` exactly)."""
+    """Rows ``pid * BLOCK_R ...``: ``dv_i = s_i dw_i - k_i v_i`` with
+    ``k_i = s_i (v_i.dw_i) / n_i^2`` and ``du_i``; ``v`` is loaded only for active rows (0
+    elsewhere gives ``dv_i = dw_i`` exactly)."""
     acc_ty = u_ptr.dtype.element_ty
     out_ty = dv_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)

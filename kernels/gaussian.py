@@ -104,7 +104,8 @@ def gaussian_bwd_kernel(g_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr, plv_ptr, 
 
 
 def gaussian_bwd_launch(grad, z, mu, logvar, iwae):
-    """Shared launcher of :func:`gaussian_bwd_kernel`: ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``.
+    """Shared launcher of :func:`gaussian_bwd_kernel`:
+    ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``.
 
     The samples are split over ``S`` programs per column block (about ``2 * MIN_PROGRAMS``
     programs in all); their partial sums ``[S, N, Z]`` are added by ``torch.sum``.

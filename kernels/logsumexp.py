@@ -60,7 +60,8 @@ def _logsumexp_bwd_kernel(g_ptr, v_ptr, lse_ptr, out_ptr, numel, R, BLOCK: tl.co
 
 @on_input_device
 def logsumexp_fwd(v):
-    """``v [n, R]`` -> ``lse [R]`` = ``log sum_i exp(v[i, r])`` (``-inf`` for an all ``-inf`` column)."""
+    """``v [n, R]`` -> ``lse [R]`` = ``log sum_i exp(v[i, r])`` (``-inf`` for an all ``-inf``
+    column)."""
     n, R = v.shape
     rows_per = n if n <= ROWS_PER_PROGRAM else ROWS_PER_PROGRAM
     S = max(triton.cdiv(n, rows_per), 1) if n > 0 else 1
@@ -75,11 +76,13 @@ def logsumexp_fwd(v):
 
 @on_input_device
 def logsumexp_bwd(grad, v, lse):
-    """``grad [R]``, ``v [n, R]``, ``lse [R]`` -> ``grad * exp(v - lse)`` ``[n, R]``, 0 where ``lse = -inf``."""
+    """``grad [R]``, ``v [n, R]``, ``lse [R]`` -> ``grad * exp(v - lse)`` ``[n, R]``, 0 where
+    ``lse = -inf``."""
     out = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     numel = v.numel()
     if numel == 0:
         return out
     BLOCK = min(triton.next_power_of_2(numel), 1024)
-    _logsumexp_bwd_kernel[(triton.cdiv(numel, BLOCK),)](grad, v, lse, out, numel, v.shape[1], BLOCK=BLOCK)
+    _logsumexp_bwd_kernel[(triton.cdiv(numel, BLOCK),)](grad, v, lse, out, numel, v.shape[1],
+                                                        BLOCK=BLOCK)
     return out

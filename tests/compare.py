@@ -48,7 +48,7 @@ def assert_matches_reference(backend, fn, inputs, differentiable, tol_dtype=None
                                                           if d])):
         assert g.dtype == t.dtype and g.shape == t.shape, f"gradient {i}: {g.dtype} {g.shape}"
         torch.testing.assert_close(g.double(), r, rtol=rtol, atol=atol, equal_nan=True,
-                                   msg=lambda m: f"gradient {i}: {m}")
+                                   msg=lambda m, i=i: f"gradient {i}: {m}")
     return out, grads
 
 

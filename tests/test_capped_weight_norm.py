@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from compare import assert_matches_reference
 from torch import nn
 
 import fastair
-from compare import assert_matches_reference
 from fastair.nn import CappedWeightNorm, CappedWeightNormLinear, capped_weight_norm_
 
 SHAPES = [(1, 1), (7, 3), (200, 784), (784, 200), (4096, 4096)]

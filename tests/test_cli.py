@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import TINY_CLI
 
 import fastair.data
 from fastair import cli
 
-
-TINY = ["--z-dim", "4", "--hidden", "16", "--batch-size", "40", "--no-progress"]
+TINY = TINY_CLI
 
 
 def _train_parser():

@@ -1,10 +1,10 @@
 """CUDA tensors: the Triton kernels (auto backend) against the float64 reference."""
 import pytest
 import torch
-
-import fastair
 from compare import assert_matches_reference
 from test_iwae_bernoulli_gaussian import make_inputs
+
+import fastair
 
 pytestmark = pytest.mark.cuda
 

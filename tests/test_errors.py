@@ -32,8 +32,8 @@ def test_iwae_bernoulli_gaussian_errors(name, value, error, pattern):
 
 
 def test_bernoulli_errors():
-    with pytest.raises(ValueError, match=r"x: expected a shape that broadcasts to the shape of logits, "
-                                         r"\[3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"x: expected a shape that broadcasts to the shape of "
+                                         r"logits, \[3, 4, 5\]"):
         fastair.bernoulli_log_prob(torch.zeros(3, 4, 5), torch.zeros(7, 5))
     with pytest.raises(ValueError, match=r"x: expected a shape that broadcasts"):
         fastair.bernoulli_log_prob(torch.zeros(4, 5), torch.zeros(2, 4, 5))
@@ -46,7 +46,8 @@ def test_bernoulli_errors():
 
 
 def test_gaussian_errors():
-    with pytest.raises(ValueError, match=r"mu: expected a shape that broadcasts to the shape of z, \[3, 4\]"):
+    with pytest.raises(ValueError,
+                       match=r"mu: expected a shape that broadcasts to the shape of z, \[3, 4\]"):
         fastair.gaussian_log_prob(torch.zeros(3, 4), torch.zeros(5, 4))
     with pytest.raises(ValueError, match=r"logvar: expected a shape that broadcasts"):
         fastair.gaussian_log_prob(torch.zeros(3, 4), torch.zeros(4), torch.zeros(2, 3, 4))

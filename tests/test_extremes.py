@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-
-import fastair
 from compare import assert_as_accurate_as_reference, assert_matches_reference
 from test_iwae_bernoulli_gaussian import make_inputs
+
+import fastair
 
 
 @pytest.mark.parametrize("magnitude", [80.0, 1e4])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_CLI
 
 import fastair
 import fastair.io
@@ -19,7 +20,7 @@ from fastair import cli
 from fastair.backends import native
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--z-dim", "4", "--hidden", "16", "--batch-size", "40", "--no-progress"]
+TINY = TINY_CLI
 
 
 def _native_or_skip():

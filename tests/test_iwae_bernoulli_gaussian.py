@@ -3,9 +3,9 @@ import itertools
 
 import pytest
 import torch
+from compare import assert_matches_reference
 
 import fastair
-from compare import assert_matches_reference
 
 KS, BS, DS = (1, 3, 64, 5000), (1, 7, 100), (1, 17, 784)
 # The full grid minus the cases too large for a CPU test run (the Triton interpreter and the

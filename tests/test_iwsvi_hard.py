@@ -100,7 +100,8 @@ def test_fit_stops_each_example_on_its_own(hard):
     x2 = x[:2]
     start_mu = torch.zeros(2, 2, dtype=torch.float64)
     start_lv = torch.zeros(2, 2, dtype=torch.float64)
-    first = fit_gaussian_q(model, x2, start_mu, start_lv, generator=torch.Generator().manual_seed(0))
+    first = fit_gaussian_q(model, x2, start_mu, start_lv,
+                           generator=torch.Generator().manual_seed(0))
     mu = torch.stack([first.mu[0], start_mu[1]])
     lv = torch.stack([first.logvar[0], start_lv[1]])
     again = fit_gaussian_q(model, x2, mu, lv, generator=torch.Generator().manual_seed(1))

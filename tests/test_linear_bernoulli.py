@@ -1,9 +1,9 @@
 """The fused decoder head ``bernoulli_log_prob(h @ weight.T + bias, x)`` against the reference."""
 import pytest
 import torch
+from compare import assert_matches_reference
 
 import fastair
-from compare import assert_matches_reference
 
 # (k, B, H, D): rows R = k * B below, at and across the C++ kernel's 256-row tiles.
 SHAPES = [(1, 1, 1, 1), (1, 7, 17, 17), (3, 100, 200, 784), (5, 60, 50, 33), (64, 7, 20, 784)]

@@ -1,18 +1,19 @@
 """The fused bound allocates nothing of the logits' size except the gradient it returns."""
 import pytest
 import torch
+from test_iwae_bernoulli_gaussian import make_inputs
 from torch.profiler import ProfilerActivity, profile
 
 import fastair
-from test_iwae_bernoulli_gaussian import make_inputs
 
 
 def peak_bytes(fn):
     """Peak of the running sum of CPU allocator events (bytes) during ``fn()``, its result kept."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         keep = fn()
+    cpu = torch.autograd.DeviceType.CPU
     events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
+                     if e.name() == "[memory]" and e.device_type() == cpu),
                     key=lambda e: e.start_ns())
     running = peak = 0
     for e in events:
@@ -54,7 +55,7 @@ def test_fused_decoder_head_memory_does_not_grow_with_the_rows(backend):
         for k in (16, 64):
             h = torch.randn(k, b, hdim, generator=g).requires_grad_(True)
             fastair.linear_bernoulli_log_prob(h, weight, bias, x)  # build/warm up
-            peak = peak_bytes(lambda: torch.autograd.grad(
+            peak = peak_bytes(lambda h=h: torch.autograd.grad(
                 fastair.linear_bernoulli_log_prob(h, weight, bias, x).sum(), (h, weight, bias)))
             extra[k] = peak - (h.numel() + weight.numel() + bias.numel()) * 4
     logits_bytes = 64 * b * d * 4

@@ -5,11 +5,11 @@ dispatch), gradcheck in float64, ``torch.compile(fullgraph=True)`` equal to eage
 on CUDA where a GPU exists."""
 import pytest
 import torch
+from compare import assert_matches_reference
+from op_specs import SPECS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastair
-from compare import assert_matches_reference
-from op_specs import SPECS
 
 IDS = [spec.name for spec in SPECS]
 

@@ -6,8 +6,7 @@ import os
 import pytest
 
 from fastair.cli import main
-from fastair.reproduce import ReproduceConfig, plan_runs, reproduce, summarize
-from fastair.reproduce import runner
+from fastair.reproduce import ReproduceConfig, plan_runs, reproduce, runner, summarize
 from fastair.reproduce.report import markdown_tables
 
 TINY = dict(seeds=2, sigmas=(0.3,), Hs=(1.0,), families=("vae", "dvae-a1", "wni"), epochs=2,

@@ -14,37 +14,34 @@ import sys
 
 import pytest
 import torch
+from helpers import TINY_CLI, fit, tiny_splits
 
 import fastair.io
 from fastair import cli
-from fastair.errors import (CheckpointError, RunDirBusy, RunDirError, RunMismatch,
-                            TrainingDiverged, WriteError)
+from fastair.errors import (
+    CheckpointError,
+    RunDirBusy,
+    RunDirError,
+    RunMismatch,
+    TrainingDiverged,
+    WriteError,
+)
 from fastair.models import VAE
-from fastair.training import Trainer, load_checkpoint, rundir, seed_everything
+from fastair.training import load_checkpoint, rundir
 from fastair.training import trainer as trainer_mod
 
-D = 20
-SETTINGS = dict(batch_size=16, progress=False, patience=0, seed=3)
-TINY = ["--z-dim", "4", "--hidden", "16", "--batch-size", "40", "--no-progress"]
+TINY = TINY_CLI
 HOLDER = ("import sys, time\nfrom fastair.training import rundir\n"
           "with rundir.hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    return (torch.rand(60, D, generator=g) < 0.4).float(), \
-        (torch.rand(20, D, generator=g) < 0.4).float()
-
-
-def _model(**kw):
-    seed_everything(0)
-    return VAE(**{"x_dim": D, "z_dim": 3, "hidden": (8,), "k": 2, **kw})
+    return tiny_splits()
 
 
 def _fit(data, run_dir, resume=False, model=None, meta=None, **kw):
-    model = model if model is not None else _model()
-    return Trainer(model, *data, None, run_dir, meta=meta, **{**SETTINGS, **kw}).fit(resume)
+    return fit(data, run_dir, resume, model, meta, **kw)[1]
 
 
 def _contents(directory):
@@ -409,9 +406,7 @@ def test_a_crash_after_any_write_of_an_epoch_loses_nothing(tiny_data, tmp_path, 
     for n in range(len(writes)):
         run = tmp_path / f"crash{n}"
         assert _cli_run(run, "--epochs", "2") == 0
-        count = []
-
-        def crash_after(src, dst):
+        def crash_after(src, dst, count=[], n=n):  # noqa: B006 - a fresh list per run
             real(src, dst)
             count.append(dst)
             if len(count) == n + 1:

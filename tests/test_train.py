@@ -9,34 +9,31 @@ import signal
 
 import pytest
 import torch
+from helpers import fit, tiny_splits, tiny_vae
 
 from fastair.models import VAE
-from fastair.training import (METRIC_COLUMNS, Trainer, TrainConfig, evaluate_bound,
-                              load_checkpoint, seed_everything)
+from fastair.training import (
+    METRIC_COLUMNS,
+    TrainConfig,
+    evaluate_bound,
+    load_checkpoint,
+)
 from fastair.training import checkpoint as ckpt_mod
 from fastair.training import trainer as trainer_mod
 from fastair.training.schedules import IWAEStagesFactor
 
-D = 20
-SETTINGS = dict(batch_size=16, progress=False, patience=0, seed=3)
-
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    train = (torch.rand(60, D, generator=g) < 0.4).float()
-    return train, (torch.rand(20, D, generator=g) < 0.4).float()
+    return tiny_splits()
 
 
 def _model(**kw):
-    seed_everything(0)
-    return VAE(**{"x_dim": D, "z_dim": 3, "hidden": (8,), "k": 2, "sigma": 0.3, "alpha": 0.5, **kw})
+    return tiny_vae(**{"sigma": 0.3, "alpha": 0.5, **kw})
 
 
 def _fit(data, run_dir, resume=False, model=None, **kw):
-    model = model if model is not None else _model()
-    result = Trainer(model, *data, None, run_dir, **{**SETTINGS, **kw}).fit(resume=resume)
-    return model, result
+    return fit(data, run_dir, resume, model if model is not None else _model(), **kw)
 
 
 def _no_time(rows):

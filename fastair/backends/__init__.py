@@ -10,8 +10,8 @@ cannot be used (no Triton installed, a C++ build failure).
 The fused backends (``native`` and ``triton``) expose the same raw functions. They take canonical,
 contiguous shapes prepared by :mod:`fastair.functional`, do no argument checking and no autograd
 (that lives in :mod:`fastair.ops`). "acc" is the accumulation dtype (float32, or float64 when
-inputs are float64); every tensor argument is in acc except ``logits`` (and the weights ``v`` and their gradient),
-which may also be float16/bfloat16 while acc is float32.
+inputs are float64); every tensor argument is in acc except ``logits`` (and the weights ``v``
+and their gradient), which may also be float16/bfloat16 while acc is float32.
 
 =================================================  ==============================================
 function                                           returns

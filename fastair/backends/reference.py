@@ -1,8 +1,8 @@
 """Pure-torch reference implementations: the executable specification.
 
 Every fused backend is tested against these functions. They are short, differentiable by
-autograd and exact in float64. Shapes follow docs/design.md §1.1: ``x`` [B, D], ``logits`` [k, B, D],
-``z`` [k, B, Z], ``mu`` and ``logvar`` [B, Z].
+autograd and exact in float64. Shapes follow docs/design.md §1.1: ``x`` [B, D], ``logits``
+[k, B, D], ``z`` [k, B, Z], ``mu`` and ``logvar`` [B, Z].
 """
 import math
 
@@ -69,9 +69,10 @@ def capped_weight_norm(v, u, H):
     """Capped weight norm (WNI): ``w_i = v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))``.
 
     ``v`` [out, in], ``u`` [out], ``H > 0`` -> ``w`` [out, in] in ``v``'s dtype; norms and ``u`` in
-    float64 for float64 ``v``, else float32. Written as ``w_i = s_i v_i`` with ``s_i = 1`` where ``||v_i|| <= cap_i``
-    and ``cap_i / ||v_i||`` otherwise: no epsilon is needed, a zero row stays zero, and at the tie
-    ``||v_i|| = cap_i`` the gradient is that of the inactive cap (``dv = dw``, ``du = 0``).
+    float64 for float64 ``v``, else float32. Written as ``w_i = s_i v_i`` with ``s_i = 1`` where
+    ``||v_i|| <= cap_i`` and ``cap_i / ||v_i||`` otherwise: no epsilon is needed, a zero row
+    stays zero, and at the tie ``||v_i|| = cap_i`` the gradient is that of the inactive cap
+    (``dv = dw``, ``du = 0``).
     """
     acc = accumulation_dtype(v.dtype)
     v_acc = v.to(acc)

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fastair.data._files import (X_DIM, check_binary, check_grey, check_row_count, fortran_images,
-                                 load_mat, mat_array, read_text_table, require_file)
+from fastair.data._files import (
+    X_DIM,
+    check_binary,
+    check_grey,
+    check_row_count,
+    fortran_images,
+    load_mat,
+    mat_array,
+    read_text_table,
+    require_file,
+)
 from fastair.data.splits import Splits
 
 # --- static binarized MNIST -------------------------------------------------------------------

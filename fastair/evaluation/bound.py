@@ -1,11 +1,15 @@
-"""The amortized bound ``L_k(x)`` of the encoder, averaged over many independent draws."""
+"""Bounds of a trained model: the clean ``L_k(x)`` of one fixed set of draws per example
+(:func:`evaluate_bound`, the trainer's validation; :func:`split_bounds` on each split), the
+encoder's amortized bound averaged over many independent draws (:func:`amortized_bound`, what
+IW-SVI's gap is measured against), and a small table to print them (:func:`bounds_table`)."""
 import math
 
 import torch
 
 from fastair.evaluation.weights import gaussian_log_weights
 
-__all__ = ["amortized_bound", "batches"]
+__all__ = ["EVAL_SEED", "amortized_bound", "batches", "bounds_table", "evaluate_bound",
+           "split_bounds"]
 
 
 def batches(x, batch_size):
@@ -44,3 +48,67 @@ def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500,
         return torch.cat(parts)
     finally:
         model.train(was_training)
+
+
+EVAL_SEED = 1234
+
+
+@torch.no_grad()
+def evaluate_bound(model, x, k=None, *, batch_size=500, seed=EVAL_SEED, device=None):
+    """The clean bound ``L_k`` of every example, in eval mode, without touching the global RNG.
+
+    Args:
+        model: a :class:`fastair.models.VAE` (its train/eval mode is restored afterwards).
+        x: ``[N, D]`` data (any device; batches are moved to the model's device).
+        k: importance samples (None: the model's ``k``).
+        batch_size: examples per batch.
+        seed: seed of the private generator of the draws, so that repeated calls (each epoch's
+            validation) use the same noise.
+    Returns:
+        ``[N]`` float64 CPU tensor of per-example bounds (nats).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model.bound(x[i:i + batch_size].to(device), k, generator=generator).double().cpu()
+               for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def split_bounds(model, splits, k=None, *, batch_size=500, seed=EVAL_SEED):
+    """Mean bound on each split: ``{"train": ..., "valid": ..., "test": ...}`` (floats, nats).
+
+    ``splits``: an object with ``.train``, ``.valid``, ``.test`` tensors (such as
+    :func:`fastair.data.load_dataset`'s result) or a dict of name -> ``[N, D]`` tensor.
+    """
+    if not isinstance(splits, dict):
+        splits = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+    return {name: evaluate_bound(model, x, k, batch_size=batch_size, seed=seed).mean().item()
+            for name, x in splits.items()}
+
+
+def bounds_table(rows, columns=("train", "valid", "test"), title="bound (nats, higher is better)"):
+    """A plain-text table: ``rows`` maps a row name (a model) to a dict of column -> value
+    (floats with two decimals, ints as they are, missing values as ``-``)."""
+    names = list(rows)
+    width = max([len("model")] + [len(n) for n in names])
+    header = f"{'model':<{width}}  " + "  ".join(f"{c:>10}" for c in columns)
+    lines = [title, header, "-" * len(header)]
+    for name in names:
+        lines.append(f"{name:<{width}}  " + "  ".join(_cell(rows[name].get(c)) for c in columns))
+    return "\n".join(lines)
+
+
+def _cell(v):
+    if isinstance(v, bool) or v is None:
+        return f"{'-' if v is None else str(v):>10}"
+    if isinstance(v, int):
+        return f"{v:>10d}"
+    if isinstance(v, float):
+        return f"{v:>10.2f}"
+    return f"{str(v):>10}"

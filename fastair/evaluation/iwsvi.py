@@ -26,7 +26,8 @@ INITS = ("encoder", "prior")
 
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
                          batch_size=500, elbo_samples=5000, seed=0, progress=True, *,
-                         check_every=25, patience=3, tol=0.01, init="encoder", warn=True, decay=0.5):
+                         check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
+                         decay=0.5):
     """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap and the
     diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 

@@ -79,8 +79,8 @@ class IWSVIResult:
         """The per-example values as CSV text, one row per example:
         ``index,log_px,elbo,gap,steps,hit_cap,ess,se``."""
         rows = ["index,log_px,elbo,gap,steps,hit_cap,ess,se"] + [
-            f"{i},{a:.6f},{b:.6f},{c:.6f},{s},{int(h)},{e:.2f},{se:.6f}" for i, (a, b, c, s, h, e, se)
-            in enumerate(zip(self.log_px.tolist(), self.elbo.tolist(), self.gap.tolist(),
-                             self.steps.tolist(), self.hit_cap.tolist(), self.ess.tolist(),
-                             self.se.tolist()))]
+            f"{i},{a:.6f},{b:.6f},{c:.6f},{s},{int(h)},{e:.2f},{se:.6f}"
+            for i, (a, b, c, s, h, e, se) in enumerate(zip(
+                self.log_px.tolist(), self.elbo.tolist(), self.gap.tolist(), self.steps.tolist(),
+                self.hit_cap.tolist(), self.ess.tolist(), self.se.tolist()))]
         return "\n".join(rows) + "\n"

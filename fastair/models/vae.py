@@ -180,9 +180,10 @@ class VAE(nn.Module):
         """The training objective per example ``[B]``.
 
         ``alpha * L_k(x; q(.|x + sigma * n)) + (1 - alpha) * L_k(x; q(.|x))``,
-        ``n ~ N(0, I) [B, D]``; a term of weight 0 is skipped, and with ``sigma = 0`` it is the clean bound. Random draws,
-        in order: ``n`` (only if the noisy term is used), then ``eps [k, T*B, Z]`` for the ``T``
-        terms used (the noisy term's block first); both terms run as one batch of ``T*B``.
+        ``n ~ N(0, I) [B, D]``; a term of weight 0 is skipped, and with ``sigma = 0`` it is the
+        clean bound. Random draws, in order: ``n`` (only if the noisy term is used), then
+        ``eps [k, T*B, Z]`` for the ``T`` terms used (the noisy term's block first); both terms
+        run as one batch of ``T*B``.
         """
         self._check_x(x)
         k = self._k(k)

@@ -1,5 +1,10 @@
-"""Modules: capped weight norm (WNI) as a parametrization and a layer; the VAE encoder/decoder MLPs."""
-from fastair.nn.capped_weight_norm import CappedWeightNorm, CappedWeightNormLinear, capped_weight_norm_
+"""Modules: capped weight norm (WNI) as a parametrization and a layer; the VAE encoder and
+decoder MLPs (the decoder with its own ``log_prob``)."""
+from fastair.nn.capped_weight_norm import (
+           CappedWeightNorm,
+           CappedWeightNormLinear,
+           capped_weight_norm_,
+)
 from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",

@@ -20,7 +20,8 @@ _T_CLAMP = 1e-6
 
 
 class CappedWeightNorm(nn.Module):
-    """Parametrization ``(v [out, in], u [out]) -> v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))``."""
+    """Parametrization ``(v [out, in], u [out]) -> v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))``
+    (docs/design.md §1.8)."""
 
     def __init__(self, H):
         super().__init__()

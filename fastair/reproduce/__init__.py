@@ -14,9 +14,9 @@ import torch
 
 import fastair
 from fastair.backends import describe
+from fastair.io import progress_bar
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
-from fastair.io import progress_bar
 from fastair.reproduce.runner import RunInterrupted, run_one
 from fastair.training import rundir
 from fastair.training.config import check_device

@@ -29,11 +29,13 @@ def add_parser(sub):
                     "results.json, runs.csv, grid.csv, table.csv, report.md and PNG figures. "
                     "Resumable: run the same command again after an interruption; finished "
                     "runs are not redone.")
-    p.add_argument("--dataset", default=_FULL.dataset, help="data set of fastair.data (default: %(default)s)")
+    p.add_argument("--dataset", default=_FULL.dataset,
+                   help="data set of fastair.data (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="directory of the data files")
     p.add_argument("--k", type=int, nargs="+", default=list(_FULL.ks), dest="ks",
                    help="the k of each table, 1: Table 1, 8 64: Tables 2-3 (default: 1)")
-    p.add_argument("--seeds", type=int, default=None, help=f"seeds per grid value ({_both('seeds')})")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"seeds per grid value ({_both('seeds')})")
     p.add_argument("--sigmas", type=float, nargs="+", default=None,
                    help=f"grid of the denoising noise std ({_both('sigmas')})")
     p.add_argument("--Hs", type=float, nargs="+", default=None,
@@ -51,7 +53,8 @@ def add_parser(sub):
     p.add_argument("--svi-lr", type=float, default=None, help=f"IW-SVI lr ({_both('svi_lr')})")
     p.add_argument("--k-eval", type=int, default=None,
                    help=f"importance samples of ln p(x) ({_both('k_eval')})")
-    p.add_argument("--chunk", type=int, default=None, help=f"samples drawn at once ({_both('chunk')})")
+    p.add_argument("--chunk", type=int, default=None,
+                   help=f"samples drawn at once ({_both('chunk')})")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, dest="num_threads",
                    help="torch threads (default: torch's choice)")

@@ -7,8 +7,9 @@ nats, each ``± std`` over seeds as printed, for the statically binarized MNIST,
 Caltech 101 Silhouettes. Every value below was checked digit for digit against the paper's text.
 
 The paper's data sets are fastair's ``"mnist"``, ``"omniglot"`` and ``"caltech101"``.
-``"mnist5k"`` (4000 training digits, docs/design.md §4.2) is not one of them: :func:`paper_reference`
-gives the full-MNIST row there as a *reference only*, which the report labels as such.
+``"mnist5k"`` (4000 training digits, docs/design.md §4.2) is not one of them:
+:func:`paper_reference` gives the full-MNIST row there as a *reference only*, which the
+report labels as such.
 """
 from collections import namedtuple
 

@@ -1,5 +1,6 @@
 """What ``fastair reproduce`` trains and evaluates: the settings (:class:`ReproduceConfig`), the
-model families of the AIR paper's tables (:data:`FAMILIES`) and the list of runs (:func:`plan_runs`).
+model families of the AIR paper's tables (:data:`FAMILIES`) and the list of runs
+(:func:`plan_runs`).
 
 A family is one row of a table: a preset, a fixed ``alpha`` and the regularization strength that
 its grid varies (``sigma`` for the denoising models, ``H`` for WNI, none for the plain model).
@@ -128,7 +129,8 @@ class ReproduceConfig:
                   "seeds": isinstance(self.seeds, int) and self.seeds >= 1,
                   "sigmas": all(s > 0 for s in self.sigmas) and len(self.sigmas) > 0,
                   "Hs": all(h > 0 for h in self.Hs) and len(self.Hs) > 0,
-                  "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1, "max_steps": self.max_steps >= 0,
+                  "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1,
+                  "max_steps": self.max_steps >= 0,
                   "chunk": self.chunk >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -9,10 +9,10 @@ import math
 import os
 import statistics
 
+from fastair.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from fastair.reproduce.figures import plot_strength_curves
 from fastair.reproduce.paper import paper_note, paper_numbers, paper_reference
 from fastair.reproduce.protocol import family_label, get_family
-from fastair.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 __all__ = ["summarize", "write_report", "markdown_tables"]
 

@@ -11,9 +11,9 @@ import os
 import time
 
 from fastair.evaluation import iwsvi_log_likelihood
+from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import preset
 from fastair.reproduce.protocol import family_label, get_family
-from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.training import Trainer, rundir, seed_everything
 
 __all__ = ["run_one", "RunInterrupted"]

@@ -30,12 +30,17 @@ import torch
 
 import fastair
 from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
+from fastair.evaluation.bound import EVAL_SEED, evaluate_bound
 from fastair.io import atomic_write_csv, atomic_write_json, progress_bar
 from fastair.training import rundir
-from fastair.training.checkpoint import (atomic_save, get_rng_states, load_checkpoint,
-                                         seed_everything, set_rng_states)
+from fastair.training.checkpoint import (
+    atomic_save,
+    get_rng_states,
+    load_checkpoint,
+    seed_everything,
+    set_rng_states,
+)
 from fastair.training.config import TrainConfig, check_device
-from fastair.training.evaluate import EVAL_SEED, evaluate_bound
 from fastair.training.schedules import make_scheduler
 
 __all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS"]
@@ -144,7 +149,8 @@ class Trainer:
         return {"format": _FORMAT, "config": self.config.to_dict(),
                 "model_hparams": getattr(self.model, "hparams", None),
                 "identity": self.identity, "meta": self.meta, "lr_changes": self.lr_changes,
-                "best_model": self.best_state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "best_model": self.best_state, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": get_rng_states(),
                 "shuffle_generator": self.shuffle.get_state(), "epoch": self.epoch,
                 "partial": partial, "best_value": self.best_value, "best_epoch": self.best_epoch,
