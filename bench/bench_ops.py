@@ -25,11 +25,7 @@ import torch  # noqa: E402
 
 import fastair  # noqa: E402
 from bench import common  # noqa: E402
-
-try:
-    from tqdm import tqdm
-except ImportError:  # progress bar is optional
-    tqdm = None
+from fastair.io import progress_bar  # noqa: E402
 
 COLUMNS = ("kernel", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20",
            "p80", "config", "device", "timestamp", "version")
@@ -131,7 +127,7 @@ def run_benchmarks(args):
                 f"size={COPY_MB}MB,dtype=float32")
 
     total = len(modes) * sum(p.runs(c.op) for c in cases for p in provs)
-    bar = tqdm(total=total, unit="case", dynamic_ncols=True) if tqdm else None
+    bar = progress_bar(total=total, unit="case", leave=True)
     for case in cases:
         inputs = common.make_inputs(case, dev, run.dtype, seed=args.seed)
         for mode in modes:

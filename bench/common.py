@@ -256,7 +256,7 @@ def make_inputs(case, device="cpu", dtype=torch.float32, seed=0):
 def resolved_backend(name, device):
     """The backend fastair's ``name`` really runs on ``device`` (``auto`` -> native/triton, or
     reference where the fused one is unavailable). Builds the C++ kernels if needed."""
-    from fastair.backends.select import resolve
+    from fastair.backends import resolve
     return resolve(name, torch.device(device).type)
 
 
