@@ -27,6 +27,7 @@ from fastair.training import (
     seed_everything,
     split_bounds,
 )
+from fastair.training.config import PRECISIONS
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -36,13 +37,15 @@ TRAIN_DEFAULTS = {
     "epochs": _T.epochs, "batch_size": _T.batch_size, "lr": _T.lr, "schedule": _T.schedule,
     "lr_decay": _T.lr_decay, "patience": _T.patience, "seed": _T.seed, "device": _T.device,
     "eval_k": None, "eval_batch_size": _T.eval_batch_size, "threads": None,
+    "precision": _T.precision,
 }
 """Defaults of ``fastair train`` (options left unset; on ``--resume`` the saved run's values)."""
 
 _TRAIN_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                  "schedule": "schedule", "lr_decay": "lr_decay", "patience": "patience",
                  "seed": "seed", "device": "device", "eval_k": "eval_k",
-                 "eval_batch_size": "eval_batch_size", "threads": "num_threads"}
+                 "eval_batch_size": "eval_batch_size", "threads": "num_threads",
+                 "precision": "precision"}
 
 
 def _hidden(text):
@@ -135,6 +138,10 @@ def _add_train(sub):
                    help=f"cpu, cuda, cuda:N (default: {d['device']})")
     r.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the run (default: torch's own choice)")
+    r.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+                   help="fp32; bf16: the forward under bfloat16 autocast (matmuls in bfloat16, "
+                        "the fused ops accumulate in float32, weights and Adam in float32); "
+                        f"fp16: float16 with loss scaling, CUDA only (default: {d['precision']})")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a tqdm bar if tqdm is installed)")
     p.set_defaults(func=_train)
@@ -286,7 +293,8 @@ def _train_held(args, saved):
         meta, tcfg = saved.get("meta", {}), dict(saved["train"])
         settings = {**TRAIN_DEFAULTS, "model": meta.get("model", "vae"),
                     "dataset": meta.get("dataset", "mnist5k"), "data_root": meta.get("data_root")}
-        settings.update({cli: tcfg[field] for cli, field in _TRAIN_FIELDS.items()})
+        settings.update({cli: tcfg.get(field, TRAIN_DEFAULTS[cli])  # older runs lack some
+                         for cli, field in _TRAIN_FIELDS.items()})
         model_kwargs = dict(saved["model"]["hparams"])
         model_kwargs["hidden"] = tuple(model_kwargs["hidden"])
     else:

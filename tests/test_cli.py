@@ -125,3 +125,12 @@ def test_evaluate_writes_per_example_results_and_a_summary(tmp_path, capsys):
     assert "-ln p(x)" in out.out and "median ESS" in out.out and "largest standard error" in out.out
     assert "500 of 500 examples hit the step cap" in out.err
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def test_train_precision_bf16_is_recorded_and_kept_on_resume(tiny_data, tmp_path):
+    run = str(tmp_path)
+    assert cli.main(["train", "--epochs", "1", "--run-dir", run, "--precision", "bf16",
+                     *TINY]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == "bf16"
+    assert cli.main(["train", "--run-dir", run, "--resume", "--epochs", "2", *TINY]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == "bf16"

@@ -154,3 +154,17 @@ def test_paper_numbers_transcription_and_the_comparison_columns():
            "test_nelbo": 96.43, "test_nelbo_std": 0.1}
     text = markdown_tables({"table": [row], "grid": []}, "mnist")
     assert "| paper -ln p(x) | Δ |" in text and "86.93 ± 0.04 | +0.50 |" in text
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path):
+    """spec.json written before TrainConfig had ``precision``: its default fills the gap."""
+    config = ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), epochs=1))
+    reproduce(config, tmp_path, progress=False)
+    spec = tmp_path / plan_runs(config)[0].name / "spec.json"
+    doc = json.loads(spec.read_text())
+    del doc["train"]["precision"]
+    spec.write_text(json.dumps(doc))
+    reproduce(config, tmp_path, progress=False)  # not "other settings"
+    with pytest.raises(ValueError, match="other settings"):
+        reproduce(ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), epochs=1,
+                                         precision="bf16")), tmp_path, progress=False)

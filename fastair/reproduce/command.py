@@ -58,6 +58,9 @@ def add_parser(sub):
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, dest="num_threads",
                    help="torch threads (default: torch's choice)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
+                        f"({_both('precision')})")
     p.add_argument("--out", default=None,
                    help="output root (default: runs/reproduce-DATASET, -quick with --quick)")
     p.add_argument("--quick", action="store_true",
@@ -68,7 +71,7 @@ def add_parser(sub):
 
 
 _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "max_steps",
-           "svi_lr", "k_eval", "chunk", "device", "num_threads")
+           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision")
 
 
 def run(args):

@@ -99,6 +99,7 @@ class ReproduceConfig:
             the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
             samples too.
         device, num_threads: where to run.
+        precision: the training precision (:data:`fastair.training.config.PRECISIONS`).
     """
     dataset: str = "mnist5k"
     data_root: str = None
@@ -116,6 +117,7 @@ class ReproduceConfig:
     chunk: int = 100
     device: str = "cpu"
     num_threads: int = None
+    precision: str = "fp32"
     quick: bool = False
     train: dict = field(default_factory=dict)
 
@@ -151,7 +153,7 @@ class ReproduceConfig:
         """The :class:`TrainConfig` of a run with ``seed``."""
         return TrainConfig(epochs=self.epochs, patience=self.patience, seed=seed,
                            device=self.device, num_threads=self.num_threads, progress=False,
-                           **self.train)
+                           precision=self.precision, **self.train)
 
     def evaluator(self):
         """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`."""

@@ -14,7 +14,7 @@ from fastair.evaluation import iwsvi_log_likelihood
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import preset
 from fastair.reproduce.protocol import family_label, get_family
-from fastair.training import Trainer, rundir, seed_everything
+from fastair.training import TrainConfig, Trainer, rundir, seed_everything
 
 __all__ = ["run_one", "RunInterrupted"]
 
@@ -53,6 +53,8 @@ def _check_spec(run_dir, doc):
     path = os.path.join(run_dir, "spec.json")
     if os.path.exists(path):
         saved, doc = _read_json(path), json.loads(json.dumps(doc))  # tuples -> lists
+        defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in _FREE}
+        saved["train"] = {**defaults, **saved.get("train", {})}  # settings added since
         changed = sorted(k for k in set(saved) | set(doc) if saved.get(k) != doc.get(k))
         if changed:
             raise ValueError(f"{run_dir}: this directory holds a run with other settings "

@@ -5,12 +5,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TrainConfig", "SCHEDULES", "RESUMABLE_CHANGES", "check_device"]
+__all__ = ["TrainConfig", "SCHEDULES", "PRECISIONS", "RESUMABLE_CHANGES", "check_device"]
 
 SCHEDULES = ("constant", "exponential", "iwae")
 """Learning-rate schedules, stepped once per epoch (see :mod:`fastair.training.schedules`)."""
 
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", "lr")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Training precisions and the autocast dtype of each (None: no autocast, all float32)."""
+
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", "lr",
+                     "precision")
 """Settings that may differ when a run is resumed; any other change is an error. A new ``lr``
 (after a divergence, say) restarts the schedule's factor from it at the current epoch."""
 
@@ -54,6 +58,10 @@ class TrainConfig:
         init_decoder_bias: set the decoder output bias from the training-data mean first.
         progress: show a tqdm progress bar (if tqdm is installed).
         num_threads: ``torch.set_num_threads`` for the run (None: leave as it is).
+        precision: ``"fp32"``; ``"bf16"`` (the forward under ``torch.autocast`` in bfloat16:
+            matmuls in bfloat16, the fused ops reading bfloat16 logits and accumulating in
+            float32; weights, gradients and Adam's state stay float32); ``"fp16"`` (the same in
+            float16 with dynamic loss scaling, CUDA only).
     """
 
     epochs: int = 100
@@ -71,6 +79,7 @@ class TrainConfig:
     init_decoder_bias: bool = True
     progress: bool = True
     num_threads: int = None
+    precision: str = "fp32"
 
     def __post_init__(self):
         def positive_int(name, allow_none=False, allow_zero=False):
@@ -96,6 +105,9 @@ class TrainConfig:
         positive_float("lr")
         positive_float("lr_decay", high=1.0)
         positive_float("adam_eps")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got "
+                             f"{self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         betas = tuple(self.betas)

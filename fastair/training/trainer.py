@@ -40,7 +40,7 @@ from fastair.training.checkpoint import (
     seed_everything,
     set_rng_states,
 )
-from fastair.training.config import TrainConfig, check_device
+from fastair.training.config import PRECISIONS, TrainConfig, check_device
 from fastair.training.schedules import make_scheduler
 
 __all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS"]
@@ -117,7 +117,7 @@ class Trainer:
         self.metrics, self.partial, self.stop_reason = [], None, None
         self.best_state, self.identity, self.lr_changes = None, None, []
         self._stop_requested, self._rng_before, self._bar = False, None, None
-        self._stop_signal = None
+        self._stop_signal, self.scaler = None, None
 
     # -- files --------------------------------------------------------------------------------
     def _path(self, name):
@@ -152,6 +152,7 @@ class Trainer:
                 "best_model": self.best_state, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": get_rng_states(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "shuffle_generator": self.shuffle.get_state(), "epoch": self.epoch,
                 "partial": partial, "best_value": self.best_value, "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs, "metrics": self.metrics,
@@ -184,6 +185,10 @@ class Trainer:
         self.model.to(self.device)
         self.train_x = self.train_x.to(self.device)
         self.valid_x = self.valid_x.to(self.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision fp16: loss-scaled float16 training is for CUDA devices; "
+                             "use bf16 on a CPU")
+        self.scaler = (torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None)
         self.optimizer = _adam(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.lr_decay)
         self.shuffle = torch.Generator()
@@ -242,6 +247,8 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         set_rng_states(ck["rng"])
         self.shuffle.set_state(ck["shuffle_generator"])
         self.epoch, self.partial = ck["epoch"], ck["partial"]
@@ -261,6 +268,13 @@ class Trainer:
         torch.set_rng_state(snapshot[0])
         if snapshot[1] is not None:
             torch.cuda.set_rng_state(snapshot[1], self.device)
+
+    def _autocast(self):
+        """The forward's precision (:data:`~fastair.training.config.PRECISIONS`)."""
+        dtype = PRECISIONS[self.config.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _refresh_bar(self, running=None, refresh=True):
         """Show -L (positive nats, lower is better, as `fastair evaluate` prints -ln p(x)):
@@ -297,12 +311,18 @@ class Trainer:
                 if self._stop_requested:
                     raise KeyboardInterrupt
                 self._rng_before = self._rng_snapshot()
-                bound = model.bound(self.train_x.index_select(0, perm[b * bs:(b + 1) * bs]))
-                loss = -bound.mean()
+                with self._autocast():
+                    bound = model.bound(self.train_x.index_select(0, perm[b * bs:(b + 1) * bs]))
+                loss = -bound.float().mean()
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 batch_sum = bound.detach().sum(dtype=torch.float64)
-                self.optimizer.step()
+                if self.scaler is None:
+                    loss.backward()
+                    self.optimizer.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 part["sum"], part["count"], part["batch"] = (
                     part["sum"] + batch_sum, part["count"] + len(bound), b + 1)
                 self._rng_before = None
