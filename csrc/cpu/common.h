@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
@@ -96,11 +97,21 @@ inline Vectorized<float> vsigmoid<float>(const Vectorized<float>& l) {
 }
 #endif
 
-// Load Vectorized<acc_t>::size() values of scalar_t, widened to acc_t.
+template <typename scalar_t, typename acc_t>
+constexpr bool kReducedToFloat =
+    std::is_same_v<acc_t, float> &&
+    (std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>);
+
+// Load Vectorized<acc_t>::size() values of scalar_t, widened to acc_t (bfloat16 and float16
+// with ATen's SIMD conversions).
 template <typename scalar_t, typename acc_t>
 inline Vectorized<acc_t> load_as(const scalar_t* p) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     return Vectorized<acc_t>::loadu(p);
+  } else if constexpr (kReducedToFloat<scalar_t, acc_t>) {
+    Vectorized<float> out;
+    at::vec::load_to_float<scalar_t>(p, out);
+    return out;
   } else {
     alignas(64) acc_t buf[Vectorized<acc_t>::size()];
     for (int64_t i = 0; i < Vectorized<acc_t>::size(); ++i) buf[i] = static_cast<acc_t>(p[i]);
@@ -160,6 +171,16 @@ inline void bernoulli_grad_row(acc_t g, const scalar_t* l, const acc_t* x, scala
   constexpr int64_t W = Vec::size();
   const Vec gv(g);
   int64_t d = 0;
+  if constexpr (kReducedToFloat<scalar_t, acc_t>) {
+    // bfloat16/float16: two float vectors in, one full reduced-precision vector out.
+    for (; d + 2 * W <= D; d += 2 * W) {
+      Vec l0, l1;
+      at::vec::load_to_float<scalar_t>(l + d, l0, l1);
+      const Vec r0 = gv * (Vec::loadu(x + d) - vsigmoid(l0));
+      const Vec r1 = gv * (Vec::loadu(x + d + W) - vsigmoid(l1));
+      at::vec::convert_from_float<scalar_t>(r0, r1).store(out + d);
+    }
+  }
   for (; d + W <= D; d += W) {
     const Vec lv = load_as<scalar_t, acc_t>(l + d);
     store_as<scalar_t, acc_t>(gv * (Vec::loadu(x + d) - vsigmoid(lv)), out + d);

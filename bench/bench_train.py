@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Training epoch time: fastair's VAE (each precision, eager or with the step compiled) beside a
+plain-torch VAE of the same architecture written here (eager, ``torch.compile``, bfloat16
+autocast), on the same data in the same process.
+
+    python bench/bench_train.py --out bench/results/train_cpu          # k = 1, 8, 64
+    python bench/bench_train.py --ks 64 --epochs 2 --quick              # a smoke run
+
+An epoch is the 40 Adam steps of batch 100 over the 4000 mnist5k training digits (the
+trainer's step: the bound under the precision's autocast, the float32 loss, backward, fused
+Adam), without the validation pass. Each configuration runs one warm-up epoch (compilation
+included) and then ``--epochs`` timed epochs; the median and the spread are reported. Writes
+``train_cpu.csv`` (a row per configuration) and ``train_cpu.md`` (the table with the ratios).
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import fastair  # noqa: E402
+from fastair.data import load_dataset  # noqa: E402
+from fastair.io import atomic_write_csv, atomic_write_text  # noqa: E402
+from fastair.models import VAE  # noqa: E402
+
+LOG_2PI = math.log(2 * math.pi)
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+COLUMNS = ("k", "impl", "precision", "compiled", "epoch_ms_p50", "epoch_ms_min", "epoch_ms_max",
+           "epochs", "torch", "fastair", "threads")
+
+
+class PlainVAE(nn.Module):
+    """The IWAE paper's MLP VAE as a user writes it in plain torch: 784-200-200 tanh encoder
+    with linear mu/logvar heads (Z = 50), 50-200-200-784 tanh decoder, the k-sample bound by
+    ``binary_cross_entropy_with_logits`` and ``logsumexp``."""
+
+    def __init__(self, x_dim=784, z_dim=50, hidden=200):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                                   nn.Tanh())
+        self.mu, self.logvar = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
+        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(),
+                                     nn.Linear(hidden, hidden), nn.Tanh(),
+                                     nn.Linear(hidden, x_dim))
+
+    def loss(self, x, k):
+        h = self.trunk(x)
+        mu, logvar = self.mu(h), self.logvar(h)
+        eps = torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = self.decoder(z)
+        log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits).to(logits.dtype),
+                                                     reduction="none").sum(-1)
+        log_pz = -0.5 * (z * z + LOG_2PI).sum(-1)
+        log_qz = -0.5 * (eps * eps + logvar + LOG_2PI).sum(-1)
+        log_w = (log_px + log_pz - log_qz).float()
+        return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+
+
+def _fastair_loss(model):
+    return lambda x, k: -model.bound(x, k).float().mean()
+
+
+def _epoch_ms(loss_fn, params, train_x, k, precision, batch_size=100):
+    """One epoch of Adam steps; returns its wall time in ms."""
+    opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+    dtype = DTYPES[precision]
+    start = time.perf_counter()
+    for i in range(0, len(train_x), batch_size):
+        xb = train_x[i:i + batch_size]
+        if dtype is None:
+            loss = loss_fn(xb, k)
+        else:
+            with torch.autocast("cpu", dtype=dtype):
+                loss = loss_fn(xb, k)
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+    return (time.perf_counter() - start) * 1e3
+
+
+def run_config(impl, precision, compiled, k, train_x, epochs):
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    if impl == "fastair":
+        model = VAE(k=k)
+        model.init_decoder_bias(train_x)
+        loss_fn = _fastair_loss(model)
+    else:
+        model = PlainVAE()
+        loss_fn = model.loss
+    model.train()
+    if compiled:
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+    params = list(model.parameters())
+    _epoch_ms(loss_fn, params, train_x, k, precision)  # warm-up (and compilation)
+    times = [_epoch_ms(loss_fn, params, train_x, k, precision) for _ in range(epochs)]
+    return {"k": k, "impl": impl, "precision": precision, "compiled": compiled,
+            "epoch_ms_p50": round(statistics.median(times), 1),
+            "epoch_ms_min": round(min(times), 1), "epoch_ms_max": round(max(times), 1),
+            "epochs": epochs, "torch": torch.__version__, "fastair": fastair.__version__,
+            "threads": torch.get_num_threads()}
+
+
+CONFIGS = [("fastair", "fp32", False), ("fastair", "bf16", False), ("fastair", "fp32", True),
+           ("fastair", "bf16", True), ("torch", "fp32", False), ("torch", "fp32", True),
+           ("torch", "bf16", False), ("torch", "bf16", True)]
+
+
+def _label(row):
+    return f"{row['impl']} {row['precision']}{' compiled' if row['compiled'] else ''}"
+
+
+def summary(rows):
+    """A markdown table per k with each configuration's epoch time and the ratios the issue
+    names: against fastair fp32 eager and against plain torch bf16 autocast (eager)."""
+    out = []
+    for k in sorted({r["k"] for r in rows}):
+        group = [r for r in rows if r["k"] == k]
+        by = {(r["impl"], r["precision"], r["compiled"]): r["epoch_ms_p50"] for r in group}
+        base = by.get(("fastair", "fp32", False))
+        torch_bf16 = by.get(("torch", "bf16", False))
+        out += [f"\n### k = {k}\n", "| configuration | epoch (ms, median) | min-max | "
+                "fastair fp32 / this | torch bf16 autocast / this |", "|---|---|---|---|---|"]
+        for r in group:
+            t = r["epoch_ms_p50"]
+            out.append(f"| {_label(r)} | {t:.0f} | {r['epoch_ms_min']:.0f}-{r['epoch_ms_max']:.0f}"
+                       f" | {base / t:.2f}x | {torch_bf16 / t:.2f}x |" if base and torch_bf16
+                       else f"| {_label(r)} | {t:.0f} | | | |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration")
+    p.add_argument("--quick", action="store_true", help="eager configurations only")
+    p.add_argument("--out", default=None, help="directory for train_cpu.csv and train_cpu.md")
+    args = p.parse_args(argv)
+    train_x = load_dataset("mnist5k").train
+    configs = [c for c in CONFIGS if not (args.quick and c[2])]
+    rows = []
+    for k in args.ks:
+        for impl, precision, compiled in configs:
+            row = run_config(impl, precision, compiled, k, train_x, args.epochs)
+            rows.append(row)
+            print(f"k={k:<3} {_label(row):<24} {row['epoch_ms_p50']:8.0f} ms "
+                  f"({row['epoch_ms_min']:.0f}-{row['epoch_ms_max']:.0f})", flush=True)
+    text = (f"# Training epoch time, mnist5k (40 steps of batch 100), CPU, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}, fastair "
+            f"{fastair.__version__}\n\nCommand: `python bench/bench_train.py "
+            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n" + summary(rows))
+    print(text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write_csv(os.path.join(args.out, "train_cpu.csv"), rows, COLUMNS)
+        atomic_write_text(os.path.join(args.out, "train_cpu.md"), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
