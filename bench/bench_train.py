@@ -114,6 +114,21 @@ CONFIGS = [("fastair", "fp32", False), ("fastair", "bf16", False), ("fastair", "
            ("torch", "bf16", False), ("torch", "bf16", True)]
 
 
+def gemm_rates(repeats=10):
+    """GFLOP/s of the decoder's largest product, ``[6400, 200] x [200, 784]`` (k = 64, batch
+    100), in float32 and bfloat16: the floor of the training step at large k."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(6400, 200, dtype=dtype), torch.randn(200, 784, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        out[name] = 2 * 6400 * 200 * 784 * repeats / (time.perf_counter() - start) / 1e9
+    return out
+
+
 def _label(row):
     return f"{row['impl']} {row['precision']}{' compiled' if row['compiled'] else ''}"
 
@@ -145,6 +160,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="directory for train_cpu.csv and train_cpu.md")
     args = p.parse_args(argv)
     train_x = load_dataset("mnist5k").train
+    rates = gemm_rates()
     configs = [c for c in CONFIGS if not (args.quick and c[2])]
     rows = []
     for k in args.ks:
@@ -156,7 +172,12 @@ def main(argv=None):
     text = (f"# Training epoch time, mnist5k (40 steps of batch 100), CPU, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}, fastair "
             f"{fastair.__version__}\n\nCommand: `python bench/bench_train.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n" + summary(rows))
+            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+            f"GEMM floor in this run ([6400, 200] x [200, 784]): {rates['fp32']:.0f} GFLOP/s in "
+            f"float32, {rates['bf16']:.0f} GFLOP/s in bfloat16 "
+            f"({rates['bf16'] / rates['fp32']:.2f}x)"
+            "; at k = 64 the step is mostly these products, so bf16 can be at most about that "
+            "much faster than fp32.\n" + summary(rows))
     print(text)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
