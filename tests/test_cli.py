@@ -1,5 +1,6 @@
 """The command line: --help documents every option, a tiny run end to end, resume, errors."""
 import json
+import math
 import subprocess
 import sys
 
@@ -134,3 +135,12 @@ def test_train_precision_bf16_is_recorded_and_kept_on_resume(tiny_data, tmp_path
     assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == "bf16"
     assert cli.main(["train", "--run-dir", run, "--resume", "--epochs", "2", *TINY]) == 0
     assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == "bf16"
+
+
+def test_evaluate_precision_is_recorded(tiny_data, tmp_path):
+    run = str(tmp_path)
+    assert cli.main(["train", "--epochs", "1", "--run-dir", run, *TINY]) == 0
+    assert cli.main(["evaluate", run, "--max-steps", "2", "--k-eval", "8", "--chunk", "8",
+                     "--precision", "bf16", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "iwsvi" / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and math.isfinite(summary["-ln p(x)"])

@@ -133,3 +133,22 @@ def test_result_files_and_summary_carry_the_diagnostics():
     assert int(lines[1].split(",")[4]) == r.steps[0].item()
     with pytest.raises(ValueError, match="init"):
         iwsvi_log_likelihood(model, x, init="zeros")
+
+
+def test_bf16_evaluation_keeps_q_in_float32_and_stays_close_to_fp32():
+    torch.manual_seed(3)
+    model = VAE(x_dim=30, z_dim=3, hidden=(16,), k=1)
+    x = (torch.rand(20, 30, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    z = torch.randn(4, 20, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the decoder's matmul in bf16
+        low = model.decoder.log_prob(z, x)
+    high = model.decoder.log_prob(z, x)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, high, rtol=2e-2, atol=0.5)
+    kw = dict(k_svi=4, max_steps=50, k_eval=200, chunk=50, progress=False, warn=False)
+    a = iwsvi_log_likelihood(model, x, precision="fp32", **kw)
+    b = iwsvi_log_likelihood(model, x, precision="bf16", **kw)
+    assert b.log_px.dtype == a.log_px.dtype and torch.isfinite(b.log_px).all()
+    assert (b.log_px - a.log_px).abs().mean() < 0.5
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        iwsvi_log_likelihood(model, x, precision="int8", **kw)

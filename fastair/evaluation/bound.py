@@ -8,8 +8,14 @@ import torch
 
 from fastair.evaluation.weights import gaussian_log_weights
 
-__all__ = ["EVAL_SEED", "amortized_bound", "batches", "bounds_table", "evaluate_bound",
-           "split_bounds"]
+__all__ = ["EVAL_SEED", "amortized_bound", "at_least_float32", "batches", "bounds_table",
+           "evaluate_bound", "split_bounds"]
+
+
+def at_least_float32(t):
+    """``t`` in float32 if it is float16/bfloat16 (an encoder run under autocast), else as it
+    is: the Gaussian ``q``, its draws and their densities are kept in full precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def batches(x, batch_size):
@@ -36,7 +42,7 @@ def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500,
     try:
         parts = []
         for xb in batches(x, batch_size):
-            mu, logvar = model.encode(xb)
+            mu, logvar = (at_least_float32(t) for t in model.encode(xb))
             total = torch.zeros(xb.shape[0], dtype=torch.float64, device=x.device)
             per_chunk = max(1, chunk // k)
             for start in range(0, repeats, per_chunk):

@@ -8,26 +8,32 @@ effective sample size and standard error of each estimate
 (:func:`~fastair.evaluation.weights.streamed_weight_stats`). ``gap = log_px - elbo`` is the
 inference gap of the amortized encoder.
 """
+import contextlib
 import warnings
 
 import torch
 
-from fastair.evaluation.bound import amortized_bound, batches
+from fastair.evaluation.bound import amortized_bound, at_least_float32, batches
 from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
 from fastair.io import progress_bar
 
-__all__ = ["iwsvi_log_likelihood", "INITS"]
+__all__ = ["iwsvi_log_likelihood", "INITS", "PRECISIONS"]
 
 INITS = ("encoder", "prior")
 """Where ``q`` starts: the encoder's ``mu, logvar``, or the prior ``N(0, I)``."""
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Evaluation precisions: the decoder's matmuls under autocast in that dtype (None: float32);
+``q``, the draws ``z`` and every density and sum stay in float32."""
+
+
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
                          batch_size=500, elbo_samples=5000, seed=0, progress=True, *,
                          check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
-                         decay=0.5):
+                         decay=0.5, precision="fp32"):
     """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap and the
     diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 
@@ -45,6 +51,9 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         x: ``[N, D]`` data on the model's device.
         init: ``"encoder"`` or ``"prior"`` (``mu = 0, logvar = 0``).
         warn: emit a ``UserWarning`` naming examples that hit the cap or are unreliable.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the decoder's matmuls under
+            autocast (:data:`PRECISIONS`); measure the per-example difference before relying
+            on it (``bench/bench_train.py --iwsvi``).
 
     Returns:
         :class:`~fastair.evaluation.result.IWSVIResult`, every field ``[N]``.
@@ -54,6 +63,17 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
                          f"{k_svi}, {k_eval}, {chunk}, {batch_size}, {max_steps}")
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    with (torch.autocast(x.device.type, dtype=dtype) if dtype is not None
+          else contextlib.nullcontext()):
+        return _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_samples,
+                      seed, progress, check_every, patience, tol, init, warn, decay)
+
+
+def _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_samples, seed,
+           progress, check_every, patience, tol, init, warn, decay):
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
     bar = progress_bar(progress, total=x.shape[0], desc="IW-SVI", unit="ex")
@@ -76,7 +96,7 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     try:
         for xb in batches(x, batch_size):
             with torch.no_grad():
-                mu0, logvar0 = model.encode(xb)
+                mu0, logvar0 = (at_least_float32(t) for t in model.encode(xb))
             if init == "prior":
                 mu0, logvar0 = torch.zeros_like(mu0), torch.zeros_like(logvar0)
 

@@ -5,9 +5,10 @@
 ``Z-h1-...-hn-D`` with tanh between the layers and none on the output; its ``log_prob(z, x)`` is
 the likelihood seam: a decoder knows how it scores data (a Gaussian decoder would bring its own).
 """
+import torch
 from torch import nn
 
-from fastair.functional import linear_bernoulli_log_prob
+from fastair.functional import bernoulli_log_prob, linear_bernoulli_log_prob
 
 __all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder"]
 
@@ -71,5 +72,8 @@ class BernoulliMLPDecoder(nn.Module):
         """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` broadcastable to
         ``[..., B, D]``: the output layer and the Bernoulli term fused
         (:func:`fastair.linear_bernoulli_log_prob`), so the ``[..., B, D]`` logits are never
-        stored. Equal to ``bernoulli_log_prob(self(z), x)``."""
+        stored. Equal to ``bernoulli_log_prob(self(z), x)``, which is what runs under autocast
+        (the reduced-precision matmul then the fused Bernoulli term on its logits)."""
+        if torch.is_autocast_enabled(z.device.type):
+            return bernoulli_log_prob(self(z), x)
         return linear_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias, x)
