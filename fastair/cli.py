@@ -376,6 +376,9 @@ def main(argv=None):
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"fastair {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # permissions, a vanished disk: a sentence, not a traceback
+        print(f"fastair {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nfastair {args.command}: interrupted; files already written are complete",
               file=sys.stderr)

@@ -419,3 +419,16 @@ def test_a_crash_after_any_write_of_an_epoch_loses_nothing(tiny_data, tmp_path, 
         assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "3",
                          *TINY]) == 0
         assert _outcome(run) == expected, f"crash after write {n} ({writes[n]})"
+
+
+def test_an_unwritable_run_directory_is_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(rundir, "open", refuse, raising=False)  # (root ignores chmod)
+    with pytest.raises(WriteError, match="cannot create its lock file .lock .Permission denied"):
+        with rundir.hold(tmp_path):
+            pass
+    assert cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "r"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "a run directory must be writable" in err and "Traceback" not in err

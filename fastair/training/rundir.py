@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from fastair.errors import RunDirBusy, RunDirError
+from fastair.errors import RunDirBusy, RunDirError, WriteError
 from fastair.io import remove_stale_temp_files
 
 try:
@@ -90,7 +90,11 @@ def hold(run_dir, create=True):
             _held[key][1] -= 1
         return
     path = os.path.join(run_dir, LOCK_NAME)
-    f = open(path, "a+", encoding="utf-8")
+    try:
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as err:
+        raise WriteError(err.errno, f"{run_dir}: cannot create its lock file {LOCK_NAME} "
+                         f"({err.strerror or err}); a run directory must be writable") from None
     try:
         if fcntl is not None:
             try:
