@@ -30,9 +30,9 @@ import fastair  # noqa: E402
 from fastair.data import load_dataset  # noqa: E402
 from fastair.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from fastair.models import VAE  # noqa: E402
+from fastair.precision import autocast  # noqa: E402
 
 LOG_2PI = math.log(2 * math.pi)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 COLUMNS = ("k", "impl", "precision", "compiled", "epoch_ms_p50", "epoch_ms_min", "epoch_ms_max",
            "epochs", "torch", "fastair", "threads")
 
@@ -72,15 +72,11 @@ def _fastair_loss(model):
 def _epoch_ms(loss_fn, params, train_x, k, precision, batch_size=100):
     """One epoch of Adam steps; returns its wall time in ms."""
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
-    dtype = DTYPES[precision]
     start = time.perf_counter()
     for i in range(0, len(train_x), batch_size):
         xb = train_x[i:i + batch_size]
-        if dtype is None:
+        with autocast("cpu", precision):
             loss = loss_fn(xb, k)
-        else:
-            with torch.autocast("cpu", dtype=dtype):
-                loss = loss_fn(xb, k)
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
         opt.step()

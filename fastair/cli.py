@@ -18,6 +18,7 @@ import fastair
 from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import PRESETS, preset_kwargs
+from fastair.precision import PRECISIONS
 from fastair.training import (
     SCHEDULES,
     TrainConfig,
@@ -27,7 +28,6 @@ from fastair.training import (
     seed_everything,
     split_bounds,
 )
-from fastair.training.config import PRECISIONS
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -198,7 +198,7 @@ def _add_evaluate(sub):
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the evaluation (default: torch's own choice)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="the decoder's matmuls in this precision (q, the draws and the sums stay "
                         "float32); bf16 is faster but moves each estimate by about 0.2 nat "
                         "(bench/results/train_cpu/iwsvi_precision.md) (default: %(default)s)")

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 
-from fastair.errors import WriteError
+from fastair.errors import CheckpointError, WriteError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "atomic_save_figure", "atomic_write_png", "png_bytes", "read_json",
@@ -104,7 +104,6 @@ def atomic_save_figure(fig, path, **savefig_kwargs):
 
 def read_json(path, what="file"):
     """Load a JSON file; a missing, unreadable or malformed one raises an error naming it."""
-    from fastair.errors import CheckpointError
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:

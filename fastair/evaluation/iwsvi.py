@@ -8,7 +8,6 @@ effective sample size and standard error of each estimate
 (:func:`~fastair.evaluation.weights.streamed_weight_stats`). ``gap = log_px - elbo`` is the
 inference gap of the amortized encoder.
 """
-import contextlib
 import warnings
 
 import torch
@@ -18,16 +17,13 @@ from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
 from fastair.io import progress_bar
+from fastair.precision import autocast
 
-__all__ = ["iwsvi_log_likelihood", "INITS", "PRECISIONS"]
+__all__ = ["iwsvi_log_likelihood", "INITS"]
 
 INITS = ("encoder", "prior")
 """Where ``q`` starts: the encoder's ``mu, logvar``, or the prior ``N(0, I)``."""
 
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Evaluation precisions: the decoder's matmuls under autocast in that dtype (None: float32);
-``q``, the draws ``z`` and every density and sum stay in float32."""
 
 
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
@@ -52,7 +48,8 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         init: ``"encoder"`` or ``"prior"`` (``mu = 0, logvar = 0``).
         warn: emit a ``UserWarning`` naming examples that hit the cap or are unreliable.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the decoder's matmuls under
-            autocast (:data:`PRECISIONS`); measure the per-example difference before relying
+            autocast (:data:`fastair.precision.PRECISIONS`); ``q``, the draws and every
+            density and sum stay float32; measure the per-example difference before relying
             on it (``bench/bench_train.py --iwsvi``).
 
     Returns:
@@ -63,25 +60,16 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
                          f"{k_svi}, {k_eval}, {chunk}, {batch_size}, {max_steps}")
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
-    with (torch.autocast(x.device.type, dtype=dtype) if dtype is not None
-          else contextlib.nullcontext()):
-        return _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_samples,
-                      seed, progress, check_every, patience, tol, init, warn, decay)
-
-
-def _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_samples, seed,
-           progress, check_every, patience, tol, init, warn, decay):
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
+    amp = autocast(x.device.type, precision)  # the decoder's matmuls; q stays float32
     bar = progress_bar(progress, total=x.shape[0], desc="IW-SVI", unit="ex")
     if bar is not None:  # from the first second: the amortized bound takes a while too
         bar.set_postfix_str(f"amortized bound, {elbo_samples} samples", refresh=True)
     try:
-        elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
-                               batch_size=batch_size, seed=seed + 1)
+        with amp:
+            elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
+                                   batch_size=batch_size, seed=seed + 1)
     except BaseException:
         if bar is not None:
             bar.close()
@@ -95,7 +83,7 @@ def _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_sampl
     parts = []
     try:
         for xb in batches(x, batch_size):
-            with torch.no_grad():
+            with torch.no_grad(), amp:
                 mu0, logvar0 = (at_least_float32(t) for t in model.encode(xb))
             if init == "prior":
                 mu0, logvar0 = torch.zeros_like(mu0), torch.zeros_like(logvar0)
@@ -105,10 +93,12 @@ def _iwsvi(model, x, k_svi, max_steps, lr, k_eval, chunk, batch_size, elbo_sampl
                     bar.set_postfix(step=step, running=running, refresh=False)
                     bar.refresh()
 
-            fit = fit_gaussian_q(model, xb, mu0, logvar0, k=k_svi, lr=lr, max_steps=max_steps,
-                                 check_every=check_every, patience=patience, tol=tol,
-                                 decay=decay, generator=generator, on_check=on_check)
-            with torch.no_grad():
+            with amp:
+                fit = fit_gaussian_q(model, xb, mu0, logvar0, k=k_svi, lr=lr,
+                                     max_steps=max_steps, check_every=check_every,
+                                     patience=patience, tol=tol, decay=decay,
+                                     generator=generator, on_check=on_check)
+            with torch.no_grad(), amp:
                 stats = streamed_weight_stats(model, xb, fit.mu, fit.logvar, k_eval, chunk,
                                               generator)
             parts.append((stats.log_mean.cpu(), stats.ess.cpu(), stats.se.cpu(), fit.steps,

@@ -2,6 +2,7 @@
 import signal
 import sys
 
+from fastair.precision import PRECISIONS
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
 
 __all__ = ["add_parser", "run"]
@@ -58,7 +59,7 @@ def add_parser(sub):
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, dest="num_threads",
                    help="torch threads (default: torch's choice)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                    help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
                         f"({_both('precision')})")
     p.add_argument("--out", default=None,

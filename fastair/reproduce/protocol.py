@@ -99,7 +99,7 @@ class ReproduceConfig:
             the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
             samples too.
         device, num_threads: where to run.
-        precision: the training precision (:data:`fastair.training.config.PRECISIONS`).
+        precision: the training precision (:data:`fastair.precision.PRECISIONS`).
     """
     dataset: str = "mnist5k"
     data_root: str = None

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 
 import torch
 
+from fastair.precision import PRECISIONS, check_precision
+
 __all__ = ["TrainConfig", "SCHEDULES", "PRECISIONS", "RESUMABLE_CHANGES", "check_device"]
 
 SCHEDULES = ("constant", "exponential", "iwae")
 """Learning-rate schedules, stepped once per epoch (see :mod:`fastair.training.schedules`)."""
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Training precisions and the autocast dtype of each (None: no autocast, all float32)."""
 
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", "lr",
                      "precision")
@@ -105,9 +105,7 @@ class TrainConfig:
         positive_float("lr")
         positive_float("lr_decay", high=1.0)
         positive_float("adam_eps")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got "
-                             f"{self.precision!r}")
+        check_precision(self.precision)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         betas = tuple(self.betas)

@@ -32,6 +32,7 @@ import fastair
 from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
 from fastair.evaluation.bound import EVAL_SEED, evaluate_bound
 from fastair.io import atomic_write_csv, atomic_write_json, progress_bar
+from fastair.precision import autocast
 from fastair.training import rundir
 from fastair.training.checkpoint import (
     atomic_save,
@@ -40,7 +41,7 @@ from fastair.training.checkpoint import (
     seed_everything,
     set_rng_states,
 )
-from fastair.training.config import PRECISIONS, TrainConfig, check_device
+from fastair.training.config import TrainConfig, check_device
 from fastair.training.schedules import make_scheduler
 
 __all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS"]
@@ -269,13 +270,6 @@ class Trainer:
         if snapshot[1] is not None:
             torch.cuda.set_rng_state(snapshot[1], self.device)
 
-    def _autocast(self):
-        """The forward's precision (:data:`~fastair.training.config.PRECISIONS`)."""
-        dtype = PRECISIONS[self.config.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def _refresh_bar(self, running=None, refresh=True):
         """Show -L (positive nats, lower is better, as `fastair evaluate` prints -ln p(x)):
         the running training value (or the last epoch's), the last validation value and the
@@ -311,7 +305,7 @@ class Trainer:
                 if self._stop_requested:
                     raise KeyboardInterrupt
                 self._rng_before = self._rng_snapshot()
-                with self._autocast():
+                with autocast(self.device.type, cfg.precision):
                     bound = model.bound(self.train_x.index_select(0, perm[b * bs:(b + 1) * bs]))
                 loss = -bound.float().mean()
                 self.optimizer.zero_grad(set_to_none=True)
