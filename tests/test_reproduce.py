@@ -168,3 +168,37 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         reproduce(ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), epochs=1,
                                          precision="bf16")), tmp_path, progress=False)
+
+
+def test_a_stacked_grid_gives_the_results_of_one_run_at_a_time(tmp_path):
+    config = ReproduceConfig(**dict(TINY, seeds=1))
+    reproduce(config, tmp_path / "stacked", progress=False)
+    reproduce(ReproduceConfig(**dict(TINY, seeds=1, stack=False)), tmp_path / "alone",
+              progress=False)
+    stacked, alone = _runs_without_times(tmp_path / "stacked"), _runs_without_times(
+        tmp_path / "alone")
+    assert [r["name"] for r in stacked] == [r["name"] for r in alone]
+    assert len(stacked) == 3
+    for s, a in zip(stacked, alone):
+        assert (s["best_epoch"], s["epochs"]) == (a["best_epoch"], a["epochs"])
+        for key in ("train_bound", "valid_bound"):
+            assert s[key] == pytest.approx(a[key], rel=1e-6), (s["name"], key)
+        assert s["test"]["-ln p(x)"] == pytest.approx(a["test"]["-ln p(x)"], rel=1e-4)
+    # the two may continue each other's runs: stack is not part of a run's identity
+    reproduce(ReproduceConfig(**dict(TINY, seeds=1, stack=False)), tmp_path / "stacked",
+              progress=False)
+
+
+def test_cli_no_stack_reaches_the_config(monkeypatch, tmp_path):
+    import fastair.reproduce as rep
+    seen = {}
+
+    def fake(config, root, progress=True):
+        seen["stack"] = config.stack
+        return {"table": [], "grid": []}, []
+
+    monkeypatch.setattr(rep, "reproduce", fake)
+    assert main(["reproduce", "--quick", "--out", str(tmp_path), "--no-stack"]) == 0
+    assert seen["stack"] is False
+    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen["stack"] is True

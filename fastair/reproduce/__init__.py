@@ -17,7 +17,7 @@ from fastair.backends import describe
 from fastair.io import progress_bar
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
-from fastair.reproduce.runner import RunInterrupted, run_one
+from fastair.reproduce.runner import RunInterrupted, run_one, run_stack
 from fastair.training import rundir
 from fastair.training.config import check_device
 
@@ -73,25 +73,44 @@ def reproduce(config=None, root=None, progress=True):
         return _reproduce_held(config, root, data, runs, progress)
 
 
+def _stacks(config, runs):
+    """The runs in plan order, as the lists that train together: one per k and seed with
+    ``config.stack``, else one run each."""
+    groups = []
+    for spec in runs:
+        if config.stack and groups and (groups[-1][0].k, groups[-1][0].seed) == (spec.k,
+                                                                                 spec.seed):
+            groups[-1].append(spec)
+        else:
+            groups.append([spec])
+    return groups
+
+
 def _reproduce_held(config, root, data, runs, progress):
     start, results = time.perf_counter(), []
     bar = progress_bar(progress, total=len(runs), unit="run", desc="reproduce", leave=True)
     try:
-        for spec in runs:
+        for group in _stacks(config, runs):
+            name = group[0].name if len(group) == 1 else f"k{group[0].k}/seed{group[0].seed}"
             if bar is not None:
-                bar.set_postfix_str(spec.name)
+                bar.set_postfix_str(name)
 
-            def on_epoch_end(trainer, row, name=spec.name):
+            def on_epoch_end(trainer, row, name=name):
                 if bar is not None:
                     bar.set_postfix_str(f"{name} epoch {row['epoch']}, valid -L "
                                         f"{-row['valid_bound']:.2f}")
 
-            result = run_one(spec, config, data, root, progress=progress,
-                             on_epoch_end=on_epoch_end)
-            results.append(result)
-            _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
-            if bar is not None:
-                bar.update(1)
+            if len(group) == 1:
+                done = [run_one(group[0], config, data, root, progress=progress,
+                                on_epoch_end=on_epoch_end)]
+            else:
+                done = run_stack(group, config, data, root, progress=progress,
+                                 on_epoch_end=on_epoch_end)
+            for result in done:
+                results.append(result)
+                _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
+                if bar is not None:
+                    bar.update(1)
     except KeyboardInterrupt:
         if results:
             write_report(root, config, results, summarize(results),
@@ -111,12 +130,14 @@ def _header(config, results, wall, complete):
                   for r in results)
     status = "" if complete else " (INCOMPLETE: interrupted, rerun the same command to finish)"
     ev = config.evaluator()
+    stacked = ", the runs of each k and seed trained as one stacked model" if config.stack else ""
     return (f"# fastair reproduce: {config.dataset}{' (--quick)' if config.quick else ''}"
             f"{status}\n\n"
             f"{len(results)} runs: k in {list(config.ks)}, {config.seeds} seed(s), σ grid "
             f"{list(config.sigmas)}, H grid {list(config.Hs)}; training: Adam 1e-3, batch 100, "
             f"at most {config.epochs} epochs, early stopping after {config.patience} epochs "
-            f"without a better validation bound. IW-SVI: k_svi {ev['k_svi']}, Adam from lr "
+            f"without a better validation bound, in {config.precision}{stacked}"
+            f". IW-SVI: k_svi {ev['k_svi']}, Adam from lr "
             f"{ev['lr']:g} until the bound stops improving (at most {ev['max_steps']} steps per "
             f"example), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
             f"Compute {compute / 60:.1f} min in all (this invocation {wall / 60:.1f} min), "

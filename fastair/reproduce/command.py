@@ -62,6 +62,9 @@ def add_parser(sub):
     p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                    help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
                         f"({_both('precision')})")
+    p.add_argument("--no-stack", action="store_false", dest="stack", default=None,
+                   help="train one run at a time (default: the runs of each k and seed are "
+                        "trained together as one stacked model; same files and results)")
     p.add_argument("--out", default=None,
                    help="output root (default: runs/reproduce-DATASET, -quick with --quick)")
     p.add_argument("--quick", action="store_true",
@@ -72,7 +75,7 @@ def add_parser(sub):
 
 
 _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "max_steps",
-           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision")
+           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision", "stack")
 
 
 def run(args):

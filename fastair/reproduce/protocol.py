@@ -100,6 +100,9 @@ class ReproduceConfig:
             samples too.
         device, num_threads: where to run.
         precision: the training precision (:data:`fastair.precision.PRECISIONS`).
+        stack: train the runs of each k and seed together as one stacked model
+            (:func:`fastair.reproduce.runner.run_stack`; the same files and results as one at
+            a time, which ``False`` does). Not part of a run's identity: a grid may switch.
     """
     dataset: str = "mnist5k"
     data_root: str = None
@@ -118,6 +121,7 @@ class ReproduceConfig:
     device: str = "cpu"
     num_threads: int = None
     precision: str = "fp32"
+    stack: bool = True
     quick: bool = False
     train: dict = field(default_factory=dict)
 

@@ -6,6 +6,7 @@ checkpoints every epoch), ``valid.json`` and ``test.json`` (IW-SVI summaries, ea
 evaluation ends), ``test_per_example.csv`` and, last, ``result.json``: a run with ``result.json``
 is finished and never redone; any other run continues from what is on disk.
 """
+import contextlib
 import json
 import os
 import time
@@ -15,8 +16,9 @@ from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import preset
 from fastair.reproduce.protocol import family_label, get_family
 from fastair.training import TrainConfig, Trainer, rundir, seed_everything
+from fastair.training.stack import StackTrainer
 
-__all__ = ["run_one", "RunInterrupted"]
+__all__ = ["run_one", "run_stack", "RunInterrupted"]
 
 _EVAL_SEED_OFFSET = {"valid": 0, "test": 1000}
 
@@ -105,10 +107,49 @@ def run_one(spec, config, data, root, progress=True, on_epoch_end=None):
 
 
 def _run_held(spec, config, data, run_dir, progress, on_epoch_end):
+    done, trainer = _prepare(spec, config, data, run_dir, progress, on_epoch_end)
+    if done is not None:
+        return done
+    return _finish(spec, config, data, run_dir, trainer, trainer.fit(resume="auto"), progress)
+
+
+def run_stack(specs, config, data, root, progress=True, on_epoch_end=None):
+    """:func:`run_one` for several runs of the same ``k``, trained together as one stacked
+    model (:class:`~fastair.training.stack.StackTrainer`), then evaluated one by one.
+
+    The run directories, files and results are those of :func:`run_one` (a run may be started
+    stacked and finished alone, or the other way round). Returns the result dicts in the order
+    of ``specs``.
+
+    Raises:
+        RunInterrupted: Ctrl-C or SIGTERM during training (every unfinished run is saved).
+    """
+    run_dirs = [os.path.join(root, spec.name) for spec in specs]
+    with contextlib.ExitStack() as held:
+        for run_dir in run_dirs:
+            held.enter_context(rundir.hold(run_dir))
+        prepared = [_prepare(spec, config, data, run_dir, False, on_epoch_end)
+                    for spec, run_dir in zip(specs, run_dirs)]
+        trainers = [trainer for done, trainer in prepared if done is None]
+        fits = iter(StackTrainer(trainers, progress=progress,
+                                 desc=f"stack k{specs[0].k}").fit(resume="auto")
+                    if trainers else [])
+        fits = [next(fits) if done is None else None for done, _ in prepared]
+        stopped = [(spec, fit) for spec, fit in zip(specs, fits)
+                   if fit is not None and fit.interrupted]
+        if stopped:
+            raise RunInterrupted(", ".join(spec.name for spec, _ in stopped), stopped[0][1].signal)
+        return [done if done is not None else
+                _finish(spec, config, data, run_dir, trainer, fit, progress)
+                for spec, run_dir, (done, trainer), fit in zip(specs, run_dirs, prepared, fits)]
+
+
+def _prepare(spec, config, data, run_dir, progress, on_epoch_end):
+    """``(result, None)`` for a finished run, else ``(None, trainer)`` ready to fit."""
     _check_spec(run_dir, _spec_doc(spec, config))
     done = os.path.join(run_dir, "result.json")
     if os.path.exists(done):
-        return dict(_read_json(done), resumed=True)
+        return dict(_read_json(done), resumed=True), None
     seed_everything(spec.seed)  # the initial weights follow the seed
     model = preset(_preset(spec), x_dim=data.x_dim, **spec.model_kwargs())
     trainer = Trainer(model, data.train, data.valid, config.train_config(spec.seed),
@@ -116,10 +157,14 @@ def _run_held(spec, config, data, run_dir, progress, on_epoch_end):
                       meta={"model": _preset(spec), "dataset": config.dataset,
                             "reproduce_run": spec.name},
                       progress=progress, on_epoch_end=on_epoch_end)
-    fit = trainer.fit(resume="auto")
+    return None, trainer
+
+
+def _finish(spec, config, data, run_dir, trainer, fit, progress):
+    """IW-SVI on validation and test after training; writes and returns the result."""
     if fit.interrupted:
         raise RunInterrupted(spec.name, fit.signal)
-    device = config.device
+    model, device = trainer.model, config.device
     valid = _evaluate(model, data.valid.to(device), spec, config, "valid", run_dir, progress)
     test = _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress)
     best = next(row for row in fit.metrics if row["epoch"] == fit.best_epoch)
@@ -129,5 +174,5 @@ def _run_held(spec, config, data, run_dir, progress, on_epoch_end):
               "train_bound": best["train_bound"], "valid_bound": best["valid_bound"],
               "train_seconds": round(sum(row["time_s"] for row in fit.metrics), 3),
               "valid": valid, "test": test}
-    atomic_write_json(done, result)
+    atomic_write_json(os.path.join(run_dir, "result.json"), result)
     return dict(result, resumed=False)

@@ -44,7 +44,7 @@ from fastair.training.checkpoint import (
 from fastair.training.config import TrainConfig, check_device
 from fastair.training.schedules import make_scheduler
 
-__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS"]
+__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS", "signal_guard"]
 
 METRIC_COLUMNS = ("epoch", "lr", "train_bound", "valid_bound", "best_valid_bound", "best_epoch",
                   "bad_epochs", "time_s")
@@ -85,6 +85,31 @@ def _adam(params, cfg):
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
 
 
+@contextlib.contextmanager
+def signal_guard(owner):
+    """First Ctrl-C or SIGTERM: set ``owner._stop_requested`` (and ``_stop_signal``), so that
+    the loop finishes its current batch, saves and stops. Second: KeyboardInterrupt at once (the
+    checkpoint is still saved, without the unfinished batch). A no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if owner._stop_requested:
+            raise KeyboardInterrupt
+        owner._stop_requested, owner._stop_signal = True, signum
+        name = _SIGNALS[signum]
+        print(f"\nfastair: {name}: stopping after this batch ({name} again to stop now)",
+              file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class Trainer:
     """Train ``model`` (a :class:`fastair.models.VAE` or any module with ``bound(x) -> [B]`` and
     ``hparams``) by maximizing ``model.bound(x).mean()`` with Adam.
@@ -119,6 +144,7 @@ class Trainer:
         self.best_state, self.identity, self.lr_changes = None, None, []
         self._stop_requested, self._rng_before, self._bar = False, None, None
         self._stop_signal, self.scaler = None, None
+        self.draw_generator = None  # set by a stack: the generator of this run's draws
 
     # -- files --------------------------------------------------------------------------------
     def _path(self, name):
@@ -152,12 +178,25 @@ class Trainer:
                 "identity": self.identity, "meta": self.meta, "lr_changes": self.lr_changes,
                 "best_model": self.best_state, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": get_rng_states(),
+                "scheduler": self.scheduler.state_dict(), "rng": self._rng_states(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "shuffle_generator": self.shuffle.get_state(), "epoch": self.epoch,
                 "partial": partial, "best_value": self.best_value, "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs, "metrics": self.metrics,
                 "stop_reason": self.stop_reason}
+
+    def _rng_states(self):
+        """The RNG states to save: the global ones, with the torch state of the device this
+        run draws from replaced by :attr:`draw_generator`'s where a stack drew for it."""
+        states = get_rng_states()
+        gen = self.draw_generator
+        if gen is not None:
+            if gen.device.type == "cpu":
+                states["torch"] = gen.get_state()
+            else:
+                states["cuda"] = list(states["cuda"] or torch.cuda.get_rng_state_all())
+                states["cuda"][gen.device.index or 0] = gen.get_state()
+        return states
 
     def _save_last(self):
         if self.run_dir is not None:
@@ -286,17 +325,27 @@ class Trainer:
             post["best"] = f"{-self.best_value:.2f}@{self.best_epoch}"
         self._bar.set_postfix(post, refresh=refresh)
 
+    @property
+    def n_batches(self):
+        return math.ceil(len(self.train_x) / self.config.batch_size)
+
+    def _begin_epoch(self):
+        """The epoch's state (a new shuffle at the start of an epoch, else the interrupted
+        one's): ``partial`` with its ``perm`` and running ``sum`` on the device."""
+        if self.partial is None:
+            self.partial = {"perm": torch.randperm(len(self.train_x), generator=self.shuffle),
+                            "batch": 0, "sum": torch.zeros((), dtype=torch.float64),
+                            "count": 0, "time_s": 0.0}
+        part = self.partial
+        part["perm"] = part["perm"].to(self.device)
+        part["sum"] = part["sum"].to(self.device)
+        return part
+
     def _run_epoch(self):
         cfg, model = self.config, self.model
-        n, bs = len(self.train_x), cfg.batch_size
-        n_batches = math.ceil(n / bs)
-        if self.partial is None:
-            self.partial = {"perm": torch.randperm(n, generator=self.shuffle), "batch": 0,
-                            "sum": torch.zeros((), dtype=torch.float64), "count": 0,
-                            "time_s": 0.0}
-        part = self.partial
-        perm = part["perm"].to(self.device)
-        part["sum"] = part["sum"].to(self.device)
+        bs, n_batches = cfg.batch_size, self.n_batches
+        part = self._begin_epoch()
+        perm = part["perm"]
         lr = self.optimizer.param_groups[0]["lr"]
         start = last_refresh = time.perf_counter()
         model.train()
@@ -329,11 +378,15 @@ class Trainer:
             part["time_s"] += time.perf_counter() - start
         self._end_epoch(lr)
 
-    def _end_epoch(self, lr):
+    def _end_epoch(self, lr, valid=None):
+        """Validate (unless a stack gives ``valid``, the mean validation bound), record the
+        epoch's row, step the schedule, save; TrainingDiverged on a non-finite bound."""
         cfg, part = self.config, self.partial
         start = time.perf_counter()
-        valid = evaluate_bound(self.model, self.valid_x, cfg.eval_k,
-                               batch_size=cfg.eval_batch_size, device=self.device).mean().item()
+        if valid is None:
+            valid = evaluate_bound(self.model, self.valid_x, cfg.eval_k,
+                                   batch_size=cfg.eval_batch_size,
+                                   device=self.device).mean().item()
         train = (part["sum"] / part["count"]).item()
         if not (math.isfinite(train) and math.isfinite(valid)):
             where = (f"{self._path('last.pt')} holds epoch {self.epoch}, the last good one"
@@ -364,35 +417,27 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(self, row)
 
+    def finished_reason(self):
+        """``"max_epochs"`` or ``"early_stopping"`` when no epoch is left to run, else None."""
+        if self.partial is not None:
+            return None
+        if self.epoch >= self.config.epochs:
+            return "max_epochs"
+        if self.config.patience and self.bad_epochs >= self.config.patience:
+            return "early_stopping"
+        return None
+
+    def result(self):
+        """The :class:`TrainResult` of the run as it stands."""
+        return TrainResult(self.run_dir, self.epoch, self.best_epoch, self.best_value,
+                           self.stop_reason, list(self.metrics), self._stop_signal)
+
     def _interrupted(self):
         if self._rng_before is not None:  # stopped inside a batch, before its step: redo it
             self._rng_restore(self._rng_before)
             self._rng_before = None
         self.stop_reason = "interrupted"
         self._save_last()
-
-    @contextlib.contextmanager
-    def _signal_guard(self):
-        """First Ctrl-C or SIGTERM: finish the current batch, save, stop. Second: stop at once
-        (the checkpoint is still saved, without the unfinished batch)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested, self._stop_signal = True, signum
-            name = _SIGNALS[signum]
-            print(f"\nfastair: {name}: stopping after this batch ({name} again to stop now)",
-                  file=sys.stderr, flush=True)
-
-        previous = {s: signal.signal(s, handler) for s in _SIGNALS}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     def fit(self, resume=False):
         """Train until ``config.epochs`` epochs, early stopping, or Ctrl-C.
@@ -431,14 +476,11 @@ class Trainer:
         if self._bar is not None:
             self._refresh_bar()
         try:
-            with self._signal_guard():
+            with signal_guard(self):
                 try:
                     while self.stop_reason is None:
-                        if self.partial is None and self.epoch >= cfg.epochs:
-                            self.stop_reason = "max_epochs"
-                        elif self.partial is None and cfg.patience and \
-                                self.bad_epochs >= cfg.patience:
-                            self.stop_reason = "early_stopping"
+                        if self.finished_reason() is not None:
+                            self.stop_reason = self.finished_reason()
                         elif self._stop_requested:
                             raise KeyboardInterrupt
                         else:
@@ -451,5 +493,4 @@ class Trainer:
                 self._bar = None
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        return TrainResult(self.run_dir, self.epoch, self.best_epoch, self.best_value,
-                           self.stop_reason, list(self.metrics), self._stop_signal)
+        return self.result()
