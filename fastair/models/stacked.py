@@ -65,21 +65,23 @@ class _StackedLinear(nn.Module):
                                                    dtype=self.weight.dtype,
                                                    device=self.weight.device))
 
-    def effective_weight(self):
-        """``[M, in, out]``: the raw weight, or for the capped members each output's column
-        ``v_i / ||v_i|| * min(||v_i||, H sigmoid(u_i))`` (docs/design.md §1.8)."""
-        if not self.capped:
-            return self.weight
-        v = self.weight
-        norm = torch.linalg.vector_norm(v, dim=1)
+    def column_scale(self):
+        """``[M, out]``: ``min(1, H sigmoid(u_i) / ||v_i||)`` for the capped members' output
+        columns ``v_i = weight[m, :, i]``, 1 for the others, so that the capped layer is
+        ``(h @ v) * scale + bias`` (docs/design.md §1.8; the scale is applied to the output,
+        not to the weight: no ``[M, in, out]`` pass). Written on squared norms, so that a zero
+        column stays zero with a zero gradient."""
+        sq = (self.weight * self.weight).sum(1)
         cap = self.H[:, None] * torch.sigmoid(self.u)
-        active = norm > cap  # NaN caps (uncapped members) are never active
-        scale = torch.where(active, cap / torch.where(active, norm, 1.0), 1.0)
-        return v * scale[:, None, :]
+        active = sq > cap * cap  # NaN caps (uncapped members) are never active
+        return torch.where(active, cap * torch.rsqrt(torch.where(active, sq, 1.0)), 1.0)
 
     def forward(self, h):
         """``h [M, N, in] -> [M, N, out]``."""
-        return torch.baddbmm(self.bias.unsqueeze(1), h, self.effective_weight())
+        if not self.capped:
+            return torch.baddbmm(self.bias.unsqueeze(1), h, self.weight)
+        return torch.addcmul(self.bias.unsqueeze(1), torch.bmm(h, self.weight),
+                             self.column_scale().unsqueeze(1))
 
     def pairs(self, layer):
         """``(stacked parameter, member parameter)`` for each tensor of the member's ``layer``."""

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""A grid trained as one stacked model against the same runs trained one at a time: the
+reproduce grid's 13 runs of one k and seed (VAE; DVAE α = 0.5 and 1 at σ ∈ {0.1, 0.2, 0.4,
+0.8}; WNI at H ∈ {0.5, 1, 2, 4}) and a single VAE, on mnist5k, with the real trainer (the
+validation pass included), in the same process.
+
+    python bench/bench_stack.py --out bench/results/train_cpu      # k = 1, 8, 64; fp32, bf16
+    python bench/bench_stack.py --ks 1 --precisions bf16 --epochs 1  # a smoke run
+
+Each configuration first trains one warm-up epoch, then ``--epochs`` epochs timed by the wall
+clock around ``fit``; the separate runs and the stack alternate, ``--repeats`` times, and the
+fastest of each is kept. Reported: seconds per member-epoch and the ratio, with the bf16 GEMM
+rate of this run (the floor of a stacked step). Writes ``stack_cpu.csv`` and ``stack_cpu.md``.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import fastair  # noqa: E402
+from fastair.data import load_dataset  # noqa: E402
+from fastair.io import atomic_write_csv, atomic_write_text  # noqa: E402
+from fastair.models import VAE  # noqa: E402
+from fastair.training import Trainer, seed_everything  # noqa: E402
+from fastair.training.stack import StackTrainer  # noqa: E402
+
+GRID = ([dict()] + [dict(sigma=s, alpha=0.5) for s in (0.1, 0.2, 0.4, 0.8)]
+        + [dict(sigma=s, alpha=1.0) for s in (0.1, 0.2, 0.4, 0.8)]
+        + [dict(H=h) for h in (0.5, 1.0, 2.0, 4.0)])
+COLUMNS = ("k", "precision", "members", "separate_s_per_member_epoch",
+           "stack_s_per_member_epoch", "speedup", "epochs", "repeats", "torch", "fastair",
+           "threads")
+
+
+def _trainers(grid, k, data, precision, epochs):
+    out = []
+    for i, kw in enumerate(grid):
+        seed_everything(i)
+        out.append(Trainer(VAE(k=k, **kw), data.train, data.valid, None, None, seed=i,
+                           epochs=epochs, patience=0, progress=False, precision=precision))
+    return out
+
+
+def _separate_s(grid, k, data, precision, epochs):
+    trainers = _trainers(grid, k, data, precision, epochs)
+    start = time.perf_counter()
+    for t in trainers:
+        t.fit()
+    return time.perf_counter() - start
+
+
+def _stack_s(grid, k, data, precision, epochs):
+    trainers = _trainers(grid, k, data, precision, epochs)
+    start = time.perf_counter()
+    StackTrainer(trainers, progress=False).fit()
+    return time.perf_counter() - start
+
+
+def bf16_bmm_rate(members=13, repeats=10):
+    """GFLOP/s of the stacked first layer's product ``[13, 100, 784] x [13, 784, 200]`` in
+    bfloat16 and float32: what a stacked step at k = 1 runs at best."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(members, 100, 784, dtype=dtype)
+        b = torch.randn(members, 784, 200, dtype=dtype)
+        for _ in range(3):
+            torch.bmm(a, b)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.bmm(a, b)
+        out[name] = 2 * members * 100 * 784 * 200 * repeats / (time.perf_counter() - start) / 1e9
+    return out
+
+
+def measure(k, precision, grid, data, epochs, repeats):
+    _stack_s(grid[:1], k, data, precision, 1)  # warm-up: kernels built, primitives cached
+    separate, stack = [], []
+    for _ in range(repeats):
+        separate.append(_separate_s(grid, k, data, precision, epochs))
+        stack.append(_stack_s(grid, k, data, precision, epochs))
+    n = len(grid) * epochs
+    row = {"k": k, "precision": precision, "members": len(grid),
+           "separate_s_per_member_epoch": round(min(separate) / n, 4),
+           "stack_s_per_member_epoch": round(min(stack) / n, 4),
+           "epochs": epochs, "repeats": repeats, "torch": torch.__version__,
+           "fastair": fastair.__version__, "threads": torch.get_num_threads()}
+    row["speedup"] = round(min(separate) / min(stack), 2)
+    return row
+
+
+def summary(rows, rates, command):
+    lines = [f"# A grid as one stacked model, mnist5k, CPU, {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__}, fastair {fastair.__version__}\n",
+             f"Command: `{command}`\n",
+             "Seconds per member-epoch (40 steps of batch 100 and the validation pass, the "
+             "real trainer), the 13 runs of one k and seed of `fastair reproduce` (the 4 runs "
+             "with two encoder terms, DVAE α = 0.5, form their own stack) or one VAE. "
+             f"Stacked bmm rate in this run ([13, 100, 784] x [13, 784, 200]): "
+             f"{rates['fp32']:.0f} GFLOP/s float32, {rates['bf16']:.0f} GFLOP/s bfloat16.\n",
+             "| k | precision | members | separate (s / member-epoch) | stacked | speedup |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['k']} | {r['precision']} | {r['members']} | "
+                     f"{r['separate_s_per_member_epoch']:.3f} | "
+                     f"{r['stack_s_per_member_epoch']:.3f} | {r['speedup']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
+    p.add_argument("--members", type=int, nargs="+", default=[13, 1],
+                   help="stack sizes (the first n runs of the grid)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default=None, help="directory for stack_cpu.csv and stack_cpu.md")
+    args = p.parse_args(argv)
+    data = load_dataset("mnist5k")
+    rates = bf16_bmm_rate()
+    rows = []
+    for k in args.ks:
+        for precision in args.precisions:
+            for members in args.members:
+                row = measure(k, precision, GRID[:members], data, args.epochs, args.repeats)
+                rows.append(row)
+                print(row, flush=True)
+    command = "python bench/bench_stack.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    text = summary(rows, rates, command.strip())
+    print(text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write_csv(os.path.join(args.out, "stack_cpu.csv"), rows, COLUMNS)
+        atomic_write_text(os.path.join(args.out, "stack_cpu.md"), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
