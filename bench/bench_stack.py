@@ -7,10 +7,12 @@ validation pass included), in the same process.
     python bench/bench_stack.py --out bench/results/train_cpu      # k = 1, 8, 64; fp32, bf16
     python bench/bench_stack.py --ks 1 --precisions bf16 --epochs 1  # a smoke run
 
-Each configuration first trains one warm-up epoch, then ``--epochs`` epochs timed by the wall
-clock around ``fit``; the separate runs and the stack alternate, ``--repeats`` times, and the
-fastest of each is kept. Reported: seconds per member-epoch and the ratio, with the bf16 GEMM
-rate of this run (the floor of a stacked step). Writes ``stack_cpu.csv`` and ``stack_cpu.md``.
+Each run trains ``--epochs`` epochs; the first is not counted (kernels built, oneDNN primitives
+cached), the others are timed by the trainer's own per-epoch ``time_s`` (steps and validation;
+a stacked run's share of its stack's time). The separate runs and the stack alternate,
+``--repeats`` times, and the fastest of each is kept. Reported: seconds per member-epoch and
+the ratio, with the bmm rates of this run (the floor of a stacked step). Writes
+``stack_cpu.csv`` and ``stack_cpu.md``.
 """
 import argparse
 import os
@@ -45,19 +47,19 @@ def _trainers(grid, k, data, precision, epochs):
     return out
 
 
+def _steady_s(results):
+    """Seconds of every epoch after each run's first (its ``time_s``: the steps and the
+    validation pass; a stacked run's share of its stack's time), summed over the runs."""
+    return sum(row["time_s"] for r in results for row in r.metrics[1:])
+
+
 def _separate_s(grid, k, data, precision, epochs):
-    trainers = _trainers(grid, k, data, precision, epochs)
-    start = time.perf_counter()
-    for t in trainers:
-        t.fit()
-    return time.perf_counter() - start
+    return _steady_s([t.fit() for t in _trainers(grid, k, data, precision, epochs)])
 
 
 def _stack_s(grid, k, data, precision, epochs):
     trainers = _trainers(grid, k, data, precision, epochs)
-    start = time.perf_counter()
-    StackTrainer(trainers, progress=False).fit()
-    return time.perf_counter() - start
+    return _steady_s(StackTrainer(trainers, progress=False).fit())
 
 
 def bf16_bmm_rate(members=13, repeats=10):
@@ -77,12 +79,13 @@ def bf16_bmm_rate(members=13, repeats=10):
 
 
 def measure(k, precision, grid, data, epochs, repeats):
-    _stack_s(grid[:1], k, data, precision, 1)  # warm-up: kernels built, primitives cached
+    if epochs < 2:
+        raise ValueError("epochs: at least 2 (the first is not timed)")
     separate, stack = [], []
     for _ in range(repeats):
         separate.append(_separate_s(grid, k, data, precision, epochs))
         stack.append(_stack_s(grid, k, data, precision, epochs))
-    n = len(grid) * epochs
+    n = len(grid) * (epochs - 1)
     row = {"k": k, "precision": precision, "members": len(grid),
            "separate_s_per_member_epoch": round(min(separate) / n, 4),
            "stack_s_per_member_epoch": round(min(stack) / n, 4),
@@ -97,8 +100,9 @@ def summary(rows, rates, command):
              f"torch {torch.__version__}, fastair {fastair.__version__}\n",
              f"Command: `{command}`\n",
              "Seconds per member-epoch (40 steps of batch 100 and the validation pass, the "
-             "real trainer), the 13 runs of one k and seed of `fastair reproduce` (the 4 runs "
-             "with two encoder terms, DVAE α = 0.5, form their own stack) or one VAE. "
+             "real trainer, each run's first epoch not counted), the 13 runs of one k and seed "
+             "of `fastair reproduce` (the 4 runs with two encoder terms, DVAE α = 0.5, form "
+             "their own stack) or one VAE. "
              f"Stacked bmm rate in this run ([13, 100, 784] x [13, 784, 200]): "
              f"{rates['fp32']:.0f} GFLOP/s float32, {rates['bf16']:.0f} GFLOP/s bfloat16.\n",
              "| k | precision | members | separate (s / member-epoch) | stacked | speedup |",
@@ -116,7 +120,7 @@ def main(argv=None):
     p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
     p.add_argument("--members", type=int, nargs="+", default=[13, 1],
                    help="stack sizes (the first n runs of the grid)")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first untimed)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=None, help="directory for stack_cpu.csv and stack_cpu.md")
     args = p.parse_args(argv)

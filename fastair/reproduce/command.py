@@ -63,8 +63,8 @@ def add_parser(sub):
                    help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
                         f"({_both('precision')})")
     p.add_argument("--no-stack", action="store_false", dest="stack", default=None,
-                   help="train one run at a time (default: the runs of each k and seed are "
-                        "trained together as one stacked model; same files and results)")
+                   help="train one run at a time (default: the runs of each k <= 8 and seed "
+                        "train together as one stacked model; same files and results)")
     p.add_argument("--out", default=None,
                    help="output root (default: runs/reproduce-DATASET, -quick with --quick)")
     p.add_argument("--quick", action="store_true",

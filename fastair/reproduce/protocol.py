@@ -102,7 +102,9 @@ class ReproduceConfig:
         precision: the training precision (:data:`fastair.precision.PRECISIONS`).
         stack: train the runs of each k and seed together as one stacked model
             (:func:`fastair.reproduce.runner.run_stack`; the same files and results as one at
-            a time, which ``False`` does). Not part of a run's identity: a grid may switch.
+            a time, which ``False`` does), for k up to
+            :data:`fastair.reproduce.STACK_MAX_K` (above it stacking does not pay). Not part
+            of a run's identity: a grid may switch.
     """
     dataset: str = "mnist5k"
     data_root: str = None
