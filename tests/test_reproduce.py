@@ -202,3 +202,11 @@ def test_cli_no_stack_reaches_the_config(monkeypatch, tmp_path):
     assert seen["stack"] is False
     assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["stack"] is True
+
+
+def test_compare_precision_reads_two_reports():
+    from bench.compare_precision import compare
+    root = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "reproduce_mnist5k")
+    text = compare(root, root, "a", "b")
+    assert "13 of 13 grid points within the seed spread" in text
+    assert "| DVAE (α=0.5) | 0.4 | 3/3 |" in text and "+0.00" in text

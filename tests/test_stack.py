@@ -184,3 +184,13 @@ def test_stack_refuses_what_it_cannot_stack():
         StackTrainer([])
     with pytest.raises(ValueError, match="fp16"):
         StackTrainer([_trainer(0, {}, precision="fp16")])
+
+
+def test_the_stack_benchmark_runs_and_writes_its_table(tmp_path):
+    from bench import bench_stack
+    assert bench_stack.main(["--ks", "1", "--precisions", "fp32", "--members", "2",
+                             "--epochs", "2", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "stack_cpu.md").read_text()
+    assert "| 1 | fp32 | 2 |" in text
+    rows = (tmp_path / "stack_cpu.csv").read_text().splitlines()
+    assert rows[0].startswith("k,precision,members") and len(rows) == 2
