@@ -17,15 +17,14 @@ the ratio, with the bmm rates of this run (the floor of a stacked step). Writes
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import fastair  # noqa: E402
+from bench.bench_train import gemm_rates, write_results  # noqa: E402
 from fastair.data import load_dataset  # noqa: E402
-from fastair.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from fastair.models import VAE  # noqa: E402
 from fastair.training import Trainer, seed_everything  # noqa: E402
 from fastair.training.stack import StackTrainer  # noqa: E402
@@ -60,22 +59,6 @@ def _separate_s(grid, k, data, precision, epochs):
 def _stack_s(grid, k, data, precision, epochs):
     trainers = _trainers(grid, k, data, precision, epochs)
     return _steady_s(StackTrainer(trainers, progress=False).fit())
-
-
-def bf16_bmm_rate(members=13, repeats=10):
-    """GFLOP/s of the stacked first layer's product ``[13, 100, 784] x [13, 784, 200]`` in
-    bfloat16 and float32: what a stacked step at k = 1 runs at best."""
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(members, 100, 784, dtype=dtype)
-        b = torch.randn(members, 784, 200, dtype=dtype)
-        for _ in range(3):
-            torch.bmm(a, b)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            torch.bmm(a, b)
-        out[name] = 2 * members * 100 * 784 * 200 * repeats / (time.perf_counter() - start) / 1e9
-    return out
 
 
 def measure(k, precision, grid, data, epochs, repeats):
@@ -125,7 +108,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="directory for stack_cpu.csv and stack_cpu.md")
     args = p.parse_args(argv)
     data = load_dataset("mnist5k")
-    rates = bf16_bmm_rate()
+    rates = gemm_rates(a_shape=(13, 100, 784), b_shape=(13, 784, 200))  # the stacked layer 1
     rows = []
     for k in args.ks:
         for precision in args.precisions:
@@ -138,9 +121,7 @@ def main(argv=None):
     text = summary(rows, rates, command.strip())
     print(text)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_csv(os.path.join(args.out, "stack_cpu.csv"), rows, COLUMNS)
-        atomic_write_text(os.path.join(args.out, "stack_cpu.md"), text)
+        write_results(args.out, "stack_cpu", rows, COLUMNS, text)
     return 0
 
 

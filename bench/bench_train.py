@@ -112,19 +112,28 @@ CONFIGS = [("fastair", "fp32", False), ("fastair", "bf16", False), ("fastair", "
            ("torch", "bf16", False), ("torch", "bf16", True)]
 
 
-def gemm_rates(repeats=10):
-    """GFLOP/s of the decoder's largest product, ``[6400, 200] x [200, 784]`` (k = 64, batch
-    100), in float32 and bfloat16: the floor of the training step at large k."""
+def gemm_rates(repeats=10, a_shape=(6400, 200), b_shape=(200, 784)):
+    """GFLOP/s of ``[a_shape] x [b_shape]`` (default the decoder's largest product at k = 64,
+    batch 100; batched shapes go through ``torch.matmul``) in float32 and bfloat16: the floor
+    of the training step where it is mostly that product."""
+    flops = 2 * math.prod(a_shape) * b_shape[-1]
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(6400, 200, dtype=dtype), torch.randn(200, 784, dtype=dtype)
+        a, b = torch.randn(*a_shape, dtype=dtype), torch.randn(*b_shape, dtype=dtype)
         for _ in range(3):
-            a @ b
+            torch.matmul(a, b)
         start = time.perf_counter()
         for _ in range(repeats):
-            a @ b
-        out[name] = 2 * 6400 * 200 * 784 * repeats / (time.perf_counter() - start) / 1e9
+            torch.matmul(a, b)
+        out[name] = flops * repeats / (time.perf_counter() - start) / 1e9
     return out
+
+
+def write_results(out, stem, rows, columns, text):
+    """``out/stem.csv`` (the rows) and ``out/stem.md`` (the summary), atomically."""
+    os.makedirs(out, exist_ok=True)
+    atomic_write_csv(os.path.join(out, f"{stem}.csv"), rows, columns)
+    atomic_write_text(os.path.join(out, f"{stem}.md"), text)
 
 
 def _label(row):
@@ -197,12 +206,11 @@ def main(argv=None):
                    help="only IW-SVI per precision (writes iwsvi_precision.md)")
     p.add_argument("--stack", action="store_true",
                    help="only the grid stacked against separate runs (bench/bench_stack.py)")
-    args, rest = p.parse_known_args(argv)
-    if args.stack:
-        import bench_stack
-        return bench_stack.main(rest + (["--out", args.out] if args.out else []))
-    if rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--stack" in given:  # every other option is bench_stack's (its --ks, --epochs, --out)
+        from bench import bench_stack
+        return bench_stack.main([a for a in given if a != "--stack"])
+    args = p.parse_args(argv)
     if args.iwsvi:
         text = (f"# IW-SVI time per precision, CPU, {torch.get_num_threads()} threads, torch "
                 f"{torch.__version__}, fastair {fastair.__version__}\n\nCommand: `python "
@@ -234,9 +242,7 @@ def main(argv=None):
             "much faster than fp32.\n" + summary(rows))
     print(text)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_csv(os.path.join(args.out, "train_cpu.csv"), rows, COLUMNS)
-        atomic_write_text(os.path.join(args.out, "train_cpu.md"), text)
+        write_results(args.out, "train_cpu", rows, COLUMNS, text)
     return 0
 
 

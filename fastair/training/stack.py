@@ -157,8 +157,10 @@ class StackTrainer:
                                  initial=min(first.epoch, first.config.epochs), unit="epoch",
                                  desc=f"{self.desc}: {len(group)} runs (-L_{first.model.k})")
         try:
+            stacked = None
             while group:
-                stacked, optimizer = self._build(group)
+                if stacked is None:  # first, and after members left: rebuilt from the rest
+                    stacked, optimizer = self._build(group)
                 try:
                     self._run_epoch(group, stacked, optimizer)
                 except KeyboardInterrupt:
@@ -166,7 +168,10 @@ class StackTrainer:
                         self._write_down(stacked, optimizer, m, t)
                         self._stop(t)
                     return
-                group = self._end_epoch(group, stacked, optimizer)
+                going = self._end_epoch(group, stacked, optimizer)
+                if len(going) != len(group):
+                    stacked = None
+                group = going
                 if group and self._stop_requested:
                     for t in group:
                         self._stop(t)
