@@ -133,6 +133,27 @@ def test_two_trainers_on_one_fresh_directory_never_mix(tmp_path):
     assert bounds["best_epoch"] == best["epoch"] == last["best_epoch"]
 
 
+LATE_WRITER = ("import fcntl, os, sys, time\n"
+               "f = open(os.path.join(sys.argv[1], '.lock'), 'a+')\n"
+               "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+               "print('locked', flush=True)\ntime.sleep(0.3)\n"
+               "f.write(f'pid {os.getpid()}: late writer'); f.flush()\ntime.sleep(120)\n")
+
+
+def test_a_holder_that_has_not_written_its_pid_yet_is_still_named(tmp_path):
+    """The holder takes the lock, then writes its line: a refusal in between waits for it."""
+    proc = subprocess.Popen([sys.executable, "-c", LATE_WRITER, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirBusy, match=f"pid {proc.pid}: late writer"):
+            with rundir.hold(tmp_path):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_two_reproduce_on_one_output_root_are_refused(tmp_path):
     from fastair.reproduce import ReproduceConfig, reproduce
     config = ReproduceConfig(seeds=1, families=("vae",), epochs=1, patience=0, k_svi=2,

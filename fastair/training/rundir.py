@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import sys
+import time
 
 import torch
 
@@ -62,12 +63,19 @@ def start_mode(run_dir, resume):
     return "new"
 
 
-def _holder(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip() or "an unknown process"
-    except OSError:
-        return "an unknown process"
+def _holder(path, wait=1.0):
+    """The holder's line in the lock file ("pid N: command"). A holder that has just taken
+    the lock may not have written it yet, so an empty file is read again for up to ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+        except OSError:
+            return "an unknown process"
+        if text or time.monotonic() >= deadline:
+            return text or "an unknown process"
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
