@@ -6,6 +6,7 @@ take if everything else (activations, the bound, the draws, Adam, Python) were f
 
     python bench/gemm_floor.py --out bench/results/train_cpu     # all workloads below
     python bench/gemm_floor.py --workloads train64 --repeats 3   # one of them
+    python bench/gemm_floor.py --rates --out bench/results/train_cpu  # GEMM rates by layout
 
 Workloads (mnist5k shapes, the real model code):
 
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fastair  # noqa: E402
 from bench.bench_train import write_results  # noqa: E402
 from fastair.data import load_dataset  # noqa: E402
+from fastair.io import atomic_write_text  # noqa: E402
 from fastair.models import VAE  # noqa: E402
 from fastair.precision import autocast  # noqa: E402
 
@@ -282,6 +284,30 @@ def summary(rows, command):
 
 
 WORKLOADS = ("train64", "train1", "stack1", "iwsvi")
+RATE_SHAPES = ((2048, 2048, 2048), (6400, 200, 784), (6400, 784, 200), (784, 6400, 200))
+
+
+def rates_text(repeats=10):
+    """GFLOP/s of ``[m, k] x [k, n]`` in float32 and bfloat16, plain and with either operand
+    transposed (as autograd passes them), a markdown table."""
+    lines = [f"# GEMM rates, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}\n",
+             "Command: `python bench/gemm_floor.py --rates --out bench/results/train_cpu`\n",
+             "| m, k, n | layout | fp32 GFLOP/s | bf16 GFLOP/s | bf16 / fp32 |",
+             "|---|---|---|---|---|"]
+    for m, k, n in RATE_SHAPES:
+        for layout in ("a @ b", "a.T @ b", "a @ b.T"):
+            got = {}
+            for dtype in (torch.float32, torch.bfloat16):
+                a = torch.randn(k, m, dtype=dtype).t() if layout == "a.T @ b" else torch.randn(
+                    m, k, dtype=dtype)
+                b = torch.randn(n, k, dtype=dtype).t() if layout == "a @ b.T" else torch.randn(
+                    k, n, dtype=dtype)
+                ms = time_ms(lambda a=a, b=b: a @ b, repeats, warmup=3)
+                got[dtype] = 2 * m * k * n / ms / 1e6
+            lines.append(f"| {m}, {k}, {n} | {layout} | {got[torch.float32]:.0f} | "
+                         f"{got[torch.bfloat16]:.0f} | "
+                         f"{got[torch.bfloat16] / got[torch.float32]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -289,7 +315,16 @@ def main(argv=None):
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default=None, help="directory for gemm_floor.csv and .md")
+    p.add_argument("--rates", action="store_true",
+                   help="only the GEMM rates of a few shapes and layouts (gemm_rates.md)")
     args = p.parse_args(argv)
+    if args.rates:
+        text = rates_text()
+        print(text)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            atomic_write_text(os.path.join(args.out, "gemm_rates.md"), text)
+        return 0
     data = load_dataset("mnist5k")
     rows = []
     for w in args.workloads:
