@@ -11,7 +11,8 @@ The higher layers load on first use: :mod:`fastair.models` (the VAE family),
 """
 import importlib
 
-from fastair import data, nn
+# _checkout first: kernels/ and csrc/ are found as fastair.kernels/.csrc without an install
+from fastair import _checkout, data, nn  # noqa: F401
 from fastair import functional as _functional
 from fastair.backends import BACKENDS, get_backend, set_backend, use_backend
 

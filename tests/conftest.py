@@ -1,25 +1,42 @@
-"""Test set-up: the Triton kernels run through the interpreter on CPU tensors.
+"""Test set-up: without a GPU the Triton kernels run through the interpreter on CPU tensors;
+with one they run compiled on CUDA tensors (tests marked ``cuda``), and the interpreter is off.
 
 TRITON_INTERPRET must be set before fastair's Triton kernels are imported (triton.jit reads it
 when the kernels are decorated), so it is set here, before any test module imports fastair.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+GPU = torch.cuda.is_available()
+if not GPU:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 
 FUSED = ("native", "triton")
 
 
+def _uses_interpreter(item):
+    """A CPU test that runs the Triton kernels: marked ``interpreter``, or given the ``triton``
+    backend as a parameter."""
+    if "interpreter" in item.keywords:
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "cuda" not in item.keywords and "triton" in (params.get("backend"),
+                                                        params.get("backend_name"))
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_interpreter = pytest.mark.skip(
+        reason="the Triton interpreter is off (TRITON_INTERPRET is not 1, as on a GPU machine, "
+               "where the cuda tests run the kernels compiled)")
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        if "cuda" in item.keywords and not GPU:
+            item.add_marker(no_gpu)
+        elif _uses_interpreter(item) and not INTERPRETER:
+            item.add_marker(no_interpreter)
 
 
 @pytest.fixture(params=FUSED)

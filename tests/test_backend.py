@@ -37,6 +37,10 @@ def test_set_backend_and_bad_names():
 
 def test_auto_uses_native_on_cpu():
     assert backends.resolve("auto", "cpu") == "native"
+
+
+@pytest.mark.interpreter
+def test_triton_runs_on_cpu_through_the_interpreter():
     assert backends.resolve("triton", "cpu") == "triton"
 
 

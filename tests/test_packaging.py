@@ -1,4 +1,5 @@
 """The wheel that `pip install .` builds holds every subpackage, the kernels and the C++ sources."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -25,3 +26,27 @@ def test_wheel_contains_packages_kernels_and_sources(tmp_path):
         assert f"fastair/kernels/{kernel.name}" in names
     for source in list((ROOT / "csrc" / "cpu").glob("*.cpp")) + [ROOT / "csrc/cpu/common.h"]:
         assert f"fastair/csrc/cpu/{source.name}" in names
+
+
+def test_a_plain_checkout_finds_the_kernels_and_sources(tmp_path):
+    """Without an install (a copy of the checkout on sys.path, no site packages' .pth files),
+    fastair.kernels and fastair.csrc come from kernels/ and csrc/, and the Triton backend loads."""
+    import torch
+    for name in ("fastair", "kernels", "csrc"):
+        shutil.copytree(ROOT / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
+    site = str(Path(torch.__file__).resolve().parent.parent)
+    code = ("import sys; sys.path[:0] = sys.argv[1:]\n"
+            "import fastair, fastair.kernels, fastair.csrc\n"
+            "from fastair.backends import module, native, resolve\n"
+            "print(fastair.kernels.__file__, native.source_dir(), resolve('triton', 'cpu'),\n"
+            "      hasattr(module('triton'), 'iwae_bg_fwd'))\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path), site],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    kernels, sources, backend, found = out.stdout.split()
+    assert kernels == str(tmp_path / "kernels" / "__init__.py")
+    assert sources == str(tmp_path / "csrc" / "cpu")
+    assert (backend, found) == ("triton", "True")
