@@ -168,11 +168,13 @@ def _configs(R, D, H, dtype):
     and holds each thread's rows of A and columns of B in registers, so the tiles are small:
     with these (and one pipeline stage) the kernels take at most 128 registers on sm_90. float32
     ``BLOCK_R`` shrinks for small R to leave about ``MIN_PROGRAMS`` row programs. float64 (no
-    ``tl.dot``) keeps its ``[M, K, N]`` broadcast products at 16 x 16 x ``BLOCK_HO``.
+    ``tl.dot``) keeps its ``[M, K, N]`` broadcast products at 16 x 16 x ``BLOCK_HO`` with
+    ``BLOCK_HO <= 64`` (128 spilled in ``dweight`` on sm_90 once the JIT's alignment
+    specialization is applied: ``bench/compiled_kernels.py``).
     """
     fit = lambda n, cap: min(max(triton.next_power_of_2(max(n, 1)), 16), cap)  # noqa: E731
     if dtype == torch.float64:
-        dot, block_r, d_fwd, d_dw, ho_dh, ho_dw = False, 16, 16, 16, fit(H, 64), fit(H, 128)
+        dot, block_r, d_fwd, d_dw, ho_dh, ho_dw = False, 16, 16, 16, fit(H, 64), fit(H, 64)
     else:
         block_r = fit(triton.cdiv(R, MIN_PROGRAMS), 32)
         dot, d_fwd, d_dw, ho_dh, ho_dw = True, fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
