@@ -76,8 +76,9 @@ def _cases():
             logits = torch.zeros(k, b, d, dtype=lt)
             out += [(f"iwae_bg_fwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv:
                      iwae.iwae_bg_fwd(x, lg, z, mu, lv)),
-                    (f"iwae_bg_bwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv, g=g:
-                     iwae.iwae_bg_bwd(g, x, lg, z, mu, lv)),
+                    (f"iwae_bg_bwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv, g=g: (
+                        iwae.iwae_bg_bwd(g[0], None, g, g[0], x, lg, z, mu, lv),
+                        iwae.iwae_bg_bwd(g[0], g, g, g[0], x, lg, z, mu, lv))),
                     (f"bernoulli_fwd {lt}", lambda lg=logits, x=x: bern.bernoulli_fwd(lg, x)),
                     (f"bernoulli_bwd {lt}", lambda lg=logits, x=x, g=g:
                      bern.bernoulli_bwd(g, lg, x))]

@@ -82,3 +82,24 @@ def sigmoid_pair(l):
     small = e * big
     pos = l >= 0.0
     return tl.where(pos, big, small), tl.where(pos, small, big)
+
+
+@triton.jit
+def iw_grad(offs, n, mask, gb_ptr, gl_ptr, lw_ptr, bound_ptr, K,
+            HAS_GB: tl.constexpr, HAS_GL: tl.constexpr):
+    """``G = dL/dlog_w`` at ``offs`` of ``log_w [K, N]`` (``n``: the example of each entry)
+    from the gradients of the bound ``[N]`` and of ``log_w``: ``G = grad_log_w + grad_bound[n]
+    * exp(log_w - lse[n])`` with ``lse = bound + log K``, the weight 0 where ``bound`` is not
+    finite (a column of -inf); the normalized importance weights, formed in the kernel."""
+    lw = tl.load(lw_ptr + offs, mask=mask, other=0.0)
+    g = tl.zeros_like(lw)
+    if HAS_GB:
+        bound = tl.load(bound_ptr + n, mask=mask, other=0.0)
+        finite = tl.abs(bound) < float("inf")
+        log_k = tl.log(tl.full([1], 1.0, lw.dtype) * K)
+        shift = tl.where(finite, bound + log_k, 0.0)
+        w = tl.exp(lw - shift) * finite.to(lw.dtype)
+        g = w * tl.load(gb_ptr + n, mask=mask, other=0.0)
+    if HAS_GL:
+        g += tl.load(gl_ptr + offs, mask=mask, other=0.0)
+    return g

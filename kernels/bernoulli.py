@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import bernoulli_term, on_input_device, row_blocks, sigmoid_pair
+from ._common import bernoulli_term, iw_grad, on_input_device, row_blocks, sigmoid_pair
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["bernoulli_fwd", "bernoulli_bwd"]
@@ -40,12 +40,20 @@ def _bernoulli_fwd_kernel(l_ptr, x_ptr, out_ptr, R, N, D,
 
 
 @triton.jit
-def _bernoulli_bwd_kernel(g_ptr, l_ptr, x_ptr, dl_ptr, R, N, D,
-                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bernoulli_bwd_kernel(g_ptr, gl_ptr, lw_ptr, bound_ptr, l_ptr, x_ptr, dl_ptr, R, N, D,
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, IW: tl.constexpr,
+                          HAS_GB: tl.constexpr, HAS_GL: tl.constexpr):
+    """``dl = g (x - sigmoid(l))`` per row; ``g`` is ``grad [R]``, or with ``IW`` the
+    importance-weighted gradient of :func:`iw_grad` (``g_ptr`` then holds the bound's
+    gradient)."""
     acc_ty = x_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
-    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
+    if IW:
+        g = iw_grad(rows, rows % N, rmask, g_ptr, gl_ptr, lw_ptr, bound_ptr, R // N, HAS_GB,
+                    HAS_GL)[:, None]
+    else:
+        g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
     l_row = rows.to(tl.int64)[:, None] * D
     x_row = (rows % N).to(tl.int64)[:, None] * D
     for d0 in range(0, D, BLOCK_D):
@@ -77,12 +85,25 @@ def bernoulli_fwd(logits, x):
 def bernoulli_bwd(grad, logits, x):
     """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (in the
     logits' dtype)."""
+    return bernoulli_bwd_launch(logits, x, grad)
+
+
+def bernoulli_bwd_launch(logits, x, grad, iw=None):
+    """``dlogits [M, N, D]`` for ``grad [M, N]``, or with ``iw = (grad_bound [N] or None,
+    grad_log_w [M, N] or None, log_w [M, N], bound [N])`` for the importance-weighted gradient
+    formed in the kernel (:func:`iw_grad`)."""
     M, N, D = logits.shape
     dlogits = torch.empty((M, N, D), dtype=logits.dtype, device=logits.device)
     R = M * N
     if R == 0 or D == 0:
         return dlogits
     BLOCK_R, BLOCK_D = row_blocks(R, D)
+    if iw is None:
+        ptrs, flags = (grad, x, x, x), dict(IW=False, HAS_GB=False, HAS_GL=False)
+    else:
+        gb, gl, lw, bound = iw
+        ptrs = (lw if gb is None else gb, lw if gl is None else gl, lw, bound)
+        flags = dict(IW=True, HAS_GB=gb is not None, HAS_GL=gl is not None)
     _bernoulli_bwd_kernel[(triton.cdiv(R, BLOCK_R),)](
-        grad, logits, x, dlogits, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D)
+        *ptrs, logits, x, dlogits, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D, **flags)
     return dlogits

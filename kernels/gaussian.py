@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, TILE, on_input_device, row_blocks
+from ._common import MIN_PROGRAMS, TILE, iw_grad, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["gaussian_fwd", "gaussian_bwd"]
@@ -61,14 +61,16 @@ def _gaussian_fwd_kernel(z_ptr, mu_ptr, lv_ptr, out_ptr, R, N, Z,
 
 
 @triton.jit
-def gaussian_bwd_kernel(g_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr, plv_ptr, M, N, Z, M_PER,
-                        IWAE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+def gaussian_bwd_kernel(g_ptr, gl_ptr, lw_ptr, bound_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr,
+                        plv_ptr, M, N, Z, M_PER, IWAE: tl.constexpr, HAS_GB: tl.constexpr,
+                        HAS_GL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program ``(c, s)``: columns ``c * BLOCK_C ...`` of the flattened ``[N * Z]`` and samples
     ``m`` in ``[s * M_PER, (s + 1) * M_PER)``, ``BLOCK_M`` at a time; writes ``dz`` there and its
     partial sums of ``dmu``/``dlogvar`` into row ``s`` of ``pmu``/``plv [S, N * Z]``.
 
-    With ``IWAE`` the weight is ``g = -G`` (the term is ``-log q``) and the prior ``log N(z; 0, I)``
-    adds ``-G z`` to ``dz``.
+    With ``IWAE`` the gradient ``G`` of ``log_w`` is formed here from the bound's (``g_ptr``)
+    and ``log_w``'s (:func:`iw_grad`), the weight is ``g = -G`` (the term is ``-log q``) and the
+    prior ``log N(z; 0, I)`` adds ``-G z`` to ``dz``.
     """
     acc_ty = z_ptr.dtype.element_ty
     NZ = N * Z
@@ -85,9 +87,11 @@ def gaussian_bwd_kernel(g_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr, plv_ptr, 
     for i0 in range(0, M_PER, BLOCK_M):
         m = m0 + i0 + tl.arange(0, BLOCK_M)
         mask = (m < m_end)[:, None] & cmask[None, :]
-        g = tl.load(g_ptr + m[:, None] * N + n, mask=mask, other=0.0)  # masked: g = 0, z = 0
-        if IWAE:
-            g = -g
+        if IWAE:  # masked: g = 0, z = 0
+            g = -iw_grad(m[:, None] * N + n, n, mask, g_ptr, gl_ptr, lw_ptr, bound_ptr, M,
+                         HAS_GB, HAS_GL)
+        else:
+            g = tl.load(g_ptr + m[:, None] * N + n, mask=mask, other=0.0)
         z_off = m.to(tl.int64)[:, None] * NZ + cols[None, :]
         z = tl.load(z_ptr + z_off, mask=mask, other=0.0)
         d = z - mu
@@ -103,12 +107,30 @@ def gaussian_bwd_kernel(g_ptr, z_ptr, mu_ptr, lv_ptr, dz_ptr, pmu_ptr, plv_ptr, 
     tl.store(plv_ptr + out, tl.sum(acc_lv, axis=0), mask=cmask)
 
 
-def gaussian_bwd_launch(grad, z, mu, logvar, iwae):
+@triton.jit
+def _sum_splits_kernel(pmu_ptr, plv_ptr, dmu_ptr, dlv_ptr, S, NZ, BLOCK: tl.constexpr):
+    """``dmu = sum_s pmu[s]``, ``dlogvar = sum_s plv[s]`` for ``pmu, plv [S, NZ]``, in one
+    launch."""
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < NZ
+    acc_mu = tl.zeros([BLOCK], dtype=pmu_ptr.dtype.element_ty)
+    acc_lv = tl.zeros([BLOCK], dtype=pmu_ptr.dtype.element_ty)
+    for s in range(0, S):
+        off = cols.to(tl.int64) + s * NZ
+        acc_mu += tl.load(pmu_ptr + off, mask=mask, other=0.0)
+        acc_lv += tl.load(plv_ptr + off, mask=mask, other=0.0)
+    tl.store(dmu_ptr + cols, acc_mu, mask=mask)
+    tl.store(dlv_ptr + cols, acc_lv, mask=mask)
+
+
+def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
     """Shared launcher of :func:`gaussian_bwd_kernel`:
-    ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``.
+    ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])`` for ``grad [M, N]`` of ``log N(z; mu,
+    exp(logvar))``, or with ``iw = (grad_bound, grad_log_w, log_w, bound)`` for the IWAE log
+    weights' ``log N(z; 0, I) - log N(z; mu, exp(logvar))`` (see :func:`iw_grad`).
 
     The samples are split over ``S`` programs per column block (about ``2 * MIN_PROGRAMS``
-    programs in all); their partial sums ``[S, N, Z]`` are added by ``torch.sum``.
+    programs in all); their partial sums ``[S, N, Z]`` are added by one more launch.
     """
     M, N, Z = z.shape
     NZ = N * Z
@@ -121,13 +143,23 @@ def gaussian_bwd_launch(grad, z, mu, logvar, iwae):
     S = max(triton.cdiv(M, m_per), 1)
     pmu = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
     plv = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
+    if iw is None:
+        ptrs, flags = (grad, z, z, z), dict(IWAE=False, HAS_GB=False, HAS_GL=False)
+    else:
+        gb, gl, lw, bound = iw
+        ptrs = (lw if gb is None else gb, lw if gl is None else gl, lw, bound)
+        flags = dict(IWAE=True, HAS_GB=gb is not None, HAS_GL=gl is not None)
     if NZ > 0:
         gaussian_bwd_kernel[(col_blocks, S)](
-            grad, z, mu, logvar, dz, pmu, plv, M, N, Z, m_per,
-            IWAE=iwae, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C)
+            *ptrs, z, mu, logvar, dz, pmu, plv, M, N, Z, m_per, BLOCK_M=BLOCK_M,
+            BLOCK_C=BLOCK_C, **flags)
     if S == 1:
         return dz, pmu[0], plv[0]
-    return dz, pmu.sum(0), plv.sum(0)
+    dmu = torch.empty((N, Z), dtype=z.dtype, device=z.device)
+    dlogvar = torch.empty((N, Z), dtype=z.dtype, device=z.device)
+    if NZ > 0:
+        _sum_splits_kernel[(triton.cdiv(NZ, 1024),)](pmu, plv, dmu, dlogvar, S, NZ, BLOCK=1024)
+    return dz, dmu, dlogvar
 
 
 @on_input_device
@@ -147,4 +179,4 @@ def gaussian_fwd(z, mu, logvar):
 @on_input_device
 def gaussian_bwd(grad, z, mu, logvar):
     """``grad [M, N]`` -> ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``."""
-    return gaussian_bwd_launch(grad, z, mu, logvar, iwae=False)
+    return gaussian_bwd_launch(grad, z, mu, logvar)

@@ -2,20 +2,23 @@
 
 For ``x [B, D]``, ``logits [k, B, D]``, ``z [k, B, Z]``, ``mu, logvar [B, Z]``:
 ``log_w[k, b] = sum_d (x l - softplus(l)) - 1/2 sum_j (z^2 - (z - mu)^2 exp(-logvar) - logvar)``
-(``log p(x|z) + log N(z; 0, I) - log N(z; mu, exp(logvar))``; log 2 pi cancels) and
-``lse[b] = log sum_k exp(log_w[k, b])``. One pass over the logits per (k, b) row.
-Backward, with ``G = dL/dlog_w``: ``dlogits = G (x - sigmoid(l))``,
-``dz = G (-z + (z - mu) exp(-logvar))``, ``dmu = sum_k G (mu - z) exp(-logvar)``,
-``dlogvar = sum_k G (1 - (z - mu)^2 exp(-logvar)) / 2``.
+(``log p(x|z) + log N(z; 0, I) - log N(z; mu, exp(logvar))``; log 2 pi cancels) and the bound
+``bound[b] = log sum_k exp(log_w[k, b]) - log k``. One pass over the logits per (k, b) row, then
+one launch for the bound (two for k > 512): two kernels in all.
+Backward, from the gradients of the bound ``gb [B]`` and of ``log_w`` ``gl [k, B]`` (either may
+be absent), ``G = gl + gb softmax_k(log_w)`` is formed inside both kernels:
+``dlogits = G (x - sigmoid(l))``, ``dz = G (-z + (z - mu) exp(-logvar))``,
+``dmu = sum_k G (mu - z) exp(-logvar)``, ``dlogvar = sum_k G (1 - (z - mu)^2 exp(-logvar)) / 2``:
+two kernels and one sum of the partial ``dmu, dlogvar`` (none for small k).
 """
 import torch
 import triton
 import triton.language as tl
 
 from ._common import on_input_device, row_blocks
-from .bernoulli import bernoulli_bwd, bernoulli_rows
+from .bernoulli import bernoulli_bwd_launch, bernoulli_rows
 from .gaussian import gaussian_bwd_launch, gaussian_rows
-from .logsumexp import logsumexp_fwd
+from .logsumexp import logsumexp_launch
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["iwae_bg_fwd", "iwae_bg_bwd"]
@@ -33,7 +36,7 @@ def _iwae_bg_fwd_kernel(x_ptr, l_ptr, z_ptr, mu_ptr, lv_ptr, out_ptr, R, B, D, Z
 
 @on_input_device
 def iwae_bg_fwd(x, logits, z, mu, logvar):
-    """-> ``(log_w [k, B], lse [B])``, both in the accumulation dtype (x's)."""
+    """-> ``(log_w [k, B], bound [B])``, both in the accumulation dtype (x's)."""
     k, B, D = logits.shape
     Z = z.shape[2]
     log_w = torch.empty((k, B), dtype=x.dtype, device=logits.device)
@@ -44,13 +47,15 @@ def iwae_bg_fwd(x, logits, z, mu, logvar):
         _iwae_bg_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
             x, logits, z, mu, logvar, log_w, R, B, D, Z,
             BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D, BLOCK_Z=BLOCK_Z)
-    return log_w, logsumexp_fwd(log_w)
+    return log_w, logsumexp_launch(log_w, mean_of=k)
 
 
 @on_input_device
-def iwae_bg_bwd(G, x, logits, z, mu, logvar):
-    """``G [k, B]`` (gradient w.r.t. ``log_w``) -> ``(dlogits [k, B, D] in logits' dtype,
-    dz [k, B, Z], dmu [B, Z], dlogvar [B, Z])``."""
-    dlogits = bernoulli_bwd(G, logits, x)
-    dz, dmu, dlogvar = gaussian_bwd_launch(G, z, mu, logvar, iwae=True)
+def iwae_bg_bwd(grad_bound, grad_log_w, log_w, bound, x, logits, z, mu, logvar):
+    """``grad_bound [B]`` and ``grad_log_w [k, B]`` (either None) with the forward's ``log_w``
+    and ``bound`` -> ``(dlogits [k, B, D] in logits' dtype, dz [k, B, Z], dmu [B, Z],
+    dlogvar [B, Z])``."""
+    iw = (grad_bound, grad_log_w, log_w, bound)
+    dlogits = bernoulli_bwd_launch(logits, x, None, iw)
+    dz, dmu, dlogvar = gaussian_bwd_launch(None, z, mu, logvar, iw)
     return dlogits, dz, dmu, dlogvar

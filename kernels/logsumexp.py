@@ -20,9 +20,11 @@ TILE = 2048
 
 
 @triton.jit
-def _logsumexp_kernel(v_ptr, out_ptr, n, R, ROWS_PER, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+def _logsumexp_kernel(v_ptr, out_ptr, n, R, ROWS_PER, MEAN_OF, BLOCK_N: tl.constexpr,
+                      BLOCK_R: tl.constexpr, LOG_MEAN: tl.constexpr):
     """Program ``(c, s)``: log-sum-exp of rows ``[s * ROWS_PER, (s + 1) * ROWS_PER) & [0, n)`` of
-    columns ``c * BLOCK_R ...`` of ``v [n, R]``, written to ``out[s, cols]``."""
+    columns ``c * BLOCK_R ...`` of ``v [n, R]``, written to ``out[s, cols]``; with ``LOG_MEAN``
+    minus ``log MEAN_OF`` (the log-mean-exp of ``MEAN_OF`` values, the IWAE bound)."""
     acc_ty = v_ptr.dtype.element_ty
     cols = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cmask = cols < R
@@ -42,6 +44,8 @@ def _logsumexp_kernel(v_ptr, out_ptr, n, R, ROWS_PER, BLOCK_N: tl.constexpr, BLO
         run_max = new_max
     empty = run_sum == 0.0  # a column of -inf (or past the last column): lse = -inf, no log(0)
     lse = tl.where(empty, -_INF, run_max + tl.log(tl.where(empty, 1.0, run_sum)))
+    if LOG_MEAN:
+        lse = lse - tl.log(MEAN_OF.to(acc_ty))
     tl.store(out_ptr + s.to(tl.int64) * R + cols, lse, mask=cmask)
 
 
@@ -62,6 +66,12 @@ def _logsumexp_bwd_kernel(g_ptr, v_ptr, lse_ptr, out_ptr, numel, R, BLOCK: tl.co
 def logsumexp_fwd(v):
     """``v [n, R]`` -> ``lse [R]`` = ``log sum_i exp(v[i, r])`` (``-inf`` for an all ``-inf``
     column)."""
+    return logsumexp_launch(v)
+
+
+def logsumexp_launch(v, mean_of=0):
+    """:func:`logsumexp_fwd`, minus ``log mean_of`` where ``mean_of > 0`` (one launch for
+    ``n <= ROWS_PER_PROGRAM``, two above)."""
     n, R = v.shape
     rows_per = n if n <= ROWS_PER_PROGRAM else ROWS_PER_PROGRAM
     S = max(triton.cdiv(n, rows_per), 1) if n > 0 else 1
@@ -69,9 +79,11 @@ def logsumexp_fwd(v):
     if R > 0:
         BLOCK_R = min(triton.next_power_of_2(R), 64)
         BLOCK_N = min(triton.next_power_of_2(max(rows_per, 1)), TILE // BLOCK_R)
+        last = S == 1 and mean_of > 0
         _logsumexp_kernel[(triton.cdiv(R, BLOCK_R), S)](
-            v, out, n, R, rows_per, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R)
-    return out[0] if S == 1 else logsumexp_fwd(out)
+            v, out, n, R, rows_per, max(mean_of, 1), BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R,
+            LOG_MEAN=last)
+    return out[0] if S == 1 else logsumexp_launch(out, mean_of)
 
 
 @on_input_device

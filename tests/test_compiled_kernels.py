@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNELS = {"_iwae_bg_fwd_kernel", "_bernoulli_fwd_kernel", "_bernoulli_bwd_kernel",
            "_gaussian_fwd_kernel", "gaussian_bwd_kernel", "_logsumexp_kernel",
            "_logsumexp_bwd_kernel", "_cwn_fwd_kernel", "_cwn_bwd_kernel", "_lb_fwd_kernel",
-           "_lb_dh_kernel", "_lb_dw_kernel"}
+           "_lb_dh_kernel", "_lb_dw_kernel", "_sum_splits_kernel"}
 MAX_SASS_PER_LOGIT = 35  # the forward's loop on sm_90 (it was 51 with an accurate log)
 
 

@@ -1,6 +1,7 @@
 // The fused k-sample bound: x [B, D], logits [k, B, D], z [k, B, Z], mu and logvar [B, Z].
-// Forward: log_w [k, B] in one pass over the logits, then lse [B] over k.
-// Backward: from G = dloss/dlog_w [k, B], one pass over the logits writes dlogits.
+// Forward: log_w [k, B] in one pass over the logits, then bound [B] = logsumexp_k - log k.
+// Backward: G = dloss/dlog_w [k, B] from the gradients of the bound and of log_w (the
+// normalized importance weights), then one pass over the logits writes dlogits.
 #include "common.h"
 
 namespace fastair {
@@ -50,17 +51,58 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Te
     acc_t* o = lse.data_ptr<acc_t>();
     constexpr int64_t VW = Vectorized<acc_t>::size();
     const int64_t blocks = (B + VW - 1) / VW;
+    const acc_t log_k = std::log(static_cast<acc_t>(K));
     at::parallel_for(0, blocks, grain_for(K * VW), [&](int64_t begin, int64_t end) {
-      logsumexp_columns(w, o, K, B, begin * VW, std::min(B, end * VW));
+      const int64_t r0 = begin * VW, r1 = std::min(B, end * VW);
+      logsumexp_columns(w, o, K, B, r0, r1);
+      for (int64_t r = r0; r < r1; ++r) o[r] -= log_k;  // -inf stays -inf
     });
   });
   return {log_w, lse};
 }
 
+namespace {
+
+// G[k, b] = grad_log_w[k, b] + grad_bound[b] * exp(log_w[k, b] - lse[b]), lse = bound + log k,
+// the weight 0 where the bound is not finite (exp(+inf) * 0 stays NaN, as in the reference).
+at::Tensor importance_gradient(const std::optional<at::Tensor>& grad_bound,
+                               const std::optional<at::Tensor>& grad_log_w,
+                               const at::Tensor& log_w, const at::Tensor& bound) {
+  const int64_t K = log_w.size(0), B = log_w.size(1);
+  auto G = at::empty({K, B}, log_w.options());
+  AT_DISPATCH_FLOATING_TYPES(log_w.scalar_type(), "iwae_bg_weights", [&] {
+    const scalar_t* lw = log_w.const_data_ptr<scalar_t>();
+    const scalar_t* bd = bound.const_data_ptr<scalar_t>();
+    const scalar_t* gb = grad_bound ? grad_bound->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gl = grad_log_w ? grad_log_w->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* g = G.data_ptr<scalar_t>();
+    const scalar_t log_k = std::log(static_cast<scalar_t>(K));
+    at::parallel_for(0, K * B, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t b = row % B;
+        scalar_t v = 0;
+        if (gb != nullptr) {
+          const bool finite = std::isfinite(bd[b]);
+          const scalar_t w = std::exp(lw[row] - (finite ? bd[b] + log_k : scalar_t(0)));
+          v = w * (finite ? scalar_t(1) : scalar_t(0)) * gb[b];
+        }
+        if (gl != nullptr) v += gl[row];
+        g[row] = v;
+      }
+    });
+  });
+  return G;
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
-    const at::Tensor& G, const at::Tensor& x, const at::Tensor& logits, const at::Tensor& z,
-    const at::Tensor& mu, const at::Tensor& logvar) {
+    const std::optional<at::Tensor>& grad_bound, const std::optional<at::Tensor>& grad_log_w,
+    const at::Tensor& log_w, const at::Tensor& bound, const at::Tensor& x,
+    const at::Tensor& logits, const at::Tensor& z, const at::Tensor& mu,
+    const at::Tensor& logvar) {
   const int64_t K = logits.size(0), B = logits.size(1), D = logits.size(2), Z = z.size(2);
+  const auto G = importance_gradient(grad_bound, grad_log_w, log_w, bound);
   auto dlogits = at::empty_like(logits);
   auto dz = at::empty_like(z);
   auto dmu = at::empty_like(mu);
@@ -111,7 +153,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
   m.def("iwae_bg_fwd(Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor)");
-  m.def("iwae_bg_bwd(Tensor G, Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
+  m.def("iwae_bg_bwd(Tensor? grad_bound, Tensor? grad_log_w, Tensor log_w, Tensor bound, "
+        "Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
         "(Tensor, Tensor, Tensor, Tensor)");
 }
 

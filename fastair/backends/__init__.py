@@ -24,10 +24,12 @@ function                                           returns
 ``logsumexp_fwd(v[n,R])``                          ``[R]``: ``log sum_i exp(v[i, r])``
 ``logsumexp_bwd(grad[R], v[n,R], lse[R])``         ``[n,R]``: ``grad * exp(v - lse)``, 0 where
                                                    ``lse == -inf``
-``iwae_bg_fwd(x[B,D], logits[k,B,D], z[k,B,Z],``   ``(log_w[k,B], lse[B])``; ``lse`` is the
-``mu[B,Z], logvar[B,Z])``                          logsumexp of ``log_w`` over k
-``iwae_bg_bwd(G[k,B], x, logits, z, mu, logvar)``  ``(dlogits, dz, dmu, dlogvar)`` where ``G`` is
-                                                   the gradient with respect to ``log_w``
+``iwae_bg_fwd(x[B,D], logits[k,B,D], z[k,B,Z],``   ``(log_w[k,B], bound[B])``; ``bound`` is the
+``mu[B,Z], logvar[B,Z])``                          logsumexp of ``log_w`` over k minus log k
+``iwae_bg_bwd(gb[B] or None, gl[k,B] or None,``    ``(dlogits, dz, dmu, dlogvar)`` for
+``log_w, bound, x, logits, z, mu, logvar)``        ``G = gl + gb * softmax_k(log_w)``, the
+                                                   gradient with respect to ``log_w`` (the
+                                                   weight 0 where ``bound`` is not finite)
 ``capped_weight_norm_fwd(v[O,I], u[O], H)``        ``(w[O,I], norm[O])``: ``w_i = s_i v_i``,
                                                    ``s_i = 1`` if ``||v_i|| <= H sigmoid(u_i)``
                                                    else ``H sigmoid(u_i) / ||v_i||``
