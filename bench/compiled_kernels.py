@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 COLUMNS = ("kernel", "arch", "signature", "num_warps", "registers", "spill_stores",
            "spill_loads", "shared", "sass", "loop_sass", "logits_per_iteration",
-           "sass_per_logit")
+           "sass_per_logit", "mma")
 _DTYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16",
            torch.bfloat16: "bf16", torch.int32: "i32", torch.int64: "i64"}
 # kernels whose inner loop streams the logits [BLOCK_R, BLOCK_D] per iteration
@@ -101,7 +101,20 @@ def _cases():
                 out += [(f"linear_bernoulli R={rows} {acc}", lambda h=h, w=w, bb=with_bias, x=x,
                          gr=gr: (lin.linear_bernoulli_fwd(h, w, bb, x),
                                  lin.linear_bernoulli_bwd(gr, h, w, bb, x)))]
+            if acc == torch.float32:  # the user allows TF32: tl.dot on the tensor cores
+                out += [(f"linear_bernoulli R={rows} tf32", lambda h=h, w=w, bb=bias, x=x, gr=gr:
+                         _with_tf32(lambda: (lin.linear_bernoulli_fwd(h, w, bb, x),
+                                             lin.linear_bernoulli_bwd(gr, h, w, bb, x))))]
     return out
+
+
+def _with_tf32(call):
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        return call()
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def record_launches():
@@ -192,6 +205,13 @@ def sass_lines(cubin):
             re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", dump)]
 
 
+def _opcode(text):
+    """The opcode of one SASS instruction, without its predicate (``@P0``, ``@!P1``)."""
+    words = text.split()
+    return words[1] if words and words[0].startswith("@") and len(words) > 1 else (
+        words[0] if words else "")
+
+
 def largest_loop(instructions):
     """Instructions in the largest loop body: from the target of a backward branch to the
     branch itself."""
@@ -255,7 +275,8 @@ def measure(archs=(90, 80)):
                    "constexprs": {n: v for n, v in const.items()}, "num_warps": warps,
                    "registers": regs, "spill_stores": stores, "spill_loads": loads,
                    "shared": compiled.metadata.shared, "sass": len(sass),
-                   "loop_sass": largest_loop(sass)}
+                   "loop_sass": largest_loop(sass),
+                   "mma": sum(_opcode(text).startswith(("HMMA", "HGMMA")) for _, text in sass)}
             if name in STREAMING:
                 per = const["BLOCK_R"] * const["BLOCK_D"] / (32 * warps)
                 row["logits_per_iteration"] = per
@@ -273,13 +294,15 @@ def summary(rows):
              "784, 784 x 200 and 4096 x 4096; the decoder head at 6400 and 100 rows), compiled "
              "for each arch; registers and spills from `ptxas -v`, instructions from "
              "`cuobjdump -sass`.\n",
-             "| kernel | arch | argument types | warps | registers | spills (st/ld bytes) | "
-             "SASS | largest loop | SASS per logit |", "|---|---|---|---|---|---|---|---|---|"]
+             "| kernel | case | arch | argument types | warps | registers | spills (st/ld bytes) | "
+             "SASS | largest loop | SASS per logit | tensor-core MMA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         per = r.get("sass_per_logit")
-        lines.append(f"| {r['kernel']} | sm_{r['arch']} | {r['signature']} | {r['num_warps']} "
-                     f"| {r['registers']} | {r['spill_stores']}/{r['spill_loads']} | "
-                     f"{r['sass']} | {r['loop_sass']} | {'' if per is None else per} |")
+        lines.append(f"| {r['kernel']} | {r['case']} | sm_{r['arch']} | {r['signature']} | "
+                     f"{r['num_warps']} | {r['registers']} | {r['spill_stores']}/"
+                     f"{r['spill_loads']} | {r['sass']} | {r['loop_sass']} | "
+                     f"{'' if per is None else per} | {r['mma']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,17 +12,33 @@ import triton.language as tl
 # Elements of one program's [BLOCK_R, BLOCK_C] tile: 8 per thread with the default 4 warps keeps
 # the float32 kernels near 50 registers on sm_90 (4096 needed ~230 and float64 spilled).
 TILE = 1024
-MIN_PROGRAMS = 128  # shrink BLOCK_R until a launch has about this many programs
+MIN_PROGRAMS = 128  # off CUDA (the interpreter): shrink BLOCK_R until a launch has about this many
+PROGRAMS_PER_SM = 2  # on CUDA: about this many programs per streaming multiprocessor
 
 
-def row_blocks(rows, cols, max_cols=128):
+@functools.lru_cache(maxsize=None)
+def _sm_count(index):
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def min_programs(t):
+    """How many programs a launch on ``t``'s device should have at least: ``PROGRAMS_PER_SM``
+    per SM of its GPU (264 on a 132-SM H100), ``MIN_PROGRAMS`` elsewhere."""
+    if t.device.type == "cuda":
+        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+        return PROGRAMS_PER_SM * _sm_count(index)
+    return MIN_PROGRAMS
+
+
+def row_blocks(rows, cols, max_cols=128, programs=MIN_PROGRAMS):
     """``(BLOCK_R, BLOCK_C)`` for a row-parallel kernel over a ``[rows, cols]`` matrix.
 
     ``BLOCK_C`` is a power of two capped at ``max_cols`` (the kernel loops over the columns);
-    ``BLOCK_R`` fills a tile of ``TILE`` elements but leaves about ``MIN_PROGRAMS`` programs.
+    ``BLOCK_R`` fills a tile of ``TILE`` elements but leaves about ``programs`` programs
+    (:func:`min_programs` of the device).
     """
     block_c = min(triton.next_power_of_2(max(cols, 1)), max_cols)
-    want = triton.next_power_of_2(max(triton.cdiv(rows, MIN_PROGRAMS), 1))
+    want = triton.next_power_of_2(max(triton.cdiv(rows, programs), 1))
     return max(min(TILE // block_c, want), 1), block_c
 
 

@@ -8,7 +8,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import bernoulli_term, iw_grad, on_input_device, row_blocks, sigmoid_pair
+from ._common import (
+    bernoulli_term,
+    iw_grad,
+    min_programs,
+    on_input_device,
+    row_blocks,
+    sigmoid_pair,
+)
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["bernoulli_fwd", "bernoulli_bwd"]
@@ -75,7 +82,7 @@ def bernoulli_fwd(logits, x):
     R = M * N
     if R == 0:
         return out
-    BLOCK_R, BLOCK_D = row_blocks(R, D)
+    BLOCK_R, BLOCK_D = row_blocks(R, D, programs=min_programs(logits))
     _bernoulli_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
         logits, x, out, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D)
     return out
@@ -97,7 +104,7 @@ def bernoulli_bwd_launch(logits, x, grad, iw=None):
     R = M * N
     if R == 0 or D == 0:
         return dlogits
-    BLOCK_R, BLOCK_D = row_blocks(R, D)
+    BLOCK_R, BLOCK_D = row_blocks(R, D, programs=min_programs(logits))
     if iw is None:
         ptrs, flags = (grad, x, x, x), dict(IW=False, HAS_GB=False, HAS_GL=False)
     else:

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, TILE, on_input_device, sigmoid_pair
+from ._common import MIN_PROGRAMS, TILE, min_programs, on_input_device, sigmoid_pair
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["capped_weight_norm_fwd", "capped_weight_norm_bwd"]
@@ -120,16 +120,16 @@ def _cwn_bwd_kernel(g_ptr, v_ptr, u_ptr, norm_ptr, dv_ptr, du_ptr, O, I, H_bits,
             tl.store(dv_ptr + base + cols, (s * y - k * x).to(out_ty), mask=mask)
 
 
-def _launch_config(O, I):
+def _launch_config(O, I, programs=MIN_PROGRAMS):
     """``(grid, BLOCK_R, BLOCK_I, ONE_PASS, num_warps)`` for ``v [O, I]``.
 
     Rows of up to ``ONE_PASS_MAX`` elements take one block; short rows are packed ``BLOCK_R`` to a
-    tile of ``TILE`` elements while leaving about ``MIN_PROGRAMS`` programs. Warps grow with the
-    tile so that a thread holds at most 16 elements of each row.
+    tile of ``TILE`` elements while leaving about ``programs`` programs (:func:`min_programs`).
+    Warps grow with the tile so that a thread holds at most 16 elements of each row.
     """
     if I <= ONE_PASS_MAX:
         block_i = triton.next_power_of_2(max(I, 1))
-        want = triton.next_power_of_2(max(triton.cdiv(O, MIN_PROGRAMS), 1))
+        want = triton.next_power_of_2(max(triton.cdiv(O, programs), 1))
         block_r = max(min(TILE // block_i, want), 1)
         one_pass = True
     else:
@@ -152,7 +152,7 @@ def capped_weight_norm_fwd(v, u, H):
     norm = torch.empty((O,), dtype=u.dtype, device=v.device)
     if O == 0:
         return w, norm
-    grid, block_r, block_i, one_pass, num_warps = _launch_config(O, I)
+    grid, block_r, block_i, one_pass, num_warps = _launch_config(O, I, min_programs(v))
     _cwn_fwd_kernel[grid](v, u, w, norm, O, I, _h_bits(H), BLOCK_R=block_r, BLOCK_I=block_i,
                           ONE_PASS=one_pass, num_warps=num_warps)
     return w, norm
@@ -167,7 +167,7 @@ def capped_weight_norm_bwd(grad_w, v, u, norm, H):
     du = torch.empty_like(u)
     if O == 0:
         return dv, du
-    grid, block_r, block_i, one_pass, num_warps = _launch_config(O, I)
+    grid, block_r, block_i, one_pass, num_warps = _launch_config(O, I, min_programs(v))
     _cwn_bwd_kernel[grid](grad_w, v, u, norm, dv, du, O, I, _h_bits(H), BLOCK_R=block_r,
                           BLOCK_I=block_i, ONE_PASS=one_pass, num_warps=num_warps)
     return dv, du

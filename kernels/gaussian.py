@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, TILE, iw_grad, on_input_device, row_blocks
+from ._common import TILE, iw_grad, min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["gaussian_fwd", "gaussian_bwd"]
@@ -129,8 +129,8 @@ def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
     exp(logvar))``, or with ``iw = (grad_bound, grad_log_w, log_w, bound)`` for the IWAE log
     weights' ``log N(z; 0, I) - log N(z; mu, exp(logvar))`` (see :func:`iw_grad`).
 
-    The samples are split over ``S`` programs per column block (about ``2 * MIN_PROGRAMS``
-    programs in all); their partial sums ``[S, N, Z]`` are added by one more launch.
+    The samples are split over ``S`` programs per column block (about twice
+    :func:`min_programs` in all); their partial sums ``[S, N, Z]`` are added by one more launch.
     """
     M, N, Z = z.shape
     NZ = N * Z
@@ -138,7 +138,8 @@ def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
     BLOCK_C = min(triton.next_power_of_2(max(NZ, 1)), 128)
     BLOCK_M = min(triton.next_power_of_2(max(M, 1)), TILE // BLOCK_C)  # samples per step
     col_blocks = triton.cdiv(NZ, BLOCK_C)
-    S = max(min(triton.cdiv(M, BLOCK_M), triton.cdiv(2 * MIN_PROGRAMS, max(col_blocks, 1))), 1)
+    target = 2 * min_programs(z)
+    S = max(min(triton.cdiv(M, BLOCK_M), triton.cdiv(target, max(col_blocks, 1))), 1)
     m_per = triton.cdiv(triton.cdiv(max(M, 1), S), BLOCK_M) * BLOCK_M
     S = max(triton.cdiv(M, m_per), 1)
     pmu = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
@@ -170,7 +171,7 @@ def gaussian_fwd(z, mu, logvar):
     R = M * N
     if R == 0:
         return out
-    BLOCK_R, BLOCK_Z = row_blocks(R, Z, max_cols=64)
+    BLOCK_R, BLOCK_Z = row_blocks(R, Z, max_cols=64, programs=min_programs(z))
     _gaussian_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
         z, mu, logvar, out, R, N, Z, BLOCK_R=BLOCK_R, BLOCK_Z=BLOCK_Z)
     return out

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import on_input_device, row_blocks
+from ._common import min_programs, on_input_device, row_blocks
 from .bernoulli import bernoulli_bwd_launch, bernoulli_rows
 from .gaussian import gaussian_bwd_launch, gaussian_rows
 from .logsumexp import logsumexp_launch
@@ -42,7 +42,7 @@ def iwae_bg_fwd(x, logits, z, mu, logvar):
     log_w = torch.empty((k, B), dtype=x.dtype, device=logits.device)
     R = k * B
     if R > 0:
-        BLOCK_R, BLOCK_D = row_blocks(R, D)
+        BLOCK_R, BLOCK_D = row_blocks(R, D, programs=min_programs(logits))
         BLOCK_Z = min(triton.next_power_of_2(max(Z, 1)), 64)
         _iwae_bg_fwd_kernel[(triton.cdiv(R, BLOCK_R),)](
             x, logits, z, mu, logvar, log_w, R, B, D, Z,

@@ -15,11 +15,13 @@ needs from ``h`` and ``weight`` (a matmul over H in ``BLOCK_H`` chunks) and uses
   per (``BLOCK_D`` rows of weight, ``BLOCK_HO`` columns, split s) sweeps the row blocks
   ``s, s + S, s + 2S, ...`` and writes its partial sums to ``[S, D, H]`` and ``[S, D]``, which
   torch sums over s afterwards (S = 1 writes dweight and dbias directly). S is chosen to give
-  about ``MIN_PROGRAMS`` programs, so the temporary holds at most about
-  ``max(2 D H, MIN_PROGRAMS * BLOCK_D * BLOCK_HO)`` elements, whatever R.
+  about :func:`min_programs` programs (two per SM on CUDA), so the temporary holds at most about
+  ``max(2 D H, programs * BLOCK_D * BLOCK_HO)`` elements, whatever R.
 
 float32 matmuls are ``tl.dot`` with ``input_precision="ieee"`` (exact float32 products, FMA
-units; TF32 would cost ~1e-3 relative error) and block dims of at least 16, the minimum of
+units) unless the user allows TF32 (``torch.set_float32_matmul_precision("high")`` or
+``"medium"``, as for torch's own matmuls): then ``"tf32"``, on the tensor cores, at about 1e-3
+relative error in the logits. Block dims are at least 16, the minimum of
 ``tl.dot`` in Triton 3.0 (padding is masked). float64 takes a broadcast product summed over K,
 since ``tl.dot`` has no float64 support on NVIDIA before recent Triton releases; its tiles are
 smaller to keep the ``[M, K, N]`` product in registers.
@@ -28,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, bernoulli_term, on_input_device, sigmoid_pair
+from ._common import MIN_PROGRAMS, bernoulli_term, min_programs, on_input_device, sigmoid_pair
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
@@ -36,9 +38,11 @@ __all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
 
 @triton.jit
 def _mm(a, b, acc, DOT: tl.constexpr):
-    """``acc + a @ b`` for ``a [M, K]``, ``b [K, N]``: ``tl.dot`` without TF32, or (float64)
-    ``sum_k a[:, k, None] * b[None, k, :]``."""
-    if DOT:
+    """``acc + a @ b`` for ``a [M, K]``, ``b [K, N]``: ``DOT = 2``: ``tl.dot`` in TF32, ``1``:
+    ``tl.dot`` in exact float32, ``0`` (float64): ``sum_k a[:, k, None] * b[None, k, :]``."""
+    if DOT == 2:
+        return tl.dot(a, b, acc, input_precision="tf32")
+    elif DOT == 1:
         return tl.dot(a, b, acc, input_precision="ieee")
     else:
         return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
@@ -159,7 +163,15 @@ def _warps(block_ho):
     return 8 if block_ho >= 64 else 4
 
 
-def _configs(R, D, H, dtype):
+def _dot_mode(dtype):
+    """``DOT`` of :func:`_mm` for ``dtype``: 0 for float64, 2 where the user allows TF32 in
+    float32 matmuls (``torch.get_float32_matmul_precision() != "highest"``), else 1."""
+    if dtype == torch.float64:
+        return 0
+    return 1 if torch.get_float32_matmul_precision() == "highest" else 2
+
+
+def _configs(R, D, H, dtype, programs=MIN_PROGRAMS):
     """Launch parameters ``(fwd, dh, dw)`` of the three kernels (``BLOCK_*``, ``DOT``,
     ``num_warps``, ``num_stages``).
 
@@ -167,17 +179,18 @@ def _configs(R, D, H, dtype):
     than the shape needs. float32 ``tl.dot`` with ``input_precision="ieee"`` runs on the FMA units
     and holds each thread's rows of A and columns of B in registers, so the tiles are small:
     with these (and one pipeline stage) the kernels take at most 128 registers on sm_90. float32
-    ``BLOCK_R`` shrinks for small R to leave about ``MIN_PROGRAMS`` row programs. float64 (no
+    ``BLOCK_R`` shrinks for small R to leave about ``programs`` row programs. float64 (no
     ``tl.dot``) keeps its ``[M, K, N]`` broadcast products at 16 x 16 x ``BLOCK_HO`` with
     ``BLOCK_HO <= 64`` (128 spilled in ``dweight`` on sm_90 once the JIT's alignment
     specialization is applied: ``bench/compiled_kernels.py``).
     """
     fit = lambda n, cap: min(max(triton.next_power_of_2(max(n, 1)), 16), cap)  # noqa: E731
     if dtype == torch.float64:
-        dot, block_r, d_fwd, d_dw, ho_dh, ho_dw = False, 16, 16, 16, fit(H, 64), fit(H, 64)
+        block_r, d_fwd, d_dw, ho_dh, ho_dw = 16, 16, 16, fit(H, 64), fit(H, 64)
     else:
-        block_r = fit(triton.cdiv(R, MIN_PROGRAMS), 32)
-        dot, d_fwd, d_dw, ho_dh, ho_dw = True, fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
+        block_r = fit(triton.cdiv(R, programs), 32)
+        d_fwd, d_dw, ho_dh, ho_dw = fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
+    dot = _dot_mode(dtype)
     common = dict(BLOCK_H=16, DOT=dot, num_stages=1)
     fwd = dict(common, BLOCK_R=block_r, BLOCK_D=d_fwd, num_warps=4)
     dh = dict(common, BLOCK_R=block_r, BLOCK_D=16, BLOCK_HO=ho_dh, num_warps=_warps(ho_dh))
@@ -199,7 +212,7 @@ def linear_bernoulli_fwd(h, weight, bias, x):
     out = torch.empty((R,), dtype=h.dtype, device=h.device)
     if R == 0:
         return out
-    cfg, _, _ = _configs(R, D, H, h.dtype)
+    cfg, _, _ = _configs(R, D, H, h.dtype, min_programs(h))
     b, has_bias = _bias_args(bias, weight)
     _lb_fwd_kernel[(triton.cdiv(R, cfg["BLOCK_R"]),)](
         h, weight, b, x, out, R, N, D, H, HAS_BIAS=has_bias, **cfg)
@@ -216,15 +229,16 @@ def linear_bernoulli_bwd(grad, h, weight, bias, x):
     dh = torch.empty_like(h)
     if R == 0 or D == 0:
         return dh.zero_(), torch.zeros_like(weight), weight.new_zeros((D,))
-    cfg_dh, cfg_dw = _configs(R, D, H, h.dtype)[1:]
+    programs = min_programs(h)
+    cfg_dh, cfg_dw = _configs(R, D, H, h.dtype, programs)[1:]
     b, has_bias = _bias_args(bias, weight)
     args = (grad, h, weight, b, x)
     if H > 0:
         grid = (triton.cdiv(R, cfg_dh["BLOCK_R"]), triton.cdiv(H, cfg_dh["BLOCK_HO"]))
         _lb_dh_kernel[grid](*args, dh, R, N, D, H, HAS_BIAS=has_bias, **cfg_dh)
-    # dweight/dbias: split the row blocks S ways for about MIN_PROGRAMS programs in all
+    # dweight/dbias: split the row blocks S ways for about `programs` programs in all
     grid = (triton.cdiv(D, cfg_dw["BLOCK_D"]), max(triton.cdiv(H, cfg_dw["BLOCK_HO"]), 1))
-    splits = min(triton.cdiv(R, cfg_dw["BLOCK_R"]), triton.cdiv(MIN_PROGRAMS, grid[0] * grid[1]))
+    splits = min(triton.cdiv(R, cfg_dw["BLOCK_R"]), triton.cdiv(programs, grid[0] * grid[1]))
     dw = torch.empty((splits, D, H), dtype=weight.dtype, device=weight.device)
     db = torch.empty((splits, D), dtype=weight.dtype, device=weight.device)
     _lb_dw_kernel[grid + (splits,)](*args, dw, db, R, N, D, H, splits, HAS_BIAS=has_bias,

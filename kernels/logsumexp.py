@@ -9,13 +9,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import on_input_device
+from ._common import min_programs, on_input_device
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["logsumexp_fwd", "logsumexp_bwd"]
 
 _INF = tl.constexpr(float("inf"))
 ROWS_PER_PROGRAM = 512
+MIN_CHUNK = 32
 TILE = 2048
 
 
@@ -70,10 +71,17 @@ def logsumexp_fwd(v):
 
 
 def logsumexp_launch(v, mean_of=0):
-    """:func:`logsumexp_fwd`, minus ``log mean_of`` where ``mean_of > 0`` (one launch for
-    ``n <= ROWS_PER_PROGRAM``, two above)."""
+    """:func:`logsumexp_fwd`, minus ``log mean_of`` where ``mean_of > 0``. One launch for
+    ``n <= ROWS_PER_PROGRAM``; above, the rows are cut into chunks of at most that many (and at
+    least ``MIN_CHUNK``) so that the first launch has about :func:`min_programs` programs, and a
+    second launch reduces the chunks."""
     n, R = v.shape
-    rows_per = n if n <= ROWS_PER_PROGRAM else ROWS_PER_PROGRAM
+    if n <= ROWS_PER_PROGRAM:
+        rows_per = n
+    else:
+        col_blocks = triton.cdiv(R, min(triton.next_power_of_2(max(R, 1)), 64))
+        chunks = triton.cdiv(min_programs(v), col_blocks)
+        rows_per = min(ROWS_PER_PROGRAM, max(MIN_CHUNK, triton.cdiv(n, chunks)))
     S = max(triton.cdiv(n, rows_per), 1) if n > 0 else 1
     out = torch.empty((S, R), dtype=v.dtype, device=v.device)
     if R > 0:

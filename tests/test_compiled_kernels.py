@@ -49,3 +49,13 @@ def test_the_forward_loop_is_at_most_35_instructions_per_logit(compiled):
     assert len(rows) == 6
     for r in rows:
         assert 0 < r["sass_per_logit"] <= MAX_SASS_PER_LOGIT, r
+
+
+def test_the_head_uses_tensor_cores_only_where_tf32_is_allowed(compiled):
+    head = [r for r in compiled if r["kernel"].startswith("_lb_") and r["arch"] == 90
+            and "fp64" not in r["signature"]]
+    tf32 = [r for r in head if r["case"].endswith("tf32")]
+    exact = [r for r in head if not r["case"].endswith("tf32")]
+    assert tf32 and exact
+    assert all(r["mma"] > 0 for r in tf32), [(r["kernel"], r["mma"]) for r in tf32]
+    assert all(r["mma"] == 0 for r in exact)

@@ -99,3 +99,25 @@ def test_the_log_weights_gradient_adds_no_kernel(counted_launches):
             torch.autograd.grad((bound, log_w), (logits, z, mu, logvar), grads)
     kernels, syncs, names = _count(prof.events())
     assert syncs == 0 and kernels <= 5, names
+
+
+def test_launches_fill_the_gpu_they_are_given(monkeypatch):
+    """With the program target of a 132-SM GPU (2 per SM), the long log-sum-exp and the head's
+    dweight launch at least that many programs (they launched 20 and 150 at a fixed 128)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from fastair.kernels import _common
+    from fastair.kernels.linear_bernoulli import linear_bernoulli_bwd
+    from fastair.kernels.logsumexp import logsumexp_fwd
+    monkeypatch.setattr(_common, "MIN_PROGRAMS", 264)  # what min_programs gives a 132-SM GPU
+    grids = []
+
+    def record(self, *args, grid, **kwargs):
+        grids.append((self.fn.__name__, tuple(grid)))
+    monkeypatch.setattr(InterpretedFunction, "run", record)
+    logsumexp_fwd(torch.randn(5000, 100))
+    h, w, x = torch.randn(6400, 200), torch.randn(784, 200), torch.ones(100, 784)
+    linear_bernoulli_bwd(torch.randn(6400), h, w, None, x)
+    programs = {name: torch.tensor(grid).prod().item() for name, grid in grids}
+    assert grids[0][0] == "_logsumexp_kernel" and torch.tensor(grids[0][1]).prod() >= 264
+    assert programs["_lb_dw_kernel"] >= 264
