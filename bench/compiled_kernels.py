@@ -105,7 +105,23 @@ def _cases():
                 out += [(f"linear_bernoulli R={rows} tf32", lambda h=h, w=w, bb=bias, x=x, gr=gr:
                          _with_tf32(lambda: (lin.linear_bernoulli_fwd(h, w, bb, x),
                                              lin.linear_bernoulli_bwd(gr, h, w, bb, x))))]
+                for low in (torch.bfloat16, torch.float16):  # as a GPU launch takes them
+                    hl, wl, bl = h.to(low), w.to(low), bias.to(low)
+                    out += [(f"linear_bernoulli R={rows} {low}",
+                             lambda h=hl, w=wl, bb=bl, x=x, gr=gr: _as_on_gpu(lin, lambda: (
+                                 lin.linear_bernoulli_fwd(h, w, bb, x),
+                                 lin.linear_bernoulli_bwd(gr, h, w, bb, x))))]
     return out
+
+
+def _as_on_gpu(module, call):
+    """``call()`` with the head's ``tl.dot`` mode chosen as for CUDA tensors."""
+    original = module._dot_mode
+    module._dot_mode = lambda dtype, on_gpu: original(dtype, True)
+    try:
+        return call()
+    finally:
+        module._dot_mode = original
 
 
 def _with_tf32(call):
@@ -254,35 +270,42 @@ def compile_launch(kernel, args, kwargs, arch):
                               options={"num_warps": kwargs.get("num_warps", 4)})
 
 
-def measure(archs=(90, 80)):
-    """A row per distinct (kernel, argument types, constexprs, num_warps, arch)."""
-    rows, seen = [], set()
+def _row(case, kernel, args, kwargs, arch):
+    sig, const = _signature(kernel, args, kwargs)
+    warps = kwargs.get("num_warps", 4)
+    compiled = compile_launch(kernel, args, kwargs, arch)
+    regs, stores, loads = _ptxas_info(compiled.asm["ptx"], arch)
+    sass = sass_lines(compiled.asm["cubin"])
+    name = kernel.fn.__name__
+    row = {"kernel": name, "case": case, "arch": arch,
+           "signature": " ".join(t for t in sig.values() if t != "constexpr"),
+           "constexprs": {n: v for n, v in const.items()}, "num_warps": warps,
+           "registers": regs, "spill_stores": stores, "spill_loads": loads,
+           "shared": compiled.metadata.shared, "sass": len(sass),
+           "loop_sass": largest_loop(sass),
+           "mma": sum(_opcode(text).startswith(("HMMA", "HGMMA")) for _, text in sass)}
+    if name in STREAMING:
+        per = const["BLOCK_R"] * const["BLOCK_D"] / (32 * warps)
+        row["logits_per_iteration"] = per
+        row["sass_per_logit"] = round(row["loop_sass"] / per, 1)
+    return row
+
+
+def measure(archs=(90, 80), workers=None):
+    """A row per distinct (kernel, argument types, constexprs, num_warps, arch), compiled on
+    ``workers`` threads (default: one per CPU; most of the time is in ptxas subprocesses)."""
+    from concurrent.futures import ThreadPoolExecutor
+    jobs, seen = [], set()
     for case, kernel, args, kwargs in record_launches():
         sig, const = _signature(kernel, args, kwargs)
-        warps = kwargs.get("num_warps", 4)
         for arch in archs:
-            key = (kernel.fn.__name__, tuple(sig.items()), repr(sorted(const.items())), warps,
-                   arch)
-            if key in seen:
-                continue
-            seen.add(key)
-            compiled = compile_launch(kernel, args, kwargs, arch)
-            regs, stores, loads = _ptxas_info(compiled.asm["ptx"], arch)
-            sass = sass_lines(compiled.asm["cubin"])
-            name = kernel.fn.__name__
-            row = {"kernel": name, "case": case, "arch": arch,
-                   "signature": " ".join(t for t in sig.values() if t != "constexpr"),
-                   "constexprs": {n: v for n, v in const.items()}, "num_warps": warps,
-                   "registers": regs, "spill_stores": stores, "spill_loads": loads,
-                   "shared": compiled.metadata.shared, "sass": len(sass),
-                   "loop_sass": largest_loop(sass),
-                   "mma": sum(_opcode(text).startswith(("HMMA", "HGMMA")) for _, text in sass)}
-            if name in STREAMING:
-                per = const["BLOCK_R"] * const["BLOCK_D"] / (32 * warps)
-                row["logits_per_iteration"] = per
-                row["sass_per_logit"] = round(row["loop_sass"] / per, 1)
-            rows.append(row)
-    return rows
+            key = (kernel.fn.__name__, tuple(sig.items()), repr(sorted(const.items())),
+                   kwargs.get("num_warps", 4), arch)
+            if key not in seen:
+                seen.add(key)
+                jobs.append((case, kernel, args, kwargs, arch))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda job: _row(*job), jobs))
 
 
 def summary(rows):

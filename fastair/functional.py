@@ -249,7 +249,9 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
         x: data broadcastable to [..., D] (e.g. [B, D]); no gradient.
     Returns:
         [...] (``h.shape[:-1]``); gradients for ``h``, ``weight`` and ``bias``. float16/bfloat16
-        inputs are computed in float32 (result float32).
+        inputs give a float32 result: the Triton kernels multiply them as they are (float32
+        sums; the gradient products take the logits' gradient in the inputs' dtype, as autocast
+        does), the C++ kernels in float32.
     """
     check_tensor("h", h)
     check_tensor("weight", weight)
@@ -272,8 +274,12 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
     acc = accumulation_dtype(h.dtype, weight.dtype, x.dtype,
                              bias.dtype if bias is not None else torch.float32)
     x_rows, m, n = _rows_of(x.detach().to(acc), out_shape)
-    h_rows = h.to(acc).reshape(m * n, h.shape[-1]).contiguous()
+    # the Triton kernels take bfloat16/float16 h and weight as they are (tl.dot on them, float32
+    # sums); the C++ kernels take them in float32
+    same = h.dtype == weight.dtype and (bias is None or bias.dtype == h.dtype)
+    wdt = h.dtype if backend == "triton" and same and h.dtype in _REDUCED else acc
+    h_rows = h.to(wdt).reshape(m * n, h.shape[-1]).contiguous()
     out = ops.linear_bernoulli_log_prob(
-        h_rows, weight.to(acc).contiguous(), None if bias is None else bias.to(acc).contiguous(),
+        h_rows, weight.to(wdt).contiguous(), None if bias is None else bias.to(wdt).contiguous(),
         x_rows.contiguous(), backend)
     return out.reshape(out_shape[:-1])

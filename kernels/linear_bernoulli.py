@@ -38,14 +38,19 @@ __all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
 
 @triton.jit
 def _mm(a, b, acc, DOT: tl.constexpr):
-    """``acc + a @ b`` for ``a [M, K]``, ``b [K, N]``: ``DOT = 2``: ``tl.dot`` in TF32, ``1``:
-    ``tl.dot`` in exact float32, ``0`` (float64): ``sum_k a[:, k, None] * b[None, k, :]``."""
-    if DOT == 2:
-        return tl.dot(a, b, acc, input_precision="tf32")
-    elif DOT == 1:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    else:
+    """``acc + a @ b`` for ``a [M, K]``, ``b [K, N]`` by ``DOT``: ``3``: ``tl.dot`` of bfloat16/
+    float16 operands as they are (tensor cores, float32 ``acc``); ``2``: in TF32; ``1``: in exact
+    float32 (operands widened first: bfloat16 products are exact in float32, and this is how the
+    interpreter runs them); ``0`` (float64): ``sum_k a[:, k, None] * b[None, k, :]``."""
+    if DOT == 0:
         return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    elif DOT == 3:
+        return tl.dot(a, b, acc)
+    elif DOT == 2:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="tf32")
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+
 
 
 @triton.jit
@@ -56,14 +61,17 @@ def _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS: tl.
     ``BLOCK_H`` chunks (masked entries of h and weight load as 0)."""
     h_row = rows.to(tl.int64)[:, None] * H
     w_row = cols.to(tl.int64)[:, None] * H
-    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=h_ptr.dtype.element_ty)
+    if DOT == 0:  # the accumulation dtype: float64, else float32 (bfloat16/float16 inputs too)
+        acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
     for k0 in range(0, H, BLOCK_H):
         ks = k0 + tl.arange(0, BLOCK_H)[None, :]
         hk = tl.load(h_ptr + h_row + ks, mask=rmask[:, None] & (ks < H), other=0.0)
         wk = tl.load(w_ptr + w_row + ks, mask=cmask[:, None] & (ks < H), other=0.0)
         acc = _mm(hk, tl.trans(wk), acc, DOT)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=cmask, other=0.0)[None, :]
+        acc += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(acc.dtype)[None, :]
     return acc
 
 
@@ -113,7 +121,7 @@ def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIA
     rmask = rows < R
     hs = tl.program_id(1) * BLOCK_HO + tl.arange(0, BLOCK_HO)
     hmask = hs < H
-    acc = tl.zeros([BLOCK_R, BLOCK_HO], dtype=dh_ptr.dtype.element_ty)
+    acc = tl.zeros([BLOCK_R, BLOCK_HO], dtype=g_ptr.dtype.element_ty)  # grad: float32/64
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         cmask = cols < D
@@ -121,8 +129,8 @@ def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIA
                            HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
         w = tl.load(w_ptr + cols.to(tl.int64)[:, None] * H + hs[None, :],
                     mask=cmask[:, None] & hmask[None, :], other=0.0)
-        acc = _mm(dl, w, acc, DOT)
-    tl.store(dh_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :], acc,
+        acc = _mm(dl.to(w.dtype), w, acc, DOT)
+    tl.store(dh_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :], acc.to(dh_ptr.dtype.element_ty),
              mask=rmask[:, None] & hmask[None, :])
 
 
@@ -149,7 +157,7 @@ def _lb_dw_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dw_ptr, db_ptr, R, N, D, H,
                            HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
         hb = tl.load(h_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :],
                      mask=rmask[:, None] & hmask[None, :], other=0.0)
-        acc = _mm(tl.trans(dl), hb, acc, DOT)
+        acc = _mm(tl.trans(dl).to(hb.dtype), hb, acc, DOT)
         db += tl.sum(dl, axis=0)
     base = split.to(tl.int64) * D
     tl.store(dw_ptr + (base + cols.to(tl.int64))[:, None] * H + hs[None, :], acc,
@@ -163,15 +171,18 @@ def _warps(block_ho):
     return 8 if block_ho >= 64 else 4
 
 
-def _dot_mode(dtype):
-    """``DOT`` of :func:`_mm` for ``dtype``: 0 for float64, 2 where the user allows TF32 in
-    float32 matmuls (``torch.get_float32_matmul_precision() != "highest"``), else 1."""
+def _dot_mode(dtype, on_gpu):
+    """``DOT`` of :func:`_mm` for inputs of ``dtype``: 0 for float64; 3 for bfloat16/float16 on
+    a GPU; else 2 where the user allows TF32 in float32 matmuls
+    (``torch.get_float32_matmul_precision() != "highest"``) and 1 where not."""
     if dtype == torch.float64:
         return 0
+    if dtype in (torch.bfloat16, torch.float16) and on_gpu:
+        return 3
     return 1 if torch.get_float32_matmul_precision() == "highest" else 2
 
 
-def _configs(R, D, H, dtype, programs=MIN_PROGRAMS):
+def _configs(R, D, H, dtype, programs=MIN_PROGRAMS, on_gpu=False):
     """Launch parameters ``(fwd, dh, dw)`` of the three kernels (``BLOCK_*``, ``DOT``,
     ``num_warps``, ``num_stages``).
 
@@ -190,7 +201,7 @@ def _configs(R, D, H, dtype, programs=MIN_PROGRAMS):
     else:
         block_r = fit(triton.cdiv(R, programs), 32)
         d_fwd, d_dw, ho_dh, ho_dw = fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
-    dot = _dot_mode(dtype)
+    dot = _dot_mode(dtype, on_gpu)
     common = dict(BLOCK_H=16, DOT=dot, num_stages=1)
     fwd = dict(common, BLOCK_R=block_r, BLOCK_D=d_fwd, num_warps=4)
     dh = dict(common, BLOCK_R=block_r, BLOCK_D=16, BLOCK_HO=ho_dh, num_warps=_warps(ho_dh))
@@ -209,10 +220,10 @@ def linear_bernoulli_fwd(h, weight, bias, x):
     float dtype) -> ``out [R]``: ``sum_d x l - softplus(l)`` with ``l = h @ weight^T + bias``."""
     R, H = h.shape
     D, N = weight.shape[0], x.shape[0]
-    out = torch.empty((R,), dtype=h.dtype, device=h.device)
+    out = torch.empty((R,), dtype=x.dtype, device=h.device)
     if R == 0:
         return out
-    cfg, _, _ = _configs(R, D, H, h.dtype, min_programs(h))
+    cfg, _, _ = _configs(R, D, H, h.dtype, min_programs(h), h.is_cuda)
     b, has_bias = _bias_args(bias, weight)
     _lb_fwd_kernel[(triton.cdiv(R, cfg["BLOCK_R"]),)](
         h, weight, b, x, out, R, N, D, H, HAS_BIAS=has_bias, **cfg)
@@ -230,7 +241,7 @@ def linear_bernoulli_bwd(grad, h, weight, bias, x):
     if R == 0 or D == 0:
         return dh.zero_(), torch.zeros_like(weight), weight.new_zeros((D,))
     programs = min_programs(h)
-    cfg_dh, cfg_dw = _configs(R, D, H, h.dtype, programs)[1:]
+    cfg_dh, cfg_dw = _configs(R, D, H, h.dtype, programs, h.is_cuda)[1:]
     b, has_bias = _bias_args(bias, weight)
     args = (grad, h, weight, b, x)
     if H > 0:
@@ -239,10 +250,10 @@ def linear_bernoulli_bwd(grad, h, weight, bias, x):
     # dweight/dbias: split the row blocks S ways for about `programs` programs in all
     grid = (triton.cdiv(D, cfg_dw["BLOCK_D"]), max(triton.cdiv(H, cfg_dw["BLOCK_HO"]), 1))
     splits = min(triton.cdiv(R, cfg_dw["BLOCK_R"]), triton.cdiv(programs, grid[0] * grid[1]))
-    dw = torch.empty((splits, D, H), dtype=weight.dtype, device=weight.device)
-    db = torch.empty((splits, D), dtype=weight.dtype, device=weight.device)
+    # partial sums in the accumulation dtype (x's), cast once at the end for bf16/fp16 weights
+    dw = torch.empty((splits, D, H), dtype=x.dtype, device=weight.device)
+    db = torch.empty((splits, D), dtype=x.dtype, device=weight.device)
     _lb_dw_kernel[grid + (splits,)](*args, dw, db, R, N, D, H, splits, HAS_BIAS=has_bias,
                                     **cfg_dw)
-    if splits == 1:
-        return dh, dw[0], db[0]
-    return dh, dw.sum(0), db.sum(0)
+    dw, db = (dw[0], db[0]) if splits == 1 else (dw.sum(0), db.sum(0))
+    return dh, dw.to(weight.dtype), db.to(weight.dtype)

@@ -51,11 +51,17 @@ def test_the_forward_loop_is_at_most_35_instructions_per_logit(compiled):
         assert 0 < r["sass_per_logit"] <= MAX_SASS_PER_LOGIT, r
 
 
-def test_the_head_uses_tensor_cores_only_where_tf32_is_allowed(compiled):
+def test_the_head_uses_tensor_cores_for_tf32_and_bf16_fp16_only(compiled):
     head = [r for r in compiled if r["kernel"].startswith("_lb_") and r["arch"] == 90
             and "fp64" not in r["signature"]]
-    tf32 = [r for r in head if r["case"].endswith("tf32")]
-    exact = [r for r in head if not r["case"].endswith("tf32")]
-    assert tf32 and exact
-    assert all(r["mma"] > 0 for r in tf32), [(r["kernel"], r["mma"]) for r in tf32]
+    kinds = (" tf32", " torch.bfloat16", " torch.float16")
+    tensor_cores = [r for r in head if r["case"].endswith(kinds)]
+    exact = [r for r in head if r["case"].endswith(" torch.float32")]
+    for kind in kinds:
+        assert {r["kernel"] for r in tensor_cores if r["case"].endswith(kind)} == {
+            "_lb_fwd_kernel", "_lb_dh_kernel", "_lb_dw_kernel"}
+    assert all(r["mma"] > 0 for r in tensor_cores), [(r["case"], r["kernel"], r["mma"])
+                                                      for r in tensor_cores]
     assert all(r["mma"] == 0 for r in exact)
+    for kind, ptr in ((" torch.bfloat16", "*bf16"), (" torch.float16", "*fp16")):  # not widened
+        assert all(ptr in r["signature"] for r in head if r["case"].endswith(kind))

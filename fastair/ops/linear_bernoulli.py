@@ -20,7 +20,7 @@ def linear_bernoulli_log_prob(h: Tensor, weight: Tensor, bias: Optional[Tensor],
 
 @linear_bernoulli_log_prob.register_fake
 def _(h, weight, bias, x, backend):
-    return h.new_empty(h.shape[:1])
+    return x.new_empty(h.shape[:1])  # in x's dtype, the accumulation dtype
 
 
 @torch.library.custom_op("fastair::linear_bernoulli_log_prob_backward", mutates_args=())
