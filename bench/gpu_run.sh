@@ -13,8 +13,8 @@
 #          bandwidth -> ops.csv, ops.log
 #   e2e    bench/gpu_bench.py: a training epoch eager and as a CUDA graph, IW-SVI
 #          -> gpu_bench.csv, gpu_bench.md, e2e.log
-# summary.md holds the machine, the versions and each stage's exit code and time: at most 7
-# files, none in a subfolder. The exit code is 0 only if every stage passed.
+# summary.md holds the machine, the versions, each stage's exit code and time, and the tables in
+# markdown: at most 7 files, none in a subfolder. The exit code is 0 only if every stage passed.
 set -u
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
@@ -84,4 +84,15 @@ else
 fi
 stage ops "$T_OPS" "$PY" bench/bench_ops.py --device "$DEV" --out "$OUT/ops.csv" "${OPS_ARGS[@]}"
 stage e2e "$T_E2E" "$PY" bench/gpu_bench.py --device "$DEV" --out "$OUT" "${E2E_ARGS[@]}"
+
+{  # the tables, in markdown, below the stages
+  echo
+  echo "## Ops (each op against eager and torch.compile; % of the measured copy bandwidth)"
+  echo
+  echo '```'
+  [ -f "$OUT/ops.csv" ] && "$PY" bench/bench_ops.py --summary "$OUT/ops.csv" 2>&1
+  echo '```'
+  echo
+  [ -f "$OUT/gpu_bench.md" ] && sed 's/^# /## /' "$OUT/gpu_bench.md"
+} >> "$OUT/summary.md"
 exit $status

@@ -22,6 +22,7 @@ def test_the_dry_run_passes_every_stage_and_writes_its_files(tmp_path):
     for stage in ("tests", "ops", "e2e"):
         assert f"| {stage} | 0 |" in summary, summary
     assert "torch " in summary and "gpu: none (CPU)" in summary
+    assert "fastair ms" in summary and "| epoch (3 steps) | 1 | eager |" in summary  # the tables
     ops = list(csv.DictReader((tmp_path / "ops.csv").open()))
     assert {r["provider"] for r in ops} >= {"fastair", "eager"}
     e2e = list(csv.DictReader((tmp_path / "gpu_bench.csv").open()))
