@@ -18,6 +18,7 @@ import fastair
 from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import PRESETS, preset_kwargs
+from fastair.nn.estimators import ESTIMATORS
 from fastair.precision import PRECISIONS
 from fastair.training import (
     SCHEDULES,
@@ -94,6 +95,10 @@ def _add_train(sub):
     m.add_argument("--H", dest="H", type=float, default=None,
                    help="WNI row-norm cap of the encoder Linears "
                         f"(default: the preset's: {_preset_default('H')})")
+    m.add_argument("--estimator", choices=tuple(ESTIMATORS), default=None,
+                   help="gradient estimator of the training bound: iwae (plain), stl (sticking "
+                        "the landing), dreg (doubly reparameterized; better encoder gradients "
+                        "at large k) (default: iwae)")
     m.add_argument("--z-dim", type=int, default=None, help=f"latent size (default: {d['z_dim']})")
     m.add_argument("--hidden", type=_hidden, default=None,
                    help=f"hidden sizes of the encoder, reversed for the decoder "
@@ -311,9 +316,10 @@ def _train_held(args, saved):
         hidden = _hidden(hidden) if isinstance(hidden, str) else tuple(hidden)
         model_kwargs = preset_kwargs(settings["model"], k=args.k, sigma=args.sigma,
                                      alpha=args.alpha, H=args.H, z_dim=settings["z_dim"],
-                                     hidden=hidden)
+                                     hidden=hidden, estimator=args.estimator)
     else:
-        model_kwargs.update({n: given[n] for n in ("k", "sigma", "alpha", "H") if n in given})
+        model_kwargs.update({n: given[n] for n in ("k", "sigma", "alpha", "H", "estimator")
+                             if n in given})
         if "z_dim" in given:
             model_kwargs["z_dim"] = given["z_dim"]
         if "hidden" in given:

@@ -7,10 +7,10 @@ importance-weighted versions (IWAE, DIWAE, WNI-IWAE), one class with three knobs
   encoder input only; the decoder always scores the clean ``x``.
 - ``H``: capped weight norm (WNI, AIR eq. 17-18) on every Linear of the encoder.
 
-The training objective comes from an estimator of :mod:`fastair.models.estimators` (today
-``iwae``: the fused k-sample op :func:`fastair.iwae_bernoulli_gaussian`); the decoder scores data
-through its own ``log_prob(z, x)`` (:mod:`fastair.nn`), and :meth:`VAE.log_weights` is the one
-place the model forms log importance weights.
+The training objective comes from an estimator of :mod:`fastair.models.estimators` (``iwae``,
+``stl`` or ``dreg``, each one fused :func:`fastair.iwae_bernoulli_gaussian`); the decoder scores
+data through its own ``log_prob(z, x)`` (:mod:`fastair.nn`), and :meth:`VAE.log_weights` is the
+one place the model forms log importance weights.
 """
 import math
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from fastair.functional import gaussian_log_prob
-from fastair.models.estimators import get_estimator
 from fastair.nn import BernoulliMLPDecoder, GaussianMLPEncoder, capped_weight_norm_
+from fastair.nn.estimators import get_estimator
 
 __all__ = ["VAE"]
 
@@ -59,7 +59,8 @@ class VAE(nn.Module):
         alpha: weight of the noisy term in the denoising objective, in [0, 1].
         H: None, or the row-norm cap (> 0) of capped weight norm on every encoder Linear.
         estimator: the gradient estimator of the training objective, a name of
-            :data:`fastair.models.estimators.ESTIMATORS` (``"iwae"``).
+            :data:`fastair.models.estimators.ESTIMATORS`: ``"iwae"`` (default), ``"stl"``,
+            ``"dreg"``.
 
     Attributes:
         encoder: :class:`fastair.nn.GaussianMLPEncoder`.

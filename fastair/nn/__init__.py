@@ -1,11 +1,13 @@
 """Modules: capped weight norm (WNI) as a parametrization and a layer; the VAE encoder and
-decoder MLPs (the decoder with its own ``log_prob``)."""
+decoder MLPs (the decoder with its own ``log_prob``); the gradient estimators and the drop-in
+:class:`IWAELoss`."""
 from fastair.nn.capped_weight_norm import (
            CappedWeightNorm,
            CappedWeightNormLinear,
            capped_weight_norm_,
 )
+from fastair.nn.loss import IWAELoss, iwae_loss
 from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
-           "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp"]
+           "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp", "IWAELoss", "iwae_loss"]

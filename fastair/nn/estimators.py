@@ -1,0 +1,64 @@
+"""Gradient estimators: how a batch's k samples become the per-example objective that is
+maximized (docs/design.md §1.5).
+
+An estimator is a function ``(x [B, D], logits [k, B, D], z [k, B, Z], mu [B, Z], logvar [B, Z])
+-> [B]`` whose value is the bound ``L_k`` and whose gradient is the estimator's. ``z`` is
+``mu + exp(logvar / 2) * eps``, so the reparameterization path runs through it, and ``logits``
+are the decoder's output on that ``z``. A :class:`~fastair.models.VAE` takes one by name
+(``VAE(..., estimator="dreg")``); :class:`fastair.nn.IWAELoss` too.
+
+With ``w_k = p(x, z_k) / q(z_k|x)`` and the normalized weights ``w~_k = w_k / sum_j w_j``:
+
+- ``iwae``: the plain gradient of ``L_k`` (Burda et al., 2016): ``sum_k w~_k grad log w_k``
+  along every path; one fused :func:`fastair.iwae_bernoulli_gaussian`.
+- ``stl`` ("sticking the landing", Roeder et al., 2017): ``log q`` is taken with its
+  parameters held fixed, so the encoder gets only the path derivative through ``z``; for
+  ``k = 1`` an unbiased ELBO gradient with less variance near the optimum, for ``k > 1`` biased.
+- ``dreg`` (doubly reparameterized, Tucker et al., 2019): the encoder's gradient is
+  ``sum_k w~_k^2 d log w_k / d z_k  d z_k / d phi`` (``log q`` with fixed parameters), unbiased
+  for the IWAE gradient, whose signal-to-noise ratio grows with k; the decoder's is IWAE's.
+  Done as ``stl`` plus a hook on ``z`` that multiplies its gradient by ``w~`` (the decoder's
+  parameters get theirs before that point), so the cost is one forward and one backward, as
+  for ``iwae``.
+
+The decoder's gradient is the same under all three on the same draws.
+"""
+import torch
+
+from fastair.functional import iwae_bernoulli_gaussian
+
+__all__ = ["ESTIMATORS", "get_estimator", "iwae", "stl", "dreg"]
+
+
+def iwae(x, logits, z, mu, logvar):
+    """``L_k`` per example ``[B]`` with its plain gradient (all paths through ``z``, ``mu`` and
+    ``logvar``); ``k = 1`` is the ELBO with the usual reparameterization gradient."""
+    return iwae_bernoulli_gaussian(x, logits, z, mu, logvar)
+
+
+def stl(x, logits, z, mu, logvar):
+    """``L_k`` per example ``[B]``; the gradient with ``log q(z; mu, logvar)`` taken at fixed
+    ``mu, logvar`` (the path derivative through ``z`` only)."""
+    return iwae_bernoulli_gaussian(x, logits, z, mu.detach(), logvar.detach())
+
+
+def dreg(x, logits, z, mu, logvar):
+    """``L_k`` per example ``[B]``; the encoder's gradient through ``z`` weighted by the squared
+    normalized weights, the decoder's as in ``iwae``."""
+    bound, log_w = iwae_bernoulli_gaussian(x, logits, z, mu.detach(), logvar.detach(),
+                                           return_log_w=True)
+    if z.requires_grad:
+        weights = torch.softmax(log_w.detach(), dim=0).unsqueeze(-1).to(z.dtype)
+        z.register_hook(lambda grad: grad * weights)
+    return bound
+
+
+ESTIMATORS = {"iwae": iwae, "stl": stl, "dreg": dreg}
+"""Name -> estimator; the names :class:`~fastair.models.VAE` accepts."""
+
+
+def get_estimator(name):
+    """The estimator called ``name`` (a ValueError listing the choices otherwise)."""
+    if not isinstance(name, str) or name not in ESTIMATORS:
+        raise ValueError(f"estimator: expected one of {tuple(ESTIMATORS)}, got {name!r}")
+    return ESTIMATORS[name]
