@@ -43,3 +43,19 @@ def check_broadcasts_to(name, t, shape, target_name):
         raise ValueError(f"{name}: expected a shape that broadcasts to the shape of {target_name}, "
                          f"{shape_str(shape)} (equal or 1 in each trailing dim), "
                          f"got {shape_str(t.shape)}")
+
+
+def check_bernoulli_targets(name, x):
+    """``x`` must be finite and in [0, 1] (Bernoulli targets): a ValueError saying what it
+    holds otherwise. A reduction over ``x`` read on the host: cheap, but it synchronizes with a
+    GPU, so the ops themselves do not call it (their callers do, once per batch or data set)."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        kinds = [n for n, m in (("NaN", torch.isnan(x)), ("inf", torch.isinf(x))) if m.any()]
+        raise ValueError(f"{name}: {int(bad.sum())} entries are not finite "
+                         f"({' and '.join(kinds)}); expected Bernoulli targets in [0, 1]")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < 0 or hi > 1:
+        hint = (" (logits or centred data? pass probabilities in [0, 1])" if lo < 0 else
+                " (0-255 pixels? divide by 255 and binarize)" if hi > 1.5 else "")
+        raise ValueError(f"{name}: values range over [{lo:g}, {hi:g}], outside [0, 1]{hint}")

@@ -120,9 +120,9 @@ def test_iwae_loss_says_what_is_wrong_with_x():
     mu, logvar = model.encode(x)
     loss = IWAELoss(k=2)
     with pytest.raises(ValueError, match="1 entries are not finite .NaN.; expected Bernoulli"):
-        loss(torch.where(x == x, x, x).index_put_((torch.tensor([0]), torch.tensor([0])),
-                                                    torch.tensor(float("nan"))),
-             mu, logvar, model.decode_logits)
+        bad = x.clone()
+        bad[0, 0] = float("nan")
+        loss(bad, mu, logvar, model.decode_logits)
     with pytest.raises(ValueError, match=r"range over \[0, 255\].*0-255 pixels"):
         loss(x * 255, mu, logvar, model.decode_logits)
     with pytest.raises(ValueError, match=r"range over \[-3, 3\].*logits or centred"):
@@ -190,3 +190,14 @@ def test_dreg_compiles_fullgraph_with_its_hook(monkeypatch):
         out[name] = [p.grad.clone() for p in model.parameters()]
     for a, b in zip(out["eager"], out["compiled"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_the_trainer_refuses_data_outside_0_1():
+    from fastair.training import Trainer
+    x = _x(20)
+    with pytest.raises(ValueError, match=r"train_x: values range over \[0, 255\]"):
+        Trainer(_model("iwae", 1), x * 255, x, progress=False)
+    with pytest.raises(ValueError, match=r"valid_x: 1 entries are not finite \(inf\)"):
+        bad = x.clone()
+        bad[3, 2] = float("inf")
+        Trainer(_model("iwae", 1), x, bad, progress=False)

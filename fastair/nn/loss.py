@@ -13,26 +13,12 @@ the decoder and the fused bound with the chosen gradient estimator, and returns 
 import torch
 from torch import nn
 
+from fastair._checks import check_bernoulli_targets
 from fastair.nn.estimators import get_estimator
 
 __all__ = ["IWAELoss", "iwae_loss", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_data(x):
-    """``x`` must be finite and in [0, 1] (Bernoulli targets): a ValueError saying what it
-    holds otherwise (one reduction over ``x``: this synchronizes with a GPU)."""
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        kinds = [n for n, m in (("NaN", torch.isnan(x)), ("inf", torch.isinf(x))) if m.any()]
-        raise ValueError(f"x: {int(bad.sum())} entries are not finite ({' and '.join(kinds)}); "
-                         "expected Bernoulli targets in [0, 1]")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < 0 or hi > 1:
-        hint = (" (logits or centred data? pass probabilities in [0, 1])" if lo < 0 else
-                " (0-255 pixels? divide by 255 and binarize)" if hi > 1.5 else "")
-        raise ValueError(f"x: values range over [{lo:g}, {hi:g}], outside [0, 1]{hint}")
 
 
 def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", generator=None,
@@ -64,7 +50,7 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
         raise ValueError(f"x: expected [B, D] with B = {mu.shape[0]} from mu, got "
                          f"{list(x.shape)}")
     if check_input:
-        _check_data(x)
+        check_bernoulli_targets("x", x)
     eps = torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device,
                       generator=generator)
     z = mu + torch.exp(0.5 * logvar) * eps

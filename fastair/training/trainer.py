@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import fastair
+from fastair._checks import check_bernoulli_targets
 from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
 from fastair.evaluation.bound import EVAL_SEED, evaluate_bound
 from fastair.io import atomic_write_csv, atomic_write_json, progress_bar
@@ -135,6 +136,7 @@ class Trainer:
             if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) == 0:
                 raise ValueError(f"{name}: expected a non-empty [N, D] tensor, got "
                                  f"{getattr(x, 'shape', type(x).__name__)}")
+            check_bernoulli_targets(name, x)  # once per run: NaN, 0-255 pixels, logits
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.meta = dict(meta or {})
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
