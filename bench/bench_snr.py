@@ -33,11 +33,11 @@ EXPECTED = {("iwae", "encoder"): -0.5, ("iwae", "decoder"): 0.5, ("dreg", "encod
             ("dreg", "decoder"): 0.5, ("stl", "decoder"): 0.5}
 
 
-def trained_model(epochs, seed=0):
+def trained_model(epochs, seed=0, z_dim=50):
     from fastair.training import Trainer, seed_everything
     data = load_dataset("mnist5k")
     seed_everything(seed)
-    model = VAE(k=1)
+    model = VAE(k=1, z_dim=z_dim)
     Trainer(model, data.train, data.valid, None, None, seed=seed, epochs=epochs, patience=0,
             progress=False).fit()
     return model, data
@@ -71,6 +71,16 @@ def snr(model, x, estimator, k, repeats, seed=0):
     return out
 
 
+@torch.no_grad()
+def effective_samples(model, x, k, seed=0):
+    """Mean over the batch of the importance weights' effective sample size
+    ``1 / sum_k w~_k^2`` of ``k`` draws from the encoder: the asymptotic rates need it near k."""
+    model.eval()
+    log_w = model.log_weights(x, k, generator=torch.Generator().manual_seed(seed))
+    model.train()
+    return (1.0 / torch.softmax(log_w, 0).pow(2).sum(0)).mean().item()
+
+
 def slope(ks, values):
     """Least-squares slope of log value against log k."""
     lx = [math.log(k) for k in ks]
@@ -86,7 +96,7 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     for ax, part in zip(axes, ("encoder", "decoder")):
-        for est in sorted({r["estimator"] for r in rows}):
+        for est in sorted({r["estimator"] for r in rows if r["part"] != "ESS"}):
             pts = [(r["k"], r["snr"]) for r in rows if r["estimator"] == est and r["part"] == part]
             ax.plot(*zip(*pts), marker="o", label=est)
         ax.set_xscale("log", base=2)
@@ -105,7 +115,8 @@ def summary(rows, args, command):
     ks = sorted({r["k"] for r in rows})
     lines = [f"# Gradient SNR against k, mnist5k, CPU, torch {torch.__version__}, fastair "
              f"{fastair.__version__}\n", f"Command: `{command}`\n",
-             f"A VAE (k = 1) trained {args.epochs} epochs (seed 0); the first {args.batch} test "
+             f"A VAE (k = 1, Z = {args.z_dim}) trained {args.epochs} epochs (seed 0); the first "
+             f"{args.batch} test "
              f"digits; {args.repeats} gradient estimates per point (draws from seed 0). SNR: "
              "|mean| / std per parameter over the estimates, averaged over the encoder's "
              "(decoder's) parameters.\n",
@@ -122,6 +133,10 @@ def summary(rows, args, command):
             lines.append(f"| {est} | {part} | " + " | ".join(f"{v:.4f}" for v in vals)
                          + f" | {slope(ks, vals):+.2f} | "
                          + ("" if exp is None else f"{exp:+.1f}") + " |")
+    ess = [r["snr"] for k in ks for r in rows if r["part"] == "ESS" and r["k"] == k]
+    if len(ess) == len(ks):
+        lines.append("| (effective sample size) | ESS | " + " | ".join(f"{v:.1f}" for v in ess)
+                     + f" | {slope(ks, ess):+.2f} | +1.0 |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,12 +147,15 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--z-dim", type=int, default=50,
+                   help="latent size (a small one brings q closer to the posterior)")
+    p.add_argument("--name", default="snr", help="file stem of the outputs")
     p.add_argument("--quick", action="store_true", help="k in {1, 4}, 10 repeats, 1 epoch")
     p.add_argument("--out", default=None, help="directory for snr.csv, snr.md and snr.png")
     args = p.parse_args(argv)
     if args.quick:
         args.ks, args.repeats, args.epochs = [1, 4], 10, 1
-    model, data = trained_model(args.epochs)
+    model, data = trained_model(args.epochs, z_dim=args.z_dim)
     x = data.test[:args.batch]
     rows = []
     for est in args.estimators:
@@ -149,13 +167,18 @@ def main(argv=None):
                              "epochs": args.epochs, "torch": torch.__version__,
                              "fastair": fastair.__version__})
             print(est, k, got, flush=True)
+    for k in args.ks:
+        rows.append({"estimator": "-", "part": "ESS", "k": k,
+                     "snr": effective_samples(model, x, k), "repeats": "", "batch": args.batch,
+                     "epochs": args.epochs, "torch": torch.__version__,
+                     "fastair": fastair.__version__})
     command = "python bench/bench_snr.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = summary(rows, args, command.strip())
     print(text)
     if args.out:
         from bench.bench_train import write_results
-        write_results(args.out, "snr", rows, COLUMNS, text)
-        plot(rows, os.path.join(args.out, "snr.png"))
+        write_results(args.out, args.name, rows, COLUMNS, text)
+        plot(rows, os.path.join(args.out, f"{args.name}.png"))
     return 0
 
 

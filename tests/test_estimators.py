@@ -201,3 +201,13 @@ def test_the_trainer_refuses_data_outside_0_1():
         bad = x.clone()
         bad[3, 2] = float("inf")
         Trainer(_model("iwae", 1), x, bad, progress=False)
+
+
+def test_the_snr_benchmark_writes_its_table_and_plot(tmp_path):
+    from bench import bench_snr
+    assert bench_snr.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "snr.md").read_text()
+    assert "| dreg | encoder |" in text and "slope (log-log)" in text
+    assert (tmp_path / "snr.png").stat().st_size > 1000
+    rows = (tmp_path / "snr.csv").read_text().splitlines()
+    assert rows[0].startswith("estimator,part,k,snr") and len(rows) == 1 + 3 * 2 * 2 + 2
