@@ -173,9 +173,8 @@ def test_dreg_equals_the_surrogate_of_tucker_et_al():
         torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_dreg_compiles_fullgraph_with_its_hook(monkeypatch):
+def test_dreg_compiles_fullgraph_with_its_hook():
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config, "fallback_random", True)  # eager's draws
     torch._dynamo.reset()
     model = _model("dreg", 4)
     x = _x(5)
@@ -183,11 +182,13 @@ def test_dreg_compiles_fullgraph_with_its_hook(monkeypatch):
     def loss(x):
         return -model.bound(x).mean()
     out = {}
-    for name, fn in (("eager", loss), ("compiled", torch.compile(loss, fullgraph=True))):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)
-        fn(x).backward()
-        out[name] = [p.grad.clone() for p in model.parameters()]
+    with inductor_config.patch(fallback_random=True):  # eager's draws; restored on exit
+        for name, fn in (("eager", loss), ("compiled", torch.compile(loss, fullgraph=True))):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(1)
+            fn(x).backward()
+            out[name] = [p.grad.clone() for p in model.parameters()]
+    torch._dynamo.reset()
     for a, b in zip(out["eager"], out["compiled"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
