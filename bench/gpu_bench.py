@@ -14,7 +14,6 @@ its static input. IW-SVI runs on ``--n-test`` digits of a freshly initialized VA
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -23,6 +22,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import fastair  # noqa: E402
+from bench.gemm_floor import time_ms  # noqa: E402
 from fastair.models import VAE  # noqa: E402
 
 COLUMNS = ("what", "k", "mode", "ms", "note", "device", "torch", "fastair")
@@ -59,13 +59,7 @@ def epoch_eager_ms(k, device, steps, repeats):
             opt.zero_grad(set_to_none=True)
             step(data[i * 100:(i + 1) * 100])
         _sync(device)
-    epoch()  # warm-up: kernels compiled
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        epoch()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return time_ms(epoch, repeats, warmup=1)  # the warm-up compiles the kernels
 
 
 def epoch_graph_ms(k, device, steps, repeats):
@@ -93,13 +87,7 @@ def epoch_graph_ms(k, device, steps, repeats):
             static_x.copy_(data[i * 100:(i + 1) * 100])
             graph.replay()
         _sync(device)
-    epoch()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        epoch()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return time_ms(epoch, repeats, warmup=1)
 
 
 def iwsvi_ms(device, n_test, max_steps, k_eval):

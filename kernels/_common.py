@@ -100,6 +100,17 @@ def sigmoid_pair(l):
     return tl.where(pos, big, small), tl.where(pos, small, big)
 
 
+def iw_pointers(iw, fallback):
+    """``((gb, gl, lw, bound), HAS_GB, HAS_GL)`` for :func:`iw_grad` from ``iw = (grad_bound or
+    None, grad_log_w or None, log_w, bound)``: an absent gradient passes ``log_w`` as an unused
+    pointer. ``iw=None`` (no importance weighting): ``fallback`` for every pointer."""
+    if iw is None:
+        return (fallback,) * 4, False, False
+    gb, gl, lw, bound = iw
+    return (lw if gb is None else gb, lw if gl is None else gl, lw, bound), gb is not None, \
+        gl is not None
+
+
 @triton.jit
 def iw_grad(offs, n, mask, gb_ptr, gl_ptr, lw_ptr, bound_ptr, K,
             HAS_GB: tl.constexpr, HAS_GL: tl.constexpr):

@@ -11,6 +11,7 @@ import triton.language as tl
 from ._common import (
     bernoulli_term,
     iw_grad,
+    iw_pointers,
     min_programs,
     on_input_device,
     row_blocks,
@@ -105,12 +106,10 @@ def bernoulli_bwd_launch(logits, x, grad, iw=None):
     if R == 0 or D == 0:
         return dlogits
     BLOCK_R, BLOCK_D = row_blocks(R, D, programs=min_programs(logits))
+    ptrs, has_gb, has_gl = iw_pointers(iw, x)
     if iw is None:
-        ptrs, flags = (grad, x, x, x), dict(IW=False, HAS_GB=False, HAS_GL=False)
-    else:
-        gb, gl, lw, bound = iw
-        ptrs = (lw if gb is None else gb, lw if gl is None else gl, lw, bound)
-        flags = dict(IW=True, HAS_GB=gb is not None, HAS_GL=gl is not None)
+        ptrs = (grad,) + ptrs[1:]
     _bernoulli_bwd_kernel[(triton.cdiv(R, BLOCK_R),)](
-        *ptrs, logits, x, dlogits, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D, **flags)
+        *ptrs, logits, x, dlogits, R, N, D, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D,
+        IW=iw is not None, HAS_GB=has_gb, HAS_GL=has_gl)
     return dlogits

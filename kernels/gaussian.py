@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TILE, iw_grad, min_programs, on_input_device, row_blocks
+from ._common import TILE, iw_grad, iw_pointers, min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["gaussian_fwd", "gaussian_bwd"]
@@ -144,16 +144,13 @@ def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
     S = max(triton.cdiv(M, m_per), 1)
     pmu = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
     plv = torch.empty((S, N, Z), dtype=z.dtype, device=z.device)
+    ptrs, has_gb, has_gl = iw_pointers(iw, z)
     if iw is None:
-        ptrs, flags = (grad, z, z, z), dict(IWAE=False, HAS_GB=False, HAS_GL=False)
-    else:
-        gb, gl, lw, bound = iw
-        ptrs = (lw if gb is None else gb, lw if gl is None else gl, lw, bound)
-        flags = dict(IWAE=True, HAS_GB=gb is not None, HAS_GL=gl is not None)
+        ptrs = (grad,) + ptrs[1:]
     if NZ > 0:
         gaussian_bwd_kernel[(col_blocks, S)](
             *ptrs, z, mu, logvar, dz, pmu, plv, M, N, Z, m_per, BLOCK_M=BLOCK_M,
-            BLOCK_C=BLOCK_C, **flags)
+            BLOCK_C=BLOCK_C, IWAE=iw is not None, HAS_GB=has_gb, HAS_GL=has_gl)
     if S == 1:
         return dz, pmu[0], plv[0]
     dmu = torch.empty((N, Z), dtype=z.dtype, device=z.device)
