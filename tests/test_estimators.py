@@ -212,3 +212,37 @@ def test_the_snr_benchmark_writes_its_table_and_plot(tmp_path):
     assert (tmp_path / "snr.png").stat().st_size > 1000
     rows = (tmp_path / "snr.csv").read_text().splitlines()
     assert rows[0].startswith("estimator,part,k,snr") and len(rows) == 1 + 3 * 2 * 2 + 2
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_importance_bound_equals_the_fused_estimator_for_a_bernoulli_likelihood(estimator):
+    """The generic path (user's log p(x|z), fused densities and log-sum-exp) gives the fused
+    Bernoulli estimator's value and every parameter's gradient on the same draws, float64."""
+    x = _x().double()
+    grads = []
+    for generic in (False, True):
+        model = _model(estimator, 8).double()
+        eps = torch.randn(8, x.shape[0], 2, generator=torch.Generator().manual_seed(5),
+                          dtype=torch.float64)
+        mu, logvar = model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = model.decode_logits(z)
+        if generic:
+            bound = fastair.nn.importance_bound(fastair.bernoulli_log_prob(logits, x), z, mu,
+                                                logvar, estimator)
+        else:
+            bound = model._estimate(x, logits, z, mu, logvar)
+        bound.sum().backward()
+        grads.append((bound.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for name, g in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], g, msg=name)
+
+
+def test_importance_bound_refuses_mismatched_shapes():
+    z = torch.randn(4, 3, 2)
+    with pytest.raises(ValueError, match=r"log_lik, z"):
+        fastair.nn.importance_bound(torch.zeros(3, 4), z, torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="estimator"):
+        fastair.nn.importance_bound(torch.zeros(4, 3), z, torch.zeros(3, 2), torch.zeros(3, 2),
+                                    "reinforce")

@@ -6,8 +6,10 @@ from fastair.nn.capped_weight_norm import (
            CappedWeightNormLinear,
            capped_weight_norm_,
 )
+from fastair.nn.estimators import importance_bound
 from fastair.nn.loss import IWAELoss, iwae_loss
 from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
-           "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp", "IWAELoss", "iwae_loss"]
+           "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp", "IWAELoss", "iwae_loss",
+           "importance_bound"]

@@ -22,12 +22,16 @@ With ``w_k = p(x, z_k) / q(z_k|x)`` and the normalized weights ``w~_k = w_k / su
   for ``iwae``.
 
 The decoder's gradient is the same under all three on the same draws.
+
+:func:`importance_bound` applies the same three rules to any decoder likelihood (Gaussian,
+categorical, ...): the user gives ``log p(x|z_k)`` ``[k, B]`` and it adds the prior and
+``log q`` (fused Gaussian densities and log-sum-exp, not the one-pass Bernoulli kernel).
 """
 import torch
 
-from fastair.functional import iwae_bernoulli_gaussian
+from fastair.functional import gaussian_log_prob, iwae_bernoulli_gaussian, iwae_bound
 
-__all__ = ["ESTIMATORS", "get_estimator", "iwae", "stl", "dreg"]
+__all__ = ["ESTIMATORS", "get_estimator", "importance_bound", "iwae", "stl", "dreg"]
 
 
 def iwae(x, logits, z, mu, logvar):
@@ -47,10 +51,44 @@ def dreg(x, logits, z, mu, logvar):
     normalized weights, the decoder's as in ``iwae``."""
     bound, log_w = iwae_bernoulli_gaussian(x, logits, z, mu.detach(), logvar.detach(),
                                            return_log_w=True)
+    _weight_z_gradient(z, log_w)
+    return bound
+
+
+def _weight_z_gradient(z, log_w):
+    """DReG's hook: ``z``'s gradient ``[k, B, Z]`` times the detached ``w~ = softmax(log_w)``."""
     if z.requires_grad:
         weights = torch.softmax(log_w.detach(), dim=0).unsqueeze(-1).to(z.dtype)
         z.register_hook(lambda grad: grad * weights)
-    return bound
+
+
+def importance_bound(log_lik, z, mu, logvar, estimator="iwae"):
+    """``L_k`` per example ``[B]`` for any decoder likelihood, with ``estimator``'s gradient.
+
+    ``log w_k = log_lik_k + log N(z_k; 0, I) - log N(z_k; mu, exp(logvar))``,
+    ``L_k = logsumexp_k log w_k - log k``. For ``"stl"`` and ``"dreg"`` ``log q`` is taken at
+    detached ``mu, logvar``, and ``"dreg"`` scales ``z``'s gradient by the normalized weights,
+    as the Bernoulli estimators do.
+
+    Args:
+        log_lik: ``[k, B]`` ``log p(x|z_k)`` computed by the user from ``z`` (so its graph runs
+            through ``z`` to the encoder and to the decoder's parameters).
+        z: ``[k, B, Z]`` the draws ``mu + exp(logvar / 2) * eps`` that ``log_lik`` used.
+        mu, logvar: ``[B, Z]`` the encoder's outputs.
+        estimator: ``"iwae"``, ``"stl"`` or ``"dreg"``.
+    Returns:
+        ``[B]``; float32 for float16/bfloat16 inputs.
+    """
+    get_estimator(estimator)
+    if z.dim() != 3 or tuple(log_lik.shape) != tuple(z.shape[:2]):
+        raise ValueError(f"log_lik, z: expected [k, B] and [k, B, Z], got {list(log_lik.shape)} "
+                         f"and {list(z.shape)}")
+    if estimator != "iwae":
+        mu, logvar = mu.detach(), logvar.detach()
+    log_w = log_lik + gaussian_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+    if estimator == "dreg":
+        _weight_z_gradient(z, log_w)
+    return iwae_bound(log_w)
 
 
 ESTIMATORS = {"iwae": iwae, "stl": stl, "dreg": dreg}
