@@ -148,6 +148,24 @@ def test_wni_caps_every_encoder_row_norm():
     assert torch.isfinite(m.bound(_x())).all()
 
 
+def test_wni_on_hidden_layers_caps_the_trunk_and_leaves_the_heads_free():
+    H = 0.3
+    m = _model(H=H, H_layers="hidden")
+    with torch.no_grad():
+        for p in m.encoder.parameters():
+            p.mul_(50.0)
+    for layer in m.encoder.trunk:
+        if isinstance(layer, torch.nn.Linear):
+            assert torch.linalg.vector_norm(layer.weight, dim=1).max() <= H * (1 + 1e-5)
+    for head in (m.encoder.mu, m.encoder.logvar):
+        assert not hasattr(head, "parametrizations")
+        assert torch.linalg.vector_norm(head.weight, dim=1).max() > 10 * H
+    assert m.hparams["H_layers"] == "hidden" and "H_layers" not in _model(H=H).hparams
+    assert VAE(**m.hparams).H_layers == "hidden"
+    with pytest.raises(ValueError, match="H_layers"):
+        _model(H=H, H_layers="heads")
+
+
 def test_init_decoder_bias_is_the_logit_of_the_clamped_mean():
     m, x = _model(), _x(b=50)
     x[:, 0] = 0.0

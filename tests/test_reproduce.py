@@ -24,6 +24,20 @@ def test_plan_covers_every_family_grid_value_and_seed():
     assert kwargs["k8/dvae-a0.5/sigma0.4/seed1"] == dict(k=8, sigma=0.4, alpha=0.5)
     assert kwargs["k1/wni/H2/seed0"] == dict(k=1, H=2.0)
     assert kwargs["k1/vae/seed1"] == dict(k=1)
+    assert not any("wni-hidden" in r.name for r in runs)  # not one of the paper's families
+
+
+def test_wni_on_the_hidden_layers_is_a_family_of_its_own(tmp_path):
+    config = ReproduceConfig(**dict(TINY, seeds=1, families=("wni", "wni-hidden")))
+    runs = plan_runs(config)
+    assert [r.name for r in runs] == ["k1/wni/H1/seed0", "k1/wni-hidden/H1/seed0"]
+    assert runs[1].model_kwargs() == dict(k=1, H=1.0, H_layers="hidden")
+    summary, _ = reproduce(config, tmp_path, progress=False)
+    labels = {row["label"] for row in summary["table"]}
+    assert labels == {"WNI-VAE", "WNI-VAE (hidden layers)"}
+    spec = json.loads((tmp_path / "k1/wni-hidden/H1/seed0/spec.json").read_text())
+    assert spec["model"]["H_layers"] == "hidden" and "H_layers" not in json.loads(
+        (tmp_path / "k1/wni/H1/seed0/spec.json").read_text())["model"]
 
 
 @pytest.mark.parametrize("bad", [dict(ks=()), dict(ks=(0,)), dict(seeds=0), dict(sigmas=(-1,)),

@@ -18,8 +18,10 @@ from fastair.training import Trainer, load_checkpoint, seed_everything
 from fastair.training.stack import StackTrainer
 
 GRID = [dict(), dict(sigma=0.3, alpha=1.0), dict(sigma=0.3, alpha=0.5), dict(H=0.7),
-        dict(H=1.5), dict(sigma=0.2, alpha=0.5), dict(sigma=0.6, alpha=0.0)]
-"""Every kind of member: plain, noisy only, mixed (two encoder terms), capped, alpha 0."""
+        dict(H=1.5), dict(sigma=0.2, alpha=0.5), dict(sigma=0.6, alpha=0.0),
+        dict(H=0.4, H_layers="hidden")]
+"""Every kind of member: plain, noisy only, mixed (two encoder terms), capped (every encoder
+layer, or the hidden ones only), alpha 0."""
 SETTINGS = dict(batch_size=16, progress=False, patience=0, epochs=3)
 
 

@@ -124,10 +124,12 @@ class StackedVAE(nn.Module):
         self.k, self.x_dim, self.z_dim = first.k, first.x_dim, first.z_dim
         self.terms = objective_terms(first)
         pairs = [_linears(model) for model in models]
-        caps = [model.H for model in models]
         n_enc, n_dec = len(pairs[0][0]), len(pairs[0][1])
-        self.encoder = nn.ModuleList(_StackedLinear([p[0][i] for p in pairs], caps)
-                                     for i in range(n_enc))
+        # a member's cap per encoder layer: its H where that layer is capped (H_layers)
+        self.encoder = nn.ModuleList(
+            _StackedLinear([p[0][i] for p in pairs],
+                           [m.H if _is_capped(p[0][i]) else None for m, p in zip(models, pairs)])
+            for i in range(n_enc))
         self.decoder = nn.ModuleList(_StackedLinear([p[1][i] for p in pairs])
                                      for i in range(n_dec))
         like = self.encoder[0].weight

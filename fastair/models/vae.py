@@ -21,7 +21,10 @@ from fastair.functional import gaussian_log_prob
 from fastair.nn import BernoulliMLPDecoder, GaussianMLPEncoder, capped_weight_norm_
 from fastair.nn.estimators import get_estimator
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "H_LAYERS"]
+
+H_LAYERS = ("all", "hidden")
+"""Where a VAE's ``H`` caps the encoder: every Linear, or the tanh trunk only."""
 
 _BIAS_EPS = 1e-3  # the data mean is clamped to [eps, 1 - eps] before the logit
 
@@ -57,7 +60,9 @@ class VAE(nn.Module):
         k: importance samples of the training bound (1 = VAE, > 1 = IWAE).
         sigma: std of the Gaussian noise on the encoder input (0 = no denoising).
         alpha: weight of the noisy term in the denoising objective, in [0, 1].
-        H: None, or the row-norm cap (> 0) of capped weight norm on every encoder Linear.
+        H: None, or the row-norm cap (> 0) of capped weight norm on the encoder's Linears.
+        H_layers: which encoder Linears ``H`` caps: ``"all"`` (default; the trunk and the
+            ``mu``/``logvar`` heads) or ``"hidden"`` (the trunk only, the heads free).
         estimator: the gradient estimator of the training objective, a name of
             :data:`fastair.models.estimators.ESTIMATORS`: ``"iwae"`` (default), ``"stl"``,
             ``"dreg"``.
@@ -69,7 +74,7 @@ class VAE(nn.Module):
     """
 
     def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), k=1, sigma=0.0, alpha=1.0, H=None,
-                 estimator="iwae"):
+                 estimator="iwae", H_layers="all"):
         super().__init__()
         self.estimator = estimator
         self._estimate = get_estimator(estimator)
@@ -79,21 +84,28 @@ class VAE(nn.Module):
         if H is not None:
             H = _check_float("H", H, low=0.0, low_open=True)
         self.H = H
+        if H_layers not in H_LAYERS:
+            raise ValueError(f"H_layers: expected one of {H_LAYERS}, got {H_layers!r}")
+        self.H_layers = H_layers
         hidden = tuple(hidden)
+        if H_layers == "hidden" and not hidden:
+            raise ValueError("H_layers='hidden' needs at least one hidden layer")
         self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, hidden
         self.encoder = GaussianMLPEncoder(x_dim, z_dim, hidden)
         self.decoder = BernoulliMLPDecoder(z_dim, x_dim, hidden[::-1])
         if H is not None:
-            capped_weight_norm_(self.encoder, H)
+            capped_weight_norm_(self.encoder if H_layers == "all" else self.encoder.trunk, H)
 
     @property
     def hparams(self):
-        """The constructor's arguments (``estimator`` only where it is not the default, so that
-        runs saved before it existed compare equal)."""
+        """The constructor's arguments (``estimator`` and ``H_layers`` only where they are not
+        the default, so that runs saved before they existed compare equal)."""
         out = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(self.hidden), k=self.k,
                    sigma=self.sigma, alpha=self.alpha, H=self.H)
         if self.estimator != "iwae":
             out["estimator"] = self.estimator
+        if self.H_layers != "all":
+            out["H_layers"] = self.H_layers
         return out
 
     def extra_repr(self):

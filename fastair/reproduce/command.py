@@ -42,7 +42,9 @@ def add_parser(sub):
     p.add_argument("--Hs", type=float, nargs="+", default=None,
                    help=f"grid of WNI's cap H ({_both('Hs')})")
     p.add_argument("--models", nargs="+", default=None, dest="families",
-                   choices=[f.key for f in FAMILIES], help="families to run (default: all)")
+                   choices=[f.key for f in FAMILIES],
+                   help="families to run (default: the paper's four, vae dvae-a0.5 dvae-a1 wni; "
+                        "wni-hidden: WNI capping the hidden layers only)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"most epochs per run ({_both('epochs')})")
     p.add_argument("--patience", type=int, default=None,

@@ -11,29 +11,37 @@ from dataclasses import dataclass, field
 
 from fastair.training import TrainConfig
 
-__all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "family_label", "get_family",
-           "plan_runs"]
+__all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "PAPER_FAMILIES", "family_label",
+           "get_family", "plan_runs"]
 
 
 @dataclass(frozen=True)
 class Family:
     """A row of the paper's tables. ``preset``: the k = 1 preset (``vae``, ``dvae``,
-    ``wni-vae``); ``knob``: ``"sigma"``, ``"H"`` or None; ``alpha``: the denoising weight."""
+    ``wni-vae``); ``knob``: ``"sigma"``, ``"H"`` or None; ``alpha``: the denoising weight;
+    ``H_layers``: which encoder layers a WNI family caps (:data:`fastair.models.H_LAYERS`)."""
     key: str
     preset: str
     knob: str = None
     alpha: float = 1.0
+    H_layers: str = "all"
 
 
 FAMILIES = (Family("vae", "vae"),
             Family("dvae-a0.5", "dvae", "sigma", 0.5),
             Family("dvae-a1", "dvae", "sigma", 1.0),
-            Family("wni", "wni-vae", "H"))
+            Family("wni", "wni-vae", "H"),
+            Family("wni-hidden", "wni-vae", "H", H_layers="hidden"))
 """Table 1 (k = 1): VAE, DVAE with alpha 0.5 and 1, WNI-VAE; at k > 1 the same four rows are
-IWAE, DIWAE (alpha 0.5, 1) and WNI-IWAE (Tables 2 and 3)."""
+IWAE, DIWAE (alpha 0.5, 1) and WNI-IWAE (Tables 2 and 3). ``wni-hidden`` is not the paper's:
+WNI with the cap on the hidden layers only (the ``mu``/``logvar`` heads free)."""
+
+PAPER_FAMILIES = ("vae", "dvae-a0.5", "dvae-a1", "wni")
+"""The families of the paper's tables: what ``fastair reproduce`` runs by default."""
 
 _NAMES = {"vae": ("VAE", "IWAE"), "dvae-a0.5": ("DVAE (α=0.5)", "DIWAE (α=0.5)"),
-          "dvae-a1": ("DVAE (α=1)", "DIWAE (α=1)"), "wni": ("WNI-VAE", "WNI-IWAE")}
+          "dvae-a1": ("DVAE (α=1)", "DIWAE (α=1)"), "wni": ("WNI-VAE", "WNI-IWAE"),
+          "wni-hidden": ("WNI-VAE (hidden layers)", "WNI-IWAE (hidden layers)")}
 
 
 def family_label(key, k):
@@ -67,6 +75,8 @@ class RunSpec:
             kwargs.update(sigma=float(self.strength), alpha=fam.alpha)
         elif fam.knob == "H":
             kwargs["H"] = float(self.strength)
+            if fam.H_layers != "all":  # absent for the paper's WNI, as in runs made before
+                kwargs["H_layers"] = fam.H_layers
         return kwargs
 
 
@@ -91,7 +101,7 @@ class ReproduceConfig:
         Hs: the grid of WNI's cap on the encoder's row norms. A VAE trained on mnist5k ends with
             first-layer rows of norm 1.3-2.4 and later rows of 0.3-1.2, so H = 0.5 caps every
             layer hard and H = 4 caps almost nothing (the plain VAE's end of the curve).
-        families: keys of :data:`FAMILIES` to run.
+        families: keys of :data:`FAMILIES` to run (default :data:`PAPER_FAMILIES`).
         epochs, patience: the early-stopping budget of each run (patience on the validation
             bound, as in :class:`fastair.training.TrainConfig`).
         k_svi, max_steps, svi_lr, k_eval, chunk: the IW-SVI evaluator's settings
@@ -112,7 +122,7 @@ class ReproduceConfig:
     seeds: int = 3
     sigmas: tuple = (0.1, 0.2, 0.4, 0.8)
     Hs: tuple = (0.5, 1.0, 2.0, 4.0)
-    families: tuple = tuple(f.key for f in FAMILIES)
+    families: tuple = PAPER_FAMILIES
     epochs: int = 1000
     patience: int = 30
     k_svi: int = 16

@@ -12,7 +12,7 @@ import statistics
 from fastair.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from fastair.reproduce.figures import plot_strength_curves
 from fastair.reproduce.paper import paper_note, paper_numbers, paper_reference
-from fastair.reproduce.protocol import family_label, get_family
+from fastair.reproduce.protocol import FAMILIES, family_label, get_family
 
 __all__ = ["summarize", "write_report", "markdown_tables"]
 
@@ -68,7 +68,7 @@ def summarize(results):
             best[(k, fam)] = row
     for row in points.values():
         row["chosen"] = best[(row["k"], row["family"])] is row
-    order = {f: i for i, f in enumerate(("vae", "dvae-a0.5", "dvae-a1", "wni"))}
+    order = {f.key: i for i, f in enumerate(FAMILIES)}
 
     def sort_key(row):
         return row["k"], order.get(row["family"], 99), row["strength"] or 0.0
