@@ -224,3 +224,31 @@ def test_compare_precision_reads_two_reports():
     text = compare(root, root, "a", "b")
     assert "13 of 13 grid points within the seed spread" in text
     assert "| DVAE (α=0.5) | 0.4 | 3/3 |" in text and "+0.00" in text
+
+
+def test_valid_subset_and_test_only_for_the_chosen_values(tmp_path):
+    """--valid-n N chooses on the first N validation digits; --test-chosen-only runs IW-SVI on
+    test for the chosen grid value of each family only, after all runs, and resumes."""
+    config = ReproduceConfig(**dict(TINY, seeds=1, sigmas=(0.2, 0.5), families=("vae", "dvae-a1"),
+                                    valid_n=7, test_chosen_only=True))
+    summary, _ = reproduce(config, tmp_path, progress=False)
+    results = {r["name"]: r for r in _runs_without_times(tmp_path)}
+    assert all(r["valid"]["n"] == 7 for r in results.values())
+    chosen = {row["strength"] for row in summary["grid"] if row["family"] == "dvae-a1"
+              and row["chosen"]}
+    assert len(chosen) == 1
+    for name, r in results.items():
+        tested = r["family"] == "vae" or r["strength"] in chosen
+        assert r["test"].get("evaluated", True) is tested, name
+        assert math.isfinite(r["test"]["-ln p(x)"]) is tested, name
+        assert os.path.exists(tmp_path / name / "test.json") is tested, name
+    assert all(math.isfinite(row["test_nll"]) for row in summary["table"])
+    assert sum(math.isnan(row["test_nll"]) for row in summary["grid"]) == 1
+    report = (tmp_path / "report.md").read_text()
+    assert "the first 7 validation examples" in report and "test only for" in report
+    spec = json.loads((tmp_path / "k1/vae/seed0/spec.json").read_text())
+    assert spec["valid_n"] == 7
+    again, _ = reproduce(config, tmp_path, progress=False)  # everything done: nothing redone
+    assert [r["test_nll"] for r in again["table"]] == [r["test_nll"] for r in summary["table"]]
+    with pytest.raises(ValueError, match="valid_n"):
+        ReproduceConfig(valid_n=0)

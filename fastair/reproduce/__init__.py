@@ -17,7 +17,7 @@ from fastair.backends import describe
 from fastair.io import progress_bar
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
 from fastair.reproduce.report import markdown_tables, summarize, write_report
-from fastair.reproduce.runner import RunInterrupted, run_one, run_stack
+from fastair.reproduce.runner import RunInterrupted, run_one, run_stack, test_run
 from fastair.training import rundir
 from fastair.training.config import check_device
 
@@ -39,6 +39,10 @@ def _say(bar, text):
 
 def _describe(r):
     test = r["test"]
+    if test.get("evaluated", True) is False:
+        return (f"{r['name']}: best epoch {r['best_epoch']}/{r['epochs']}, valid -ln p(x) "
+                f"{r['valid']['-ln p(x)']:.2f}, test when chosen "
+                f"({r['train_seconds'] + r['valid']['seconds']:.0f} s)")
     diagnostics = ""
     if "median_ess" in test:
         diagnostics = (f", test median ESS {test['median_ess']:.0f}, largest SE "
@@ -118,6 +122,8 @@ def _reproduce_held(config, root, data, runs, progress):
                 _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
                 if bar is not None:
                     bar.update(1)
+        if config.test_chosen_only:
+            _test_chosen(config, root, data, results, progress, bar)
     except KeyboardInterrupt:
         if results:
             write_report(root, config, results, summarize(results),
@@ -130,6 +136,18 @@ def _reproduce_held(config, root, data, runs, progress):
     paths = write_report(root, config, results, summary,
                          header=_header(config, results, time.perf_counter() - start, True))
     return summary, paths
+
+
+def _test_chosen(config, root, data, results, progress, bar):
+    """With ``config.test_chosen_only``: IW-SVI on test for every seed of each family's grid
+    value chosen on validation (``results`` updated in place)."""
+    chosen = {(row["k"], row["family"], row["strength"]) for row in summarize(results)["table"]}
+    for i, r in enumerate(results):
+        if (r["k"], r["family"], r["strength"]) in chosen and r["test"].get("evaluated") is False:
+            if bar is not None:
+                bar.set_postfix_str(f"{r['name']} test")
+            results[i] = test_run(r, config, data, root, progress=progress)
+            _say(bar, "tested: " + _describe(results[i]))
 
 
 def _header(config, results, wall, complete):
@@ -147,7 +165,11 @@ def _header(config, results, wall, complete):
             f"without a better validation bound, in {config.precision}{stacked}"
             f". IW-SVI: k_svi {ev['k_svi']}, Adam from lr "
             f"{ev['lr']:g} until the bound stops improving (at most {ev['max_steps']} steps per "
-            f"example), k_eval {ev['k_eval']} in chunks of {ev['chunk']}. "
+            f"example), k_eval {ev['k_eval']} in chunks of {ev['chunk']}"
+            + ("" if config.valid_n is None else
+               f"; the choice on the first {config.valid_n} validation examples")
+            + ("; test only for each family's chosen value" if config.test_chosen_only else "")
+            + ". "
             f"Compute {compute / 60:.1f} min in all (this invocation {wall / 60:.1f} min), "
             f"device {config.device}, torch {torch.__version__}, fastair {fastair.__version__}, "
             f"fastair backend {_backend(config.device)}.\n")

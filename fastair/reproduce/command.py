@@ -58,6 +58,13 @@ def add_parser(sub):
                    help=f"importance samples of ln p(x) ({_both('k_eval')})")
     p.add_argument("--chunk", type=int, default=None,
                    help=f"samples drawn at once ({_both('chunk')})")
+    p.add_argument("--valid-n", type=int, default=None, dest="valid_n",
+                   help="choose the grid value on the first N validation examples (default: "
+                        "all)")
+    p.add_argument("--test-chosen-only", action="store_true", default=None,
+                   dest="test_chosen_only",
+                   help="IW-SVI on test only for each family's chosen value, after every run "
+                        "is validated (default: every run)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, dest="num_threads",
                    help="torch threads (default: torch's choice)")
@@ -77,7 +84,8 @@ def add_parser(sub):
 
 
 _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "max_steps",
-           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision", "stack")
+           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision", "stack", "valid_n",
+           "test_chosen_only")
 
 
 def run(args):

@@ -108,6 +108,12 @@ class ReproduceConfig:
             (:func:`fastair.evaluation.iwsvi_log_likelihood`), used on validation (to choose
             the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
             samples too.
+        valid_n: choose the grid value on the first ``valid_n`` validation examples (in file
+            order) instead of all of them (None: all); for the full MNIST, where each of the
+            10000 costs IW-SVI.
+        test_chosen_only: IW-SVI on test only for the runs of each family's chosen grid value,
+            once every run is trained and validated (the table's rows; the other grid points
+            get no test numbers).
         device, num_threads: where to run.
         precision: the training precision (:data:`fastair.precision.PRECISIONS`).
         stack: train the runs of each k and seed together as one stacked model
@@ -130,6 +136,8 @@ class ReproduceConfig:
     svi_lr: float = 0.05
     k_eval: int = 5000
     chunk: int = 100
+    valid_n: int = None
+    test_chosen_only: bool = False
     device: str = "cpu"
     num_threads: int = None
     precision: str = "fp32"
@@ -149,7 +157,9 @@ class ReproduceConfig:
                   "Hs": all(h > 0 for h in self.Hs) and len(self.Hs) > 0,
                   "k_eval": self.k_eval >= 1, "k_svi": self.k_svi >= 1,
                   "max_steps": self.max_steps >= 0,
-                  "chunk": self.chunk >= 1}
+                  "chunk": self.chunk >= 1,
+                  "valid_n": self.valid_n is None or (isinstance(self.valid_n, int)
+                                                      and self.valid_n >= 1)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"reproduce: invalid {', '.join(bad)}: "

@@ -21,6 +21,8 @@ _METRICS = {"test_nll": ("test", "-ln p(x)"), "test_gap": ("test", "gap"),
 
 
 def _stats(values):
+    if any(math.isnan(v) for v in values):  # a run without this metric (not tested)
+        return math.nan, math.nan
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else math.nan
     return mean, std
@@ -45,7 +47,8 @@ def _grid_points(results):
 def _diagnostics(runs):
     """IW-SVI diagnostics of a grid point over its seeds, both splits: the median of the
     per-run median ESS, the largest standard error, examples at the step cap, unreliable ones."""
-    parts = [r[split] for r in runs for split in ("valid", "test")]
+    parts = [r[split] for r in runs for split in ("valid", "test")
+             if r[split].get("evaluated", True)]
     if not all("median_ess" in p for p in parts):  # results of an older evaluator
         return {"median_ess": math.nan, "max_se": math.nan, "n_hit_cap": -1, "n_unreliable": -1}
     return {"median_ess": statistics.median(p["median_ess"] for p in parts),
@@ -78,6 +81,8 @@ def summarize(results):
 
 
 def _pm(mean, std):
+    if math.isnan(mean):  # not evaluated (a grid value not chosen, with test_chosen_only)
+        return "–"
     return f"{mean:.2f} ± {'–' if math.isnan(std) else f'{std:.2f}'}"
 
 

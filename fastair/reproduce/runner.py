@@ -8,19 +8,24 @@ is finished and never redone; any other run continues from what is on disk.
 """
 import contextlib
 import json
+import math
 import os
 import time
 
 from fastair.evaluation import iwsvi_log_likelihood
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import preset
-from fastair.reproduce.protocol import family_label, get_family
-from fastair.training import TrainConfig, Trainer, rundir, seed_everything
+from fastair.reproduce.protocol import RunSpec, family_label, get_family
+from fastair.training import TrainConfig, Trainer, load_checkpoint, rundir, seed_everything
 from fastair.training.stack import StackTrainer
 
-__all__ = ["run_one", "run_stack", "RunInterrupted"]
+__all__ = ["run_one", "run_stack", "test_run", "RunInterrupted", "NOT_TESTED"]
 
 _EVAL_SEED_OFFSET = {"valid": 0, "test": 1000}
+
+NOT_TESTED = {"-ln p(x)": math.nan, "gap": math.nan, "-L(x)": math.nan, "seconds": 0.0,
+              "evaluated": False}
+"""A result's ``test`` until :func:`test_run` (``ReproduceConfig.test_chosen_only``)."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -44,7 +49,8 @@ def _spec_doc(spec, config):
     return {"run": {"family": spec.family, "k": spec.k, "strength": spec.strength,
                     "seed": spec.seed},
             "model": {"preset": _preset(spec), **spec.model_kwargs()},
-            "dataset": config.dataset, "train": train, "evaluator": config.evaluator()}
+            "dataset": config.dataset, "train": train, "evaluator": config.evaluator(),
+            **({} if config.valid_n is None else {"valid_n": config.valid_n})}
 
 
 def _preset(spec):
@@ -165,8 +171,11 @@ def _finish(spec, config, data, run_dir, trainer, fit, progress):
     if fit.interrupted:
         raise RunInterrupted(spec.name, fit.signal)
     model, device = trainer.model, config.device
-    valid = _evaluate(model, data.valid.to(device), spec, config, "valid", run_dir, progress)
-    test = _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress)
+    valid = _evaluate(model, data.valid[:config.valid_n].to(device), spec, config, "valid",
+                      run_dir, progress)
+    test = (dict(NOT_TESTED) if config.test_chosen_only and not os.path.exists(
+        os.path.join(run_dir, "test.json")) else
+        _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress))
     best = next(row for row in fit.metrics if row["epoch"] == fit.best_epoch)
     result = {"name": spec.name, "family": spec.family, "label": family_label(spec.family, spec.k),
               "k": spec.k, "strength": spec.strength, "seed": spec.seed,
@@ -176,3 +185,20 @@ def _finish(spec, config, data, run_dir, trainer, fit, progress):
               "valid": valid, "test": test}
     atomic_write_json(os.path.join(run_dir, "result.json"), result)
     return dict(result, resumed=False)
+
+
+def test_run(result, config, data, root, progress=True):
+    """IW-SVI on test for a finished run whose ``result["test"]`` is :data:`NOT_TESTED`: its
+    best model from ``train/best.pt``; ``result.json`` is rewritten and the result returned."""
+    spec = RunSpec(result["family"], result["k"], result["strength"], result["seed"])
+    run_dir = os.path.join(root, spec.name)
+    with rundir.hold(run_dir):
+        model = preset(_preset(spec), x_dim=data.x_dim, **spec.model_kwargs())
+        model.load_state_dict(load_checkpoint(os.path.join(run_dir, "train", "best.pt"))["model"])
+        model.to(config.device).eval()
+        test = _evaluate(model, data.test.to(config.device), spec, config, "test", run_dir,
+                         progress)
+        done = {k: v for k, v in result.items() if k != "resumed"}
+        done["test"] = test
+        atomic_write_json(os.path.join(run_dir, "result.json"), done)
+    return done
