@@ -10,6 +10,7 @@ Every printed bound is a positive number of nats, lower is better: ``-L_k`` for 
 ``-ln p(x)`` for IW-SVI.
 """
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -222,33 +223,42 @@ def _version():
 def _evaluate(args):
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
+    from fastair import distributed
     from fastair.trained import require_run_dir
+    from fastair.training.config import check_device
     require_run_dir(args.run_dir)
-    with rundir.hold(args.run_dir, create=False):
-        return _evaluate_held(args)
+    check_device(args.device)
+    with distributed.start(args.device) as world:
+        # rank 0 holds the run directory and writes; the others only read best.pt
+        with rundir.hold(args.run_dir, create=False) if world.main else contextlib.nullcontext():
+            return _evaluate_held(args, world)
 
 
-def _evaluate_held(args):
+def _evaluate_held(args, world):
     import torch
 
-    from fastair.evaluation import iwsvi_log_likelihood
+    from fastair import distributed
+    from fastair.evaluation import sharded_iwsvi_log_likelihood
     from fastair.trained import load_best_model
-    from fastair.training.config import check_device
 
-    check_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"fastair evaluate: {args.run_dir}, loading the best model and the data", flush=True)
+    say = print if world.main else (lambda *a, **k: None)
+    shards = f" over {world.size} processes" if world.size > 1 else ""
+    say(f"fastair evaluate: {args.run_dir}{shards}, loading the best model and the data",
+        flush=True)
     model, data, notes = load_best_model(args.run_dir)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    model.to(args.device)
-    x = getattr(data, args.split).to(args.device)
-    result = iwsvi_log_likelihood(model, x, k_svi=args.k_svi, max_steps=args.max_steps,
-                                  lr=args.lr, k_eval=args.k_eval, chunk=args.chunk,
-                                  batch_size=args.batch_size, seed=args.seed,
-                                  progress=not args.no_progress, init=args.init, warn=False,
-                                  precision=args.precision)
+        say(f"note: {note}", file=sys.stderr)
+    device = distributed.rank_device(args.device)
+    model.to(device)
+    x = getattr(data, args.split).to(device)
+    result = sharded_iwsvi_log_likelihood(
+        model, x, k_svi=args.k_svi, max_steps=args.max_steps, lr=args.lr, k_eval=args.k_eval,
+        chunk=args.chunk, batch_size=args.batch_size, seed=args.seed,
+        progress=not args.no_progress, init=args.init, warn=False, precision=args.precision)
+    if not world.main:
+        return 0
     out_dir = os.path.join(args.run_dir, "iwsvi")
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "per_example.csv"), result.per_example_csv())

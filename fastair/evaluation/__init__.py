@@ -3,7 +3,8 @@
 - :func:`evaluate_bound`, :func:`split_bounds`: the clean ``L_k(x)`` of fixed draws (``bound``).
 - :func:`amortized_bound`: ``L_k(x)`` of the encoder, averaged over many draws (``bound``).
 - :func:`iwsvi_log_likelihood`: IW-SVI with a stopping rule, per-example ESS and standard errors
-  (``iwsvi``, built on ``fit_q`` and ``weights``).
+  (``iwsvi``, built on ``fit_q`` and ``weights``); :func:`sharded_iwsvi_log_likelihood` the
+  same over the ranks of a ``torchrun`` process group (``sharded``).
 """
 from fastair.evaluation.bound import (
                                       EVAL_SEED,
@@ -15,6 +16,7 @@ from fastair.evaluation.bound import (
 from fastair.evaluation.fit_q import QFit, fit_gaussian_q
 from fastair.evaluation.iwsvi import INITS, iwsvi_log_likelihood
 from fastair.evaluation.result import ESS_WARN, SE_WARN, IWSVIResult
+from fastair.evaluation.sharded import sharded_iwsvi_log_likelihood
 from fastair.evaluation.weights import (
                                       WeightStats,
                                       gaussian_log_weights,
@@ -24,5 +26,6 @@ from fastair.evaluation.weights import (
 
 __all__ = ["ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "QFit", "SE_WARN", "WeightStats",
            "amortized_bound", "bounds_table", "evaluate_bound", "fit_gaussian_q",
-           "gaussian_log_weights", "iwsvi_log_likelihood", "split_bounds",
+           "gaussian_log_weights", "iwsvi_log_likelihood", "sharded_iwsvi_log_likelihood",
+           "split_bounds",
            "streamed_log_mean_weight", "streamed_weight_stats"]

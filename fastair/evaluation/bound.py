@@ -8,8 +8,12 @@ import torch
 
 from fastair.evaluation.weights import gaussian_log_weights
 
-__all__ = ["EVAL_SEED", "amortized_bound", "at_least_float32", "batches", "bounds_table",
-           "evaluate_bound", "split_bounds"]
+__all__ = ["EVAL_SEED", "amortized_bound", "at_least_float32", "batches", "block_generator",
+           "bounds_table", "evaluate_bound", "split_bounds"]
+
+BLOCK_STRIDE = 1_000_003
+"""Seeds of consecutive blocks of examples differ by this much (a prime far above any seed
+the protocol uses), so block ``b`` of a call with ``seed`` draws from ``seed + BLOCK_STRIDE b``."""
 
 
 def at_least_float32(t):
@@ -18,14 +22,25 @@ def at_least_float32(t):
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def batches(x, batch_size):
-    """Consecutive slices of ``x`` ``[N, ...]`` of at most ``batch_size`` rows."""
-    for start in range(0, x.shape[0], batch_size):
-        yield x[start:start + batch_size]
+def batches(x, batch_size, blocks=None):
+    """Consecutive slices of ``x`` ``[N, ...]`` of at most ``batch_size`` rows, as ``(b, slice)``
+    with the block's index ``b``; only the blocks in ``blocks`` (an iterable of indices) where
+    given."""
+    n_blocks = -(-x.shape[0] // batch_size)
+    for b in (range(n_blocks) if blocks is None else blocks):
+        yield b, x[b * batch_size:(b + 1) * batch_size]
+
+
+def block_generator(device, seed, b):
+    """The generator of block ``b``'s draws: seeded by the block, not by what ran before it, so
+    that a block's values do not depend on which process evaluates it or on the blocks before
+    (block 0 uses ``seed`` itself)."""
+    return torch.Generator(device=device).manual_seed(seed + BLOCK_STRIDE * b)
 
 
 @torch.no_grad()
-def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500, seed=0):
+def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500, seed=0,
+                    blocks=None):
     """The encoder's ``L_k(x)`` per example ``[N]`` (float64, CPU): the mean of
     ``n_samples // k`` independent k-sample bounds (``k`` defaults to the model's own).
 
@@ -33,15 +48,17 @@ def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500,
         model: a :class:`fastair.models.VAE` (or anything with ``encode``, ``decoder``).
         x: [N, D] data on the model's device.
         n_samples: samples in all per example (at least ``k``).
+        blocks: only these blocks of ``batch_size`` examples (:func:`batches`), concatenated
+            in the given order; each block's draws come from :func:`block_generator`.
     """
     k = k or model.k
     repeats = max(1, n_samples // k)
     was_training = model.training
     model.eval()
-    generator = torch.Generator(device=x.device).manual_seed(seed)
     try:
         parts = []
-        for xb in batches(x, batch_size):
+        for b, xb in batches(x, batch_size, blocks):
+            generator = block_generator(x.device, seed, b)
             mu, logvar = (at_least_float32(t) for t in model.encode(xb))
             total = torch.zeros(xb.shape[0], dtype=torch.float64, device=x.device)
             per_chunk = max(1, chunk // k)
@@ -51,7 +68,7 @@ def amortized_bound(model, x, k=None, n_samples=5000, chunk=100, batch_size=500,
                                              generator).reshape(r, k, -1)
                 total += (torch.logsumexp(log_w, 1) - math.log(k)).double().sum(0)
             parts.append((total / repeats).cpu())
-        return torch.cat(parts)
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
     finally:
         model.train(was_training)
 

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from fastair.evaluation.bound import amortized_bound, at_least_float32, batches
+from fastair.evaluation.bound import amortized_bound, at_least_float32, batches, block_generator
 from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
@@ -29,7 +29,7 @@ INITS = ("encoder", "prior")
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
                          batch_size=500, elbo_samples=5000, seed=0, progress=True, *,
                          check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
-                         decay=0.5, precision="fp32"):
+                         decay=0.5, precision="fp32", blocks=None):
     """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap and the
     diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 
@@ -51,9 +51,15 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
             autocast (:data:`fastair.precision.PRECISIONS`); ``q``, the draws and every
             density and sum stay float32; measure the per-example difference before relying
             on it (``bench/bench_train.py --iwsvi``).
+        blocks: evaluate only these blocks of ``batch_size`` consecutive examples (block ``b``
+            is ``x[b * batch_size:(b + 1) * batch_size]``), in the given order: a shard of a
+            distributed evaluation (:mod:`fastair.evaluation.sharded`). Every block's draws come
+            from its own generator (:func:`~fastair.evaluation.bound.block_generator`), so an
+            example's values do not depend on how the blocks are shared out.
 
     Returns:
-        :class:`~fastair.evaluation.result.IWSVIResult`, every field ``[N]``.
+        :class:`~fastair.evaluation.result.IWSVIResult`, every field ``[N]`` (the examples of
+        ``blocks`` only, where given).
     """
     if k_svi < 1 or k_eval < 1 or chunk < 1 or batch_size < 1 or max_steps < 0:
         raise ValueError("k_svi, k_eval, chunk and batch_size must be >= 1 and max_steps >= 0, got "
@@ -63,13 +69,16 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
     amp = autocast(x.device.type, precision)  # the decoder's matmuls; q stays float32
-    bar = progress_bar(progress, total=x.shape[0], desc="IW-SVI", unit="ex")
+    blocks = None if blocks is None else list(blocks)
+    total = x.shape[0] if blocks is None else sum(
+        x[b * batch_size:(b + 1) * batch_size].shape[0] for b in blocks)
+    bar = progress_bar(progress, total=total, desc="IW-SVI", unit="ex")
     if bar is not None:  # from the first second: the amortized bound takes a while too
         bar.set_postfix_str(f"amortized bound, {elbo_samples} samples", refresh=True)
     try:
         with amp:
             elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
-                                   batch_size=batch_size, seed=seed + 1)
+                                   batch_size=batch_size, seed=seed + 1, blocks=blocks)
     except BaseException:
         if bar is not None:
             bar.close()
@@ -79,10 +88,10 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    generator = torch.Generator(device=x.device).manual_seed(seed)
     parts = []
     try:
-        for xb in batches(x, batch_size):
+        for b, xb in batches(x, batch_size, blocks):
+            generator = block_generator(x.device, seed, b)
             with torch.no_grad(), amp:
                 mu0, logvar0 = (at_least_float32(t) for t in model.encode(xb))
             if init == "prior":
@@ -111,6 +120,10 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         for p, flag in frozen:
             p.requires_grad_(flag)
         model.train(was_training)
+    if not parts:  # a shard without blocks
+        empty = torch.zeros(0, dtype=torch.float64)
+        parts = [(empty, empty, empty, torch.zeros(0, dtype=torch.int64),
+                  torch.zeros(0, dtype=torch.bool))]
     log_px, ess, se, steps, hit_cap = (torch.cat(t) for t in zip(*parts))
     result = IWSVIResult(log_px=log_px, elbo=elbo, gap=log_px - elbo, steps=steps,
                          hit_cap=hit_cap, ess=ess, se=se, max_steps=max_steps, k_eval=k_eval)
