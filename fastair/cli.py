@@ -346,16 +346,29 @@ def _train_held(args, saved):
     model = VAE(**model_kwargs)
     meta = {"model": settings["model"], "dataset": settings["dataset"],
             "data_root": settings["data_root"], "sizes": list(data.sizes)}
-    print(f"fastair train: {settings['model']} {model.extra_repr()} on {settings['dataset']} "
-          f"{data.sizes}, run dir {run_dir}", flush=True)
-    with rundir.hold(run_dir):  # the run and its bounds.json, written by this process only
+    from fastair import distributed
+    with distributed.start(config.device) as world:
+        return _train_ranks(args, settings, config, model, data, meta, run_dir, world)
+
+
+def _train_ranks(args, settings, config, model, data, meta, run_dir, world):
+    """``fastair train`` in this process: alone, or as one rank of a torchrun group (rank 0
+    holds the run directory, writes and prints)."""
+    ranks = f", DDP over {world.size} processes" if world.size > 1 else ""
+    if world.main:
+        print(f"fastair train: {settings['model']} {model.extra_repr()} on "
+              f"{settings['dataset']} {data.sizes}, run dir {run_dir}{ranks}", flush=True)
+    held = rundir.hold(run_dir) if world.main else contextlib.nullcontext()
+    with held:  # the run and its bounds.json, written by rank 0 only
         try:
-            result = Trainer(model, data.train, data.valid, config, run_dir, meta=meta).fit(
-                resume=args.resume)
+            result = Trainer(model, data.train, data.valid, config, run_dir, meta=meta,
+                             data_parallel=world.size > 1).fit(resume=args.resume)
         except TrainingDiverged as err:
             raise TrainingDiverged(
                 f"{err}: fastair train --run-dir {run_dir} --resume --lr "
                 f"{config.lr / 2:g}", err.epoch, err.last_good_epoch) from None
+        if not world.main:
+            return 128 + (result.signal or signal.SIGINT) if result.interrupted else 0
         if result.interrupted:
             print(f"interrupted after {result.epochs} epoch(s); last.pt saved. Continue with: "
                   f"fastair train --run-dir {run_dir} --resume", file=sys.stderr)

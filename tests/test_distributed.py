@@ -87,3 +87,77 @@ def test_a_single_process_is_a_world_of_one():
     assert distributed.gather({"a": 1}) == [{"a": 1}]
     with distributed.start("cpu") as w:
         assert w.size == 1
+
+
+REPRO = ["reproduce", "--seeds", "1", "--sigmas", "0.3", "--Hs", "1", "--models", "vae",
+         "dvae-a1", "wni", "--epochs", "2", "--patience", "0", "--k-svi", "4", "--max-steps", "2",
+         "--k-eval", "20", "--chunk", "10", "--no-stack", "--threads", "1", "--no-progress"]
+
+
+def _table(root):
+    doc = json.loads((root / "results.json").read_text())
+    return [(r["name"], r["valid_bound"], r["valid"]["-ln p(x)"], r["test"]["-ln p(x)"])
+            for r in doc["runs"]]
+
+
+def test_a_grid_over_two_ranks_gives_the_single_process_results(tmp_path, trained_run):
+    """The runs are shared out over the ranks (each rank resumable), rank 0 writes the report of
+    all of them; the same numbers as one process. Then a rerun with 2 ranks redoes nothing."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    single = subprocess.run([sys.executable, "-m", "fastair", *REPRO, "--out", tmp_path / "one"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert single.returncode == 0, single.stderr
+    done = torchrun(*REPRO, "--out", tmp_path / "two", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 processes" in done.stdout and "rank 1: k1/" in done.stdout
+    assert _table(tmp_path / "two") == _table(tmp_path / "one")
+    assert (tmp_path / "two" / "report.md").exists()
+    again = torchrun(*REPRO, "--out", tmp_path / "two", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done before") == 3
+
+
+TRAIN = ["train", "--model", "dvae", "--sigma", "0.3", "--alpha", "0.5", "--k", "2",
+         "--hidden", "8", "--z-dim", "2", "--threads", "1", "--no-progress"]
+
+
+def _weights(run):
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _same_training(a, b, rel=1e-5):
+    for ra, rb in zip(_metrics(a), _metrics(b), strict=True):
+        assert ra["train_bound"] == pytest.approx(rb["train_bound"], rel=rel), ra["epoch"]
+        assert ra["valid_bound"] == pytest.approx(rb["valid_bound"], rel=rel), ra["epoch"]
+    wa, wb = _weights(a), _weights(b)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_ddp_over_two_ranks_trains_as_one_process_and_resumes_with_another_count(
+        tmp_path, trained_run):
+    """Two ranks, each half of every global batch of 100 with the global batch's draws, follow
+    the single process's steps to float rounding; a run started on 2 ranks continues on 1."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+
+    def alone(*args):
+        done = subprocess.run([sys.executable, "-m", "fastair", *TRAIN, *map(str, args)],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    alone("--epochs", "2", "--run-dir", tmp_path / "one")
+    done = torchrun(*TRAIN, "--epochs", "2", "--run-dir", tmp_path / "two", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DDP over 2 processes" in done.stdout
+    assert done.stdout.count("stopped:") == 1  # rank 0 alone reports
+    _same_training(tmp_path / "one", tmp_path / "two")
+    # begun on 2 ranks, finished alone
+    done = torchrun(*TRAIN, "--epochs", "1", "--run-dir", tmp_path / "mixed", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    alone("--epochs", "2", "--run-dir", tmp_path / "mixed", "--resume")
+    _same_training(tmp_path / "one", tmp_path / "mixed")

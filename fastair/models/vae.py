@@ -189,34 +189,55 @@ class VAE(nn.Module):
         eps = self._randn((k, x.shape[0], self.z_dim), x, generator)
         return self.bound_from(x, x, eps)
 
-    def objective(self, x, k=None, *, generator=None):
+    def objective(self, x, k=None, *, generator=None, draws=None):
         """The training objective per example ``[B]``.
 
         ``alpha * L_k(x; q(.|x + sigma * n)) + (1 - alpha) * L_k(x; q(.|x))``,
         ``n ~ N(0, I) [B, D]``; a term of weight 0 is skipped, and with ``sigma = 0`` it is the
-        clean bound. Random draws, in order: ``n`` (only if the noisy term is used), then
-        ``eps [k, T*B, Z]`` for the ``T`` terms used (the noisy term's block first); both terms
-        run as one batch of ``T*B``.
+        clean bound. Random draws (:meth:`objective_draws`), in order: ``n`` (only if the noisy
+        term is used), then ``eps [k, T*B, Z]`` for the ``T`` terms used (the noisy term's
+        block first); both terms run as one batch of ``T*B``. ``draws`` gives them instead
+        (``(n or None, eps)``, e.g. a rank's rows of a global batch's, :meth:`draw_rows`).
         """
         self._check_x(x)
         k = self._k(k)
-        noisy = self.sigma > 0 and self.alpha > 0
-        clean = not noisy or self.alpha < 1
-        if not noisy:
-            return self.clean_bound(x, k, generator=generator)
+        n, eps = draws if draws is not None else self.objective_draws(x, k, generator)
         b = x.shape[0]
-        x_enc = x + self.sigma * self._randn(x.shape, x, generator)
-        if not clean:
-            return self.bound_from(x_enc, x, self._randn((k, b, self.z_dim), x, generator))
-        eps = self._randn((k, 2 * b, self.z_dim), x, generator)
+        if n is None:
+            if self.sigma > 0 and self.alpha > 0:
+                raise ValueError("objective: the noisy term needs the input noise n")
+            return self.bound_from(x, x, eps)
+        x_enc = x + self.sigma * n
+        if self.alpha >= 1:
+            return self.bound_from(x_enc, x, eps)
         both = self.bound_from(torch.cat([x_enc, x]), torch.cat([x, x]), eps)
         return self.alpha * both[:b] + (1 - self.alpha) * both[b:]
 
-    def bound(self, x, k=None, *, generator=None):
+    def objective_draws(self, x, k=None, generator=None):
+        """``(n [B, D] or None, eps [k, T*B, Z])``: the random draws of :meth:`objective` on
+        ``x [B, D]``, in its order."""
+        k, b = self._k(k), x.shape[0]
+        if not (self.sigma > 0 and self.alpha > 0):
+            return None, self._randn((k, b, self.z_dim), x, generator)
+        n = self._randn(x.shape, x, generator)
+        terms = 1 if self.alpha >= 1 else 2
+        return n, self._randn((k, terms * b, self.z_dim), x, generator)
+
+    @staticmethod
+    def draw_rows(draws, b, lo, hi):
+        """Rows ``lo:hi`` of a ``b``-example batch's :meth:`objective_draws` ``draws``: what
+        the objective of ``x[lo:hi]`` uses of them (every term's block)."""
+        n, eps = draws
+        blocks = eps.shape[1] // b
+        eps = torch.cat([eps[:, t * b + lo:t * b + hi] for t in range(blocks)], 1)
+        return (None if n is None else n[lo:hi]), eps
+
+    def bound(self, x, k=None, *, generator=None, draws=None):
         """Per-example bound ``[B]``: :meth:`objective` in train mode, :meth:`clean_bound` in eval
-        mode. ``k`` defaults to ``self.k``; ``generator`` (optional) drives the random draws."""
+        mode. ``k`` defaults to ``self.k``; ``generator`` (optional) drives the random draws;
+        ``draws`` (train mode) gives them (:meth:`objective`)."""
         if self.training:
-            return self.objective(x, k, generator=generator)
+            return self.objective(x, k, generator=generator, draws=draws)
         return self.clean_bound(x, k, generator=generator)
 
     forward = bound

@@ -7,12 +7,14 @@ paper's form (:mod:`fastair.reproduce.report`). Every run lives in its own direc
 output root and is resumable (:mod:`fastair.reproduce.runner`): after Ctrl-C or a crash the same
 call continues where it stopped and never redoes a finished run.
 """
+import contextlib
 import os
 import time
 
 import torch
 
 import fastair
+from fastair import distributed
 from fastair.backends import describe
 from fastair.io import progress_bar
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig, RunSpec, plan_runs
@@ -73,8 +75,11 @@ def reproduce(config=None, root=None, progress=True):
     check_device(config.device)
     data = load_dataset(config.dataset, root=config.data_root)
     runs = plan_runs(config)
-    with rundir.hold(root):  # a second reproduce on the same root is refused
-        return _reproduce_held(config, root, data, runs, progress)
+    w = distributed.world()
+    # a second reproduce on the same root is refused; under torchrun rank 0 holds the root and
+    # every rank holds the runs it trains
+    with rundir.hold(root) if w.main else contextlib.nullcontext():
+        return _reproduce_held(config, root, data, runs, progress, w)
 
 
 STACK_MAX_K = 8
@@ -97,11 +102,15 @@ def _stacks(config, runs):
     return groups
 
 
-def _reproduce_held(config, root, data, runs, progress):
+def _reproduce_held(config, root, data, runs, progress, w):
     start, results = time.perf_counter(), []
-    bar = progress_bar(progress, total=len(runs), unit="run", desc="reproduce", leave=True)
+    groups = _stacks(config, runs)[w.rank::w.size]  # under torchrun: this rank's share
+    progress = progress and w.main
+    bar = progress_bar(progress, total=sum(map(len, groups)), unit="run", desc="reproduce",
+                       leave=True)
+    say = _say if w.main else (lambda bar, text: print(f"rank {w.rank}: {text}", flush=True))
     try:
-        for group in _stacks(config, runs):
+        for group in groups:
             name = group[0].name if len(group) == 1 else f"k{group[0].k}/seed{group[0].seed}"
             if bar is not None:
                 bar.set_postfix_str(name)
@@ -119,11 +128,12 @@ def _reproduce_held(config, root, data, runs, progress):
                                  on_epoch_end=on_epoch_end)
             for result in done:
                 results.append(result)
-                _say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
+                say(bar, ("done before: " if result.pop("resumed") else "") + _describe(result))
                 if bar is not None:
                     bar.update(1)
+        results = _gathered(results, runs)
         if config.test_chosen_only:
-            _test_chosen(config, root, data, results, progress, bar)
+            results = _test_chosen(config, root, data, results, runs, progress, bar, say, w)
     except KeyboardInterrupt:
         if results:
             write_report(root, config, results, summarize(results),
@@ -133,21 +143,37 @@ def _reproduce_held(config, root, data, runs, progress):
         if bar is not None:
             bar.close()
     summary = summarize(results)
+    if not w.main:
+        return summary, []
     paths = write_report(root, config, results, summary,
                          header=_header(config, results, time.perf_counter() - start, True))
     return summary, paths
 
 
-def _test_chosen(config, root, data, results, progress, bar):
+def _gathered(results, runs):
+    """Every rank's results, in plan order, on every rank (``results`` alone without
+    torchrun)."""
+    if distributed.world().size == 1:
+        return results
+    order = {spec.name: i for i, spec in enumerate(runs)}
+    merged = [r for part in distributed.gather(results) for r in part]
+    return sorted(merged, key=lambda r: order[r["name"]])
+
+
+def _test_chosen(config, root, data, results, runs, progress, bar, say, w):
     """With ``config.test_chosen_only``: IW-SVI on test for every seed of each family's grid
-    value chosen on validation (``results`` updated in place)."""
+    value chosen on validation, shared out over the ranks; returns the updated results."""
     chosen = {(row["k"], row["family"], row["strength"]) for row in summarize(results)["table"]}
-    for i, r in enumerate(results):
-        if (r["k"], r["family"], r["strength"]) in chosen and r["test"].get("evaluated") is False:
-            if bar is not None:
-                bar.set_postfix_str(f"{r['name']} test")
-            results[i] = test_run(r, config, data, root, progress=progress)
-            _say(bar, "tested: " + _describe(results[i]))
+    todo = [r for r in results if (r["k"], r["family"], r["strength"]) in chosen
+            and r["test"].get("evaluated") is False]
+    tested = []
+    for r in todo[w.rank::w.size]:
+        if bar is not None:
+            bar.set_postfix_str(f"{r['name']} test")
+        tested.append(test_run(r, config, data, root, progress=progress))
+        say(bar, "tested: " + _describe(tested[-1]))
+    done = {r["name"]: r for r in _gathered(tested, runs)}
+    return [done.get(r["name"], r) for r in results]
 
 
 def _header(config, results, wall, complete):

@@ -2,6 +2,7 @@
 import signal
 import sys
 
+from fastair import distributed
 from fastair.precision import PRECISIONS
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
 
@@ -90,20 +91,32 @@ _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "
 
 def run(args):
     """Build the config from ``args``, run everything, print the tables; exit status."""
-    from fastair.reproduce import default_root, markdown_tables, reproduce
+    from fastair.reproduce import default_root
 
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
     given.update(dataset=args.dataset, data_root=args.data_root, ks=tuple(args.ks))
     config = ReproduceConfig.quick_preset(**given) if args.quick else ReproduceConfig(**given)
     root = args.out or default_root(config)
-    print(f"fastair reproduce: {config.dataset}, k {list(config.ks)}, {config.seeds} seed(s), "
-          f"output {root}", flush=True)
+    with distributed.start(config.device) as world:
+        config.device = str(distributed.rank_device(config.device))  # cuda -> cuda:LOCAL_RANK
+        return _run(config, root, args, world)
+
+
+def _run(config, root, args, world):
+    from fastair.reproduce import markdown_tables, reproduce
+
+    ranks = f", {world.size} processes" if world.size > 1 else ""
+    if world.main:
+        print(f"fastair reproduce: {config.dataset}, k {list(config.ks)}, {config.seeds} "
+              f"seed(s), output {root}{ranks}", flush=True)
     try:
         summary, paths = reproduce(config, root, progress=not args.no_progress)
     except KeyboardInterrupt as err:
         print(f"\ninterrupted; finished runs are kept under {root}. Run the same command "
               "again to continue.", file=sys.stderr)
         return 128 + (getattr(err, "signal", None) or signal.SIGINT)
+    if not world.main:
+        return 0
     print()
     print(markdown_tables(summary, config.dataset))
     print(f"written: {', '.join(paths)}")

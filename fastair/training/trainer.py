@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import fastair
+from fastair import distributed
 from fastair._checks import check_bernoulli_targets
 from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
 from fastair.evaluation.bound import EVAL_SEED, evaluate_bound
@@ -125,10 +126,15 @@ class Trainer:
         meta: extra JSON-able facts to record in ``config.json`` (data set name, preset ...).
         on_batch_end: optional ``f(trainer, batch_index)`` after every optimizer step.
         on_epoch_end: optional ``f(trainer, row)`` after every epoch's checkpoint.
+        data_parallel: under ``torchrun``, train over every rank of the process group with
+            DistributedDataParallel: each global batch of ``batch_size`` split into one slice
+            per rank, the random draws those of the global batch (so the steps are a single
+            process's, to rounding), validation run whole on every rank, and the files written
+            by rank 0 alone; a run may resume with another number of ranks.
     """
 
     def __init__(self, model, train_x, valid_x, config=None, run_dir=None, *, meta=None,
-                 on_batch_end=None, on_epoch_end=None, **settings):
+                 on_batch_end=None, on_epoch_end=None, data_parallel=False, **settings):
         config = config if config is not None else TrainConfig()
         self.config = replace(config, **settings) if settings else config
         self.model, self.train_x, self.valid_x = model, train_x, valid_x
@@ -147,6 +153,8 @@ class Trainer:
         self._stop_requested, self._rng_before, self._bar = False, None, None
         self._stop_signal, self.scaler = None, None
         self.draw_generator = None  # set by a stack: the generator of this run's draws
+        self.data_parallel = bool(data_parallel)
+        self.world = distributed.world() if data_parallel else distributed.World()
 
     # -- files --------------------------------------------------------------------------------
     def _path(self, name):
@@ -165,7 +173,7 @@ class Trainer:
         atomic_write_json(self._path("config.json"), doc)
 
     def _write_metrics(self):
-        if self.run_dir is None:
+        if self.run_dir is None or not self._writes():
             return
         atomic_write_json(self._path("metrics.json"), self.metrics)
         atomic_write_csv(self._path("metrics.csv"), self.metrics, METRIC_COLUMNS)
@@ -201,7 +209,7 @@ class Trainer:
         return states
 
     def _save_last(self):
-        if self.run_dir is not None:
+        if self.run_dir is not None and self._writes():
             atomic_save(self._checkpoint(), self._path("last.pt"))
             self._write_metrics()
 
@@ -209,8 +217,12 @@ class Trainer:
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._write_best()
 
+    def _writes(self):
+        """Whether this process writes the run's files (rank 0 under torchrun)."""
+        return self.world.main
+
     def _write_best(self):
-        if self.run_dir is not None and self.best_state is not None:
+        if self.run_dir is not None and self.best_state is not None and self._writes():
             atomic_save({"format": _FORMAT, "model_hparams": getattr(self.model, "hparams", None),
                          "identity": self.identity, "meta": self.meta, "model": self.best_state,
                          "epoch": self.best_epoch, "valid_bound": self.best_value},
@@ -223,7 +235,9 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.identity = rundir.run_identity(self.model, self.train_x, self.valid_x, self.meta)
-        self.device = torch.device(cfg.device)
+        self.world = distributed.world() if self.data_parallel else distributed.World()
+        self.device = (distributed.rank_device(cfg.device) if self.data_parallel
+                       else torch.device(cfg.device))
         self.model.to(self.device)
         self.train_x = self.train_x.to(self.device)
         self.valid_x = self.valid_x.to(self.device)
@@ -234,15 +248,40 @@ class Trainer:
         self.optimizer = _adam(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.lr_decay)
         self.shuffle = torch.Generator()
-        if self.run_dir is not None and rundir.start_mode(self.run_dir, resume) == "resume":
-            return self._resume(self._path("last.pt"))
+        self.ddp = None
+        if self.world.size > 1:
+            self._check_ddp()
+        # under torchrun rank 0 decides, before it writes anything, and tells the others
+        mode = (rundir.start_mode(self.run_dir, resume)
+                if self.run_dir is not None and self.world.main else None)
+        mode = distributed.gather(mode)[0] if self.world.size > 1 else mode
+        if mode == "resume":
+            self._resume(self._path("last.pt"))
+        else:
+            self._start_fresh()
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _check_ddp(self):
+        if not hasattr(self.model, "objective_draws"):
+            raise ValueError(f"torchrun training: {type(self.model).__name__} has no "
+                             "objective_draws; only a fastair VAE trains over several ranks")
+        if self.config.batch_size < self.world.size:
+            raise ValueError(f"batch size {self.config.batch_size} is below the {self.world.size}"
+                             " ranks: each rank needs rows of every batch")
+
+    def _start_fresh(self):
+        cfg = self.config
         seed_everything(cfg.seed)
         self.shuffle.manual_seed(cfg.seed)
         if cfg.init_decoder_bias and hasattr(self.model, "init_decoder_bias"):
             self.model.init_decoder_bias(self.train_x)
         if self.run_dir is not None:  # epoch 0 first: a directory with files can be resumed
             self._save_last()
-            self._write_config()
+            if self.world.main:
+                self._write_config()
 
     def _resume(self, last):
         try:
@@ -353,14 +392,20 @@ class Trainer:
         model.train()
         try:
             for b in range(part["batch"], n_batches):
-                if self._stop_requested:
+                if self._stop_now():
                     raise KeyboardInterrupt
                 self._rng_before = self._rng_snapshot()
+                xb = self.train_x.index_select(0, perm[b * bs:(b + 1) * bs])
                 with autocast(self.device.type, cfg.precision):
-                    bound = model.bound(self.train_x.index_select(0, perm[b * bs:(b + 1) * bs]))
-                loss = -bound.float().mean()
+                    if self.ddp is None:
+                        bound = model.bound(xb)
+                        loss = -bound.float().mean()
+                    else:
+                        bound, loss = self._rank_rows(xb)
                 self.optimizer.zero_grad(set_to_none=True)
                 batch_sum = bound.detach().sum(dtype=torch.float64)
+                if self.ddp is not None:  # the global batch's sum, for the epoch's mean
+                    torch.distributed.all_reduce(batch_sum)
                 if self.scaler is None:
                     loss.backward()
                     self.optimizer.step()
@@ -369,7 +414,7 @@ class Trainer:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                 part["sum"], part["count"], part["batch"] = (
-                    part["sum"] + batch_sum, part["count"] + len(bound), b + 1)
+                    part["sum"] + batch_sum, part["count"] + len(xb), b + 1)
                 self._rng_before = None
                 if self._bar is not None and time.perf_counter() - last_refresh > _REFRESH_S:
                     last_refresh = time.perf_counter()
@@ -379,6 +424,25 @@ class Trainer:
         finally:
             part["time_s"] += time.perf_counter() - start
         self._end_epoch(lr)
+
+    def _stop_now(self):
+        """Whether to stop before the next batch: this process's request, or under torchrun
+        any rank's (all ranks stop at the same batch)."""
+        if self.ddp is None:
+            return self._stop_requested
+        flag = torch.tensor([int(self._stop_requested)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _rank_rows(self, xb):
+        """This rank's rows of the global batch ``xb [B, D]``: ``(bound [rows], loss)``. The
+        draws are the global batch's (every rank draws them alike from the same RNG state) and
+        the loss is scaled so that DDP's mean over ranks is the global batch's mean ``-L``."""
+        n, size, rank = len(xb), self.world.size, self.world.rank
+        lo, hi = n * rank // size, n * (rank + 1) // size
+        draws = self.model.draw_rows(self.model.objective_draws(xb), n, lo, hi)
+        bound = self.ddp(xb[lo:hi], draws=draws)
+        return bound, -bound.float().sum() * (size / n)
 
     def _end_epoch(self, lr, valid=None):
         """Validate (unless a stack gives ``valid``, the mean validation bound), record the
@@ -463,7 +527,7 @@ class Trainer:
             TrainingDiverged: the bound became non-finite; ``last.pt`` keeps the last good
                 epoch, and ``fit(resume=True)`` with a smaller ``lr`` continues from it.
         """
-        if self.run_dir is None:
+        if self.run_dir is None or not self.world.main:
             return self._fit(resume)
         with rundir.hold(self.run_dir):
             return self._fit(resume)
@@ -472,7 +536,7 @@ class Trainer:
         self._setup(resume)
         self._stop_requested, self.stop_reason, self._stop_signal = False, None, None
         cfg = self.config
-        self._bar = progress_bar(cfg.progress, total=cfg.epochs,
+        self._bar = progress_bar(cfg.progress and self.world.main, total=cfg.epochs,
                                  initial=min(self.epoch, cfg.epochs), unit="epoch",
                                  desc=f"train (-L_{getattr(self.model, 'k', 'k')})")
         if self._bar is not None:
