@@ -161,3 +161,10 @@ def test_ddp_over_two_ranks_trains_as_one_process_and_resumes_with_another_count
     assert done.returncode == 0, done.stdout + done.stderr
     alone("--epochs", "2", "--run-dir", tmp_path / "mixed", "--resume")
     _same_training(tmp_path / "one", tmp_path / "mixed")
+
+
+def test_the_scaling_benchmark_runs_and_writes_its_table(tmp_path):
+    from bench import bench_distributed
+    assert bench_distributed.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "distributed.md").read_text()
+    assert "| evaluate (IW-SVI, 500 digits) | 2 |" in text and "| reproduce (2 runs) | 2 |" in text
