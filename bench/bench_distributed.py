@@ -63,7 +63,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=125, help="IW-SVI block size")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a tiny model and grid, one repeat")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -81,7 +81,7 @@ def main(argv=None):
                 "--epochs", "1", "--k-eval", "20", "--max-steps", "5"]
     else:  # 6 runs
         grid = ["reproduce", "--models", "vae", "dvae-a1", "--sigmas", "0.2", "0.4", "--seeds",
-                "2", "--epochs", "20", "--k-eval", "1000", "--max-steps", "500"]
+                "2", "--epochs", "10", "--k-eval", "500", "--max-steps", "300"]
     grid += ["--no-stack", "--no-progress"]
     runs = 2 if args.quick else 6
     jobs = {"evaluate (IW-SVI, 500 digits)": lambda i, n: evaluate,
