@@ -246,3 +246,20 @@ def test_importance_bound_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="estimator"):
         fastair.nn.importance_bound(torch.zeros(4, 3), z, torch.zeros(3, 2), torch.zeros(3, 2),
                                     "reinforce")
+
+
+def test_the_estimator_comparison_tabulates_seeds_and_the_paired_difference(tmp_path):
+    from bench import compare_estimators
+    for est, base in (("iwae", 100.0), ("dreg", 99.0)):
+        for seed in range(2):
+            run = tmp_path / "runs" / f"{est}-seed{seed}"
+            (run / "iwsvi").mkdir(parents=True)
+            (run / "bounds.json").write_text(json.dumps(
+                {"best_epoch": 5, "epochs": 9, "stop_reason": "max_epochs", "k": 64}))
+            (run / "iwsvi" / "summary.json").write_text(json.dumps(
+                {"-ln p(x)": base + seed, "gap": 5.0, "-L(x)": base + seed + 5}))
+    out = tmp_path / "out"
+    assert compare_estimators.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "estimators.md").read_text()
+    assert "| iwae | 2 | 100.50 ± 0.71 |" in text and "| dreg | 2 | 99.50 ± 0.71 |" in text
+    assert "+1.00, +1.00; mean +1.00 ± 0.00" in text
