@@ -110,10 +110,13 @@ def main(argv=None):
     lines = [f"# torchrun scaling on this machine ({os.cpu_count()} cores), torch "
              f"{torch.__version__}, fastair {fastair.__version__}\n", f"Command: `{command}`\n",
              f"Wall time of each command (start-up included; fastest of {args.repeats}), one "
-             f"process with {args.threads} threads against N processes sharing them. The "
-             "evaluation's per-example ln p(x) differ across the process counts by at most "
-             f"{worst:.2e} nat (the threads per process change the matmuls' rounding; with "
-             "the same threads they are equal bit for bit, tests/test_distributed.py).\n",
+             f"process with {args.threads} threads against N processes sharing them. "
+             + ("The evaluation's per-example ln p(x) are the same bit for bit on every "
+                "process count.\n" if worst == 0 else
+                "The evaluation's per-example ln p(x) differ across the process counts by at "
+                f"most {worst:.2e} nat (the threads per process change the matmuls' rounding; "
+                "with the same threads they are equal bit for bit, "
+                "tests/test_distributed.py).\n"),
              "| job | processes | threads each | seconds | speedup |", "|---|---|---|---|---|"]
     lines += [f"| {r['job']} | {r['processes']} | {r['threads_each']} | {r['seconds']:.1f} | "
               f"{r['speedup']:.2f}x |" for r in rows]
