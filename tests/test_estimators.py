@@ -6,6 +6,7 @@ IWAE gradient's, and so is STL's at k = 1 (the ELBO's). Each statistical test al
 fail: STL at k = 8 is biased and the test tells it from IWAE.
 """
 import json
+import math
 
 import pytest
 import torch
@@ -208,10 +209,25 @@ def test_the_snr_benchmark_writes_its_table_and_plot(tmp_path):
     from bench import bench_snr
     assert bench_snr.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "snr.md").read_text()
-    assert "| dreg | encoder |" in text and "slope (log-log)" in text
+    assert "| dreg | encoder |" in text and "| dreg | encoder-vector |" in text
+    assert "| slope | slope, last 3 | expected |" in text
     assert (tmp_path / "snr.png").stat().st_size > 1000
     rows = (tmp_path / "snr.csv").read_text().splitlines()
-    assert rows[0].startswith("estimator,part,k,snr") and len(rows) == 1 + 3 * 2 * 2 + 2
+    assert rows[0].startswith("estimator,part,k,snr") and len(rows) == 1 + 3 * 4 * 2 + 2
+
+
+def test_the_snr_check_on_the_linear_gaussian_model_shows_the_decoder_rate(tmp_path):
+    """The toy model reaches the asymptotic regime: even a short run sees the decoder's SNR
+    grow like sqrt(k) (+0.5 on a log-log scale) and DReG's encoder SNR above IWAE's."""
+    from bench import bench_snr
+    assert bench_snr.main(["--model", "toy", "--ks", "1", "16", "--repeats", "60",
+                           "--name", "toy", "--out", str(tmp_path)]) == 0
+    rows = (tmp_path / "toy.csv").read_text().splitlines()[1:]
+    snr = {(r.split(",")[0], r.split(",")[1], int(r.split(",")[2])): float(r.split(",")[3])
+           for r in rows}
+    slope = math.log(snr[("iwae", "decoder-vector", 16)] / snr[("iwae", "decoder-vector", 1)])
+    assert 0.35 < slope / math.log(16) < 0.65
+    assert snr[("dreg", "encoder", 16)] > 3 * snr[("iwae", "encoder", 16)]
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
