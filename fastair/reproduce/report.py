@@ -10,11 +10,12 @@ import os
 import statistics
 
 from fastair.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from fastair.reproduce.figures import plot_strength_curves
+from fastair.reproduce.figures import plot_gain_curves, plot_strength_curves
+from fastair.reproduce.gains import gain_claims, markdown_claims, seed_gains
 from fastair.reproduce.paper import paper_note, paper_numbers, paper_reference
 from fastair.reproduce.protocol import FAMILIES, family_label, get_family
 
-__all__ = ["summarize", "write_report", "markdown_tables"]
+__all__ = ["summarize", "write_report", "markdown_tables", "across_k"]
 
 _METRICS = {"test_nll": ("test", "-ln p(x)"), "test_gap": ("test", "gap"),
             "test_nelbo": ("test", "-L(x)"), "valid_nll": ("valid", "-ln p(x)")}
@@ -180,6 +181,28 @@ def _run_row(r):
                 eval_seconds=r["valid"]["seconds"] + r["test"]["seconds"])
 
 
+_GAIN_COLUMNS = ("k", "label", "family", "strength", "n", "gain", "gain_std", "gain_se")
+
+
+def across_k(root, results, summary, prefix="fig2"):
+    """Figure 2 and its claims for results with two or more k: writes ``gains.csv`` and the
+    ``<prefix>_<family>.png`` figures under ``root``; returns ``(markdown, paths)``, empty
+    when there is one k."""
+    if len({r["k"] for r in results}) < 2:
+        return "", []
+    gains = seed_gains(results)
+    chosen = {(row["k"], row["family"]): row["strength"] for row in summary["table"]}
+    path = os.path.join(root, "gains.csv")
+    atomic_write_csv(path, gains, _GAIN_COLUMNS, "ignore")
+    figures = plot_gain_curves(root, gains, prefix)
+    text = ("## Across k: the gain over IWAE-k (the paper's Figure 2)\n\n"
+            "Gain = IWAE-k's test -ln p(x) minus the regularized run's, same k and seed, in "
+            "nats (positive: the regularizer helped); gains.csv has every grid value.\n\n"
+            + markdown_claims(gain_claims(gains, chosen)) + "\n"
+            + "".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in figures))
+    return text, [path] + figures
+
+
 def write_report(root, config, results, summary, header=""):
     """Write ``results.json``, ``runs.csv``, ``grid.csv``, ``table.csv``, ``report.md`` and the
     figures under ``root``; returns the list of written paths."""
@@ -196,5 +219,8 @@ def write_report(root, config, results, summary, header=""):
         body.append("Figures: test -ln p(x) against the regularization strength, mean ± std "
                     "over seeds, the plain model as a horizontal band:\n")
         body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
+    gains_text, gain_paths = across_k(root, results, summary)
+    if gains_text:
+        body += ["", gains_text]
     atomic_write_text(paths["report.md"], "\n".join(body) + "\n")
-    return list(paths.values()) + figures
+    return list(paths.values()) + figures + gain_paths
