@@ -42,9 +42,10 @@ def load(paths):
 
 
 def _budget(config):
+    steps = config.get("max_steps", config.get("svi_steps", "?"))  # older records: svi_steps
     return (f"k {config['ks']}, {config['seeds']} seeds, at most {config['epochs']} epochs "
             f"(patience {config['patience']}), {config.get('precision', 'fp32')} training, "
-            f"IW-SVI k_svi {config['k_svi']}, ≤ {config.get('max_steps', config.get('svi_steps', '?'))} steps, "
+            f"IW-SVI k_svi {config['k_svi']}, ≤ {steps} steps, "
             f"k_eval {config['k_eval']}")
 
 
