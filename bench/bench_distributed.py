@@ -65,6 +65,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=125, help="IW-SVI block size")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a tiny model and grid, one repeat")
+    p.add_argument("--jobs", nargs="+", choices=("evaluate", "reproduce"),
+                   default=["evaluate", "reproduce"], help="which commands to time")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     tiny = ["--hidden", "16", "--z-dim", "4"] if args.quick else []
@@ -87,6 +89,7 @@ def main(argv=None):
     jobs = {"evaluate (IW-SVI, 500 digits)": lambda i, n: evaluate,
             f"reproduce ({runs} runs)": lambda i, n: grid + ["--out",
                                                              os.path.join(work, f"g{i}-{n}")]}
+    jobs = {name: make for name, make in jobs.items() if name.split()[0] in args.jobs}
     reference, worst = None, 0.0
     for job, make in jobs.items():
         best = {}
