@@ -190,3 +190,25 @@ def test_compile_fullgraph_equals_eager(backend):
 def test_parametrization_rejects_bad_H():
     with pytest.raises(ValueError, match=r"H: expected a finite float > 0"):
         CappedWeightNorm(float("nan"))
+
+
+def test_row_norm_stats_reports_the_effective_norms_and_the_rows_held_at_their_cap():
+    from fastair.nn import row_norm_stats
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    with torch.no_grad():  # row norms 1, 2, 3, 4, 5 in the first layer
+        w = torch.randn(5, 6)
+        net[0].weight.copy_(w / w.norm(dim=1, keepdim=True) * torch.arange(1.0, 6.0)[:, None])
+    free = row_norm_stats(net, quantiles=(0.0, 0.5, 1.0))
+    assert [r["name"] for r in free] == ["0", "2"] and free[0]["rows"] == 5
+    assert free[0]["quantiles"] == pytest.approx([1.0, 3.0, 5.0], rel=1e-5)
+    assert free[0]["H"] is None and free[0]["capped_share"] is None
+    expect = torch.linalg.vector_norm(net[2].weight, dim=1)
+    assert free[1]["quantiles"][2] == pytest.approx(expect.max().item(), rel=1e-6)
+    # a cap of 2.5: rows of norm 3, 4, 5 are held at it (sigmoid(u) ~ 1 for them), 1 and 2 not
+    capped_weight_norm_(net[0], 2.5)
+    stats = row_norm_stats(net)[0]
+    assert stats["H"] == 2.5 and stats["capped_share"] == pytest.approx(3 / 5)
+    assert stats["quantiles"][2] <= 2.5 + 1e-5 and stats["quantiles"][2] > 2.49
+    held = row_norm_stats(net, quantiles=(0.0,))[0]["quantiles"][0]
+    assert held == pytest.approx(1.0, rel=1e-5)  # the shortest row is untouched

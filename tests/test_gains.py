@@ -116,3 +116,19 @@ def test_figure2_script_merges_records_and_refuses_mixtures(tmp_path):
         load([str(tmp_path / "a"), str(tmp_path / "c")])
     with pytest.raises(ValueError, match="k = 8 is in both"):
         load([str(tmp_path / "b"), str(tmp_path / "c")])
+
+
+def test_row_norms_script_reads_trained_runs(tmp_path, tiny_data):
+    from bench.row_norms import main as row_norms
+    from fastair import cli
+    tiny = ["--hidden", "8", "--z-dim", "2", "--batch-size", "40", "--no-progress", "--epochs",
+            "1"]
+    assert cli.main(["train", "--run-dir", str(tmp_path / "vae"), *tiny]) == 0
+    assert cli.main(["train", "--model", "wni-vae", "--H", "0.05", "--run-dir",
+                     str(tmp_path / "wni"), *tiny]) == 0
+    assert row_norms([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "row_norms.md").read_text()
+    assert "| vae | – | – | trunk.0 | 8 | 1 |" in text
+    # H = 0.05 is far below a fresh layer's rows: every row of every layer is held at the cap
+    assert "| wni | 0.05 | all | trunk.0 | 8 | 1 | 0.05 | 0.05 | 0.05 | 100% |" in text
+    assert "| wni | 0.05 | all | logvar | 2 | 1 |" in text

@@ -5,6 +5,7 @@ from fastair.nn.capped_weight_norm import (
            CappedWeightNorm,
            CappedWeightNormLinear,
            capped_weight_norm_,
+           row_norm_stats,
 )
 from fastair.nn.estimators import importance_bound
 from fastair.nn.loss import IWAELoss, iwae_loss
@@ -12,4 +13,4 @@ from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
            "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp", "IWAELoss", "iwae_loss",
-           "importance_bound"]
+           "importance_bound", "row_norm_stats"]

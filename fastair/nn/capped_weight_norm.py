@@ -76,3 +76,33 @@ class CappedWeightNormLinear(nn.Linear):
     def __init__(self, in_features, out_features, H, bias=True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         parametrize.register_parametrization(self, "weight", CappedWeightNorm(H), unsafe=True)
+
+
+def row_norm_stats(module, quantiles=(0.5, 0.9, 1.0)):
+    """Where a cap ``H`` binds: per ``nn.Linear`` in ``module``, the quantiles of the row norms
+    ``||W_i||`` of its effective weight (after any capped weight norm) and, for a capped layer,
+    the share of rows held by their cap (``||v_i|| > H sigmoid(u_i)``).
+
+    Returns a list of dicts in module order: ``name``, ``rows`` (out_features), ``H`` (None if
+    not capped), ``quantiles`` (the ``quantiles`` of the row norms; the default gives the
+    median, the 90th percentile and the largest) and ``capped_share`` (None if not capped).
+    A cap below a free layer's median would bind on most of its rows; above its largest, none.
+    """
+    out = []
+    with torch.no_grad():
+        for name, layer in module.named_modules():
+            if not isinstance(layer, nn.Linear):
+                continue
+            norms = torch.linalg.vector_norm(layer.weight.float(), dim=1)
+            row = {"name": name or "(module)", "rows": layer.out_features, "H": None,
+                   "quantiles": torch.quantile(norms, torch.tensor(quantiles)).tolist(),
+                   "capped_share": None}
+            if _is_capped(layer):
+                cap = next(p for p in layer.parametrizations.weight
+                           if isinstance(p, CappedWeightNorm))
+                v = layer.parametrizations.weight.original0.float()
+                u = layer.parametrizations.weight.original1.float()
+                held = torch.linalg.vector_norm(v, dim=1) > cap.H * torch.sigmoid(u)
+                row.update(H=cap.H, capped_share=held.float().mean().item())
+            out.append(row)
+    return out
