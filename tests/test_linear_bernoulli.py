@@ -27,6 +27,9 @@ def test_matches_reference(backend, shape, dtype, with_bias):
     k, b, hdim, d = shape
     if backend == "triton" and k * b * hdim * d > TRITON_INTERPRETER_LIMIT:
         pytest.skip("too slow through the Triton interpreter; smaller shapes cover the kernel")
+    if backend == "triton" and dtype == torch.float64 and k * b * hdim * d > 1_000_000:
+        pytest.skip("float64 at 7M multiply-adds through the Triton interpreter: float32 covers "
+                    "this shape, float64 the smaller ones")
     h, weight, bias, x = make(*shape, dtype=dtype, seed=sum(shape))
     if with_bias:
         fn, inputs, diff = fastair.linear_bernoulli_log_prob, (h, weight, bias, x), [True] * 3

@@ -333,10 +333,11 @@ def test_sigterm_saves_like_ctrl_c(data, tmp_path):
         if trainer.epoch == 1 and batch == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGTERM)
     result = _fit(data, tmp_path, epochs=3, on_batch_end=term)
     assert result.interrupted and result.signal == signal.SIGTERM
     assert load_checkpoint(tmp_path / "last.pt")["partial"]["batch"] == 2
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
     assert _fit(data, tmp_path, resume=True, epochs=3).epochs == 3
 
 
