@@ -132,3 +132,12 @@ def test_row_norms_script_reads_trained_runs(tmp_path, tiny_data):
     # H = 0.05 is far below a fresh layer's rows: every row of every layer is held at the cap
     assert "| wni | 0.05 | all | trunk.0 | 8 | 1 | 0.05 | 0.05 | 0.05 | 100% |" in text
     assert "| wni | 0.05 | all | logvar | 2 | 1 |" in text
+
+
+def test_the_grid_table_gives_each_value_its_paired_gain():
+    from fastair.reproduce.report import markdown_tables
+    runs = _grid({1: 100.0}, {1: {0.2: 1.0, 0.8: -3.0}})
+    text = markdown_tables(summarize(runs), "mnist5k", runs)
+    assert "gain, paired" in text
+    assert "| σ = 0.2 * |" in text and "+1.00 ± 0.10 |" in text and "-3.00 ± 0.10 |" in text
+    assert "gain, paired" in markdown_tables(summarize(runs), "mnist5k")  # "–" without runs

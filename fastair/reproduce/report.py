@@ -137,24 +137,35 @@ def _count(n):
     return "–" if n < 0 else str(n)
 
 
-def markdown_tables(summary, dataset):
+def _paired(gains, row):
+    g = gains.get((row["k"], row["family"], row["strength"]))
+    if g is None:
+        return "–"
+    se = "–" if math.isnan(g["gain_se"]) else f"{g['gain_se']:.2f}"
+    return f"{g['gain']:+.2f} ± {se}"
+
+
+def markdown_tables(summary, dataset, results=None):
     """The tables in the paper's form (one per k, the paper's numbers beside), then the grids
-    with the IW-SVI diagnostics, as Markdown text."""
+    with the IW-SVI diagnostics, as Markdown text. With ``results`` (the runs), the grid also
+    gives each value's test gain over the plain model of its k, paired by seed (mean ± SE)."""
+    gains = {(g["k"], g["family"], g["strength"]): g for g in seed_gains(results or [])}
     out = []
     for k in sorted({row["k"] for row in summary["table"]}):
         out += _table(summary, dataset, k)
         out += [f"Grid at k = {k} (each value's mean over seeds; * = chosen). IW-SVI diagnostics "
                 "over validation and test: the median ESS of the k_eval final weights (median over "
                 "runs), the largest per-example standard error, and how many examples hit the "
-                "step cap or were flagged unreliable:\n",
-                "| model | strength | valid -ln p(x) | test -ln p(x) | test Δinf | test -L(x) "
-                "| median ESS | max SE | at cap | unreliable |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "step cap or were flagged unreliable. Gain, paired: the plain model's test "
+                "-ln p(x) minus this value's, seed by seed (positive: better), mean ± SE:\n",
+                "| model | strength | valid -ln p(x) | test -ln p(x) | gain, paired | test Δinf "
+                "| test -L(x) | median ESS | max SE | at cap | unreliable |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in (r for r in summary["grid"] if r["k"] == k):
             mark = " *" if row["chosen"] else ""
             out.append(f"| {row['label']} | {_strength(row)}{mark} | "
                        f"{_pm(row['valid_nll'], row['valid_nll_std'])} | "
-                       f"{_pm(row['test_nll'], row['test_nll_std'])} | "
+                       f"{_pm(row['test_nll'], row['test_nll_std'])} | {_paired(gains, row)} | "
                        f"{_pm(row['test_gap'], row['test_gap_std'])} | "
                        f"{_pm(row['test_nelbo'], row['test_nelbo_std'])} | "
                        f"{_num(row['median_ess'], 0)} | {_num(row['max_se'], 2)} | "
@@ -214,7 +225,7 @@ def write_report(root, config, results, summary, header=""):
     atomic_write_csv(paths["grid.csv"], summary["grid"], _GRID_COLUMNS, "ignore")
     atomic_write_csv(paths["table.csv"], summary["table"], _GRID_COLUMNS, "ignore")
     figures = plot_strength_curves(root, summary)
-    body = [header, markdown_tables(summary, config.dataset)]
+    body = [header, markdown_tables(summary, config.dataset, results)]
     if figures:
         body.append("Figures: test -ln p(x) against the regularization strength, mean ± std "
                     "over seeds, the plain model as a horizontal band:\n")
