@@ -141,3 +141,13 @@ def test_the_grid_table_gives_each_value_its_paired_gain():
     assert "gain, paired" in text
     assert "| σ = 0.2 * |" in text and "+1.00 ± 0.10 |" in text and "-3.00 ± 0.10 |" in text
     assert "gain, paired" in markdown_tables(summarize(runs), "mnist5k")  # "–" without runs
+
+
+def test_paired_gains_script_writes_beside_the_record(tmp_path):
+    from bench.paired_gains import main as paired
+    runs = _grid({1: 100.0}, {1: {0.2: 1.0, 0.8: -3.0}})
+    _record(tmp_path, "toy", runs)
+    assert paired([str(tmp_path)]) == 0
+    text = (tmp_path / "paired_gains.md").read_text()
+    assert "| 1 | dvae-a1 | 0.2 | +1.00 ± 0.10 | 0: +0.90, 1: +1.10 |" in text
+    assert (tmp_path / "paired_gains.csv").read_text().startswith("k,label,family,strength")
