@@ -32,6 +32,24 @@ def _std(v):
     return 0.0 if math.isnan(v) else v
 
 
+def _log_strength_axis(ax, ticks):
+    """A log x axis labelled at the grid's strengths only."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
+def _save(plt, fig, ax, path):
+    """Legend, tight layout and an atomic write of ``path``; the figure is closed either way."""
+    ax.legend()
+    fig.tight_layout()
+    try:
+        atomic_save_figure(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_strength_curves(root, summary):
     """Draw ``fig_<knob>_k<k>.png`` under ``root`` for every knob and k with a grid; returns
     the paths written."""
@@ -62,23 +80,14 @@ def plot_strength_curves(root, summary):
                 chosen = [r for r in rows if r["chosen"]]
                 ax.plot([r["strength"] for r in chosen], [r["test_nll"] for r in chosen],
                         "*", ms=12, color="gold", mec="k", zorder=5)
-        ax.set_xscale("log")
-        ticks = sorted({r["strength"] for r in grid if r["k"] == k and r["strength"] is not None
-                        and get_family(r["family"]).knob == knob})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
+        _log_strength_axis(ax, sorted({r["strength"] for r in grid if r["k"] == k
+                                       and r["strength"] is not None
+                                       and get_family(r["family"]).knob == knob}))
         ax.set_xlabel(_TITLES[knob][0])
         ax.set_ylabel("test -ln p(x) (nats, IW-SVI)")
         ax.set_title(f"{_TITLES[knob][1]} inference, k = {k} (★ chosen on validation)",
                      fontsize=10)
-        ax.legend()
-        fig.tight_layout()
-        path = os.path.join(root, f"fig_{knob}_k{k}.png")
-        try:
-            atomic_save_figure(fig, path)
-        finally:
-            plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, ax, os.path.join(root, f"fig_{knob}_k{k}.png")))
     return paths
 
 
@@ -103,22 +112,12 @@ def plot_gain_curves(root, gains, prefix="fig2"):
             ax.errorbar([g["strength"] for g in rows], [g["gain"] for g in rows],
                         yerr=[_std(g["gain_se"]) for g in rows], marker="o", capsize=3,
                         label=f"k = {k}")
-        ticks = sorted({g["strength"] for g in gains if g["family"] == fam})
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
+        _log_strength_axis(ax, sorted({g["strength"] for g in gains if g["family"] == fam}))
         if family.knob == "H":
             ax.invert_xaxis()  # stronger to the right, as for sigma
         ax.set_xlabel(_TITLES[family.knob][0])
         ax.set_ylabel("gain over IWAE-k: Δ ln p(x) (nats)")
         ax.set_title(f"{family_label(fam, 1)} / {family_label(fam, 2)}: gain against "
                      "strength (stronger →)", fontsize=10)
-        ax.legend()
-        fig.tight_layout()
-        path = os.path.join(root, f"{prefix}_{fam}.png")
-        try:
-            atomic_save_figure(fig, path)
-        finally:
-            plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, ax, os.path.join(root, f"{prefix}_{fam}.png")))
     return paths
