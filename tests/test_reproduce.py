@@ -41,7 +41,8 @@ def test_wni_on_the_hidden_layers_is_a_family_of_its_own(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(ks=()), dict(ks=(0,)), dict(seeds=0), dict(sigmas=(-1,)),
-                                 dict(Hs=(0.0,)), dict(k_eval=0), dict(families=("nope",))])
+                                 dict(Hs=(0.0,)), dict(k_eval=0), dict(families=("nope",)),
+                                 dict(schedule="nope")])
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         ReproduceConfig(**bad)
@@ -208,14 +209,26 @@ def test_cli_no_stack_reaches_the_config(monkeypatch, tmp_path):
     seen = {}
 
     def fake(config, root, progress=True):
-        seen["stack"] = config.stack
+        seen["stack"], seen["schedule"] = config.stack, config.train_config(0).schedule
         return {"table": [], "grid": []}, []
 
     monkeypatch.setattr(rep, "reproduce", fake)
     assert main(["reproduce", "--quick", "--out", str(tmp_path), "--no-stack"]) == 0
-    assert seen["stack"] is False
-    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
-    assert seen["stack"] is True
+    assert seen == {"stack": False, "schedule": "constant"}
+    assert main(["reproduce", "--quick", "--out", str(tmp_path), "--schedule", "iwae"]) == 0
+    assert seen == {"stack": True, "schedule": "iwae"}
+
+
+def test_the_schedule_is_part_of_a_runs_identity_and_of_the_report(tmp_path):
+    from fastair.reproduce import _header
+    from fastair.reproduce.runner import _check_spec, _spec_doc
+
+    spec = plan_runs(ReproduceConfig(**TINY))[0]
+    _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY)))
+    with pytest.raises(ValueError, match="other settings"):
+        _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY, schedule="iwae")))
+    assert "(iwae schedule)" in _header(ReproduceConfig(**TINY, schedule="iwae"), [], 0.0, True)
+    assert "schedule" not in _header(ReproduceConfig(**TINY), [], 0.0, True)
 
 
 def test_compare_precision_reads_two_reports():

@@ -44,13 +44,15 @@ def _close(a, b, atol=1e-5):
     return max((sa[n] - sb[n]).abs().max().item() for n in sa) < atol
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_each_member_matches_its_run_alone_step_by_step(k):
+@pytest.mark.parametrize("k,schedule", [(1, "constant"), (2, "constant"), (1, "iwae")])
+def test_each_member_matches_its_run_alone_step_by_step(k, schedule):
     traces = [[] for _ in GRID]
-    alone = [_trainer(i, kw, k=k, trace=traces[i]) for i, kw in enumerate(GRID)]
+    alone = [_trainer(i, kw, k=k, trace=traces[i], schedule=schedule)
+             for i, kw in enumerate(GRID)]
     alone_results = [t.fit() for t in alone]
     stack_traces = [[] for _ in GRID]
-    stacked = [_trainer(i, kw, k=k, trace=stack_traces[i]) for i, kw in enumerate(GRID)]
+    stacked = [_trainer(i, kw, k=k, trace=stack_traces[i], schedule=schedule)
+               for i, kw in enumerate(GRID)]
     results = StackTrainer(stacked, progress=False).fit()
     for i, (a, s, ra, rs) in enumerate(zip(alone, stacked, alone_results, results)):
         assert len(stack_traces[i]) == len(traces[i]) == 3 * 4
@@ -59,7 +61,12 @@ def test_each_member_matches_its_run_alone_step_by_step(k):
                                                               ra.stop_reason)
         assert [r["valid_bound"] for r in rs.metrics] == pytest.approx(
             [r["valid_bound"] for r in ra.metrics], rel=1e-6)
+        assert [r["lr"] for r in rs.metrics] == [r["lr"] for r in ra.metrics]
         assert _close(a.model, s.model), GRID[i]
+    lrs = [r["lr"] for r in results[0].metrics]
+    # the IWAE stages: epoch 1 at 1e-3, epochs 2-4 a seventh of a decade lower
+    assert lrs == (pytest.approx([1e-3, 1e-3 * 10 ** (-1 / 7), 1e-3 * 10 ** (-1 / 7)])
+                   if schedule == "iwae" else [1e-3] * 3)
 
 
 def test_members_differ_from_each_other():

@@ -5,6 +5,7 @@ import sys
 from fastair import distributed
 from fastair.precision import PRECISIONS
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
+from fastair.training import SCHEDULES
 
 __all__ = ["add_parser", "run"]
 
@@ -50,6 +51,10 @@ def add_parser(sub):
                    help=f"most epochs per run ({_both('epochs')})")
     p.add_argument("--patience", type=int, default=None,
                    help=f"early-stopping patience ({_both('patience')})")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule from Adam's 1e-3: constant, exponential, or iwae "
+                        "(the IWAE paper's stages, 1, 3, 9, ... epochs each a tenth of a decade "
+                        f"lower) ({_both('schedule')})")
     p.add_argument("--k-svi", type=int, default=None, help=f"IW-SVI samples ({_both('k_svi')})")
     p.add_argument("--max-steps", type=int, default=None,
                    help=f"cap on IW-SVI steps per example; each stops earlier when its bound "
@@ -84,9 +89,9 @@ def add_parser(sub):
     return p
 
 
-_FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "k_svi", "max_steps",
-           "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision", "stack", "valid_n",
-           "test_chosen_only")
+_FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "schedule", "k_svi",
+           "max_steps", "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision",
+           "stack", "valid_n", "test_chosen_only")
 
 
 def run(args):

@@ -116,8 +116,7 @@ class StackTrainer:
     # -- moving state between the stack and its members ---------------------------------------
     def _build(self, group):
         stacked = StackedVAE([t.model for t in group]).to(group[0].device)
-        optimizer = _adam(stacked.parameters(), group[0].config)
-        optimizer.param_groups[0]["lr"] = group[0].optimizer.param_groups[0]["lr"]
+        optimizer = _adam(stacked.parameters(), group[0].config)  # lr: set by each epoch
         slice_of = stacked.member_slice
         by_param = {}
         for m, t in enumerate(group):
@@ -195,6 +194,8 @@ class StackTrainer:
         return torch.stack([t.train_x.index_select(0, i) for t, i in zip(group, idx)])
 
     def _run_epoch(self, group, stacked, optimizer):
+        # the members' schedulers stepped at the last epoch's end: the stack follows them
+        optimizer.param_groups[0]["lr"] = group[0].optimizer.param_groups[0]["lr"]
         parts = [t._begin_epoch() for t in group]
         gens = [t.draw_generator for t in group]
         device, precision = group[0].device, group[0].config.precision
