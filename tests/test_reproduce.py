@@ -72,6 +72,17 @@ def test_selection_uses_validation_mean_over_seeds_not_test():
     assert "97.50 ± 0.71" in text and "σ = 0.2 *" in text and "not for comparison" in text
 
 
+def _flat(result):
+    """A result's numbers by dotted key (approx compares flat mappings only)."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+    return out
+
+
 def _runs_without_times(root):
     with open(os.path.join(root, "results.json")) as f:
         runs = json.load(f)["runs"]
@@ -131,9 +142,38 @@ def test_reproduce_writes_the_report_and_resumes_after_an_interrupt(tmp_path, mo
 def test_reproduce_refuses_a_directory_with_other_settings(tmp_path):
     config = ReproduceConfig(**dict(TINY, seeds=1, families=("vae",)))
     reproduce(config, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="other settings"):
-        reproduce(ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), epochs=3)),
-                  tmp_path, progress=False)
+    for other in (dict(epochs=1), dict(patience=5), dict(epochs=3, patience=5)):
+        with pytest.raises(ValueError, match="other settings"):
+            reproduce(ReproduceConfig(**dict(TINY, seeds=1, families=("vae",), **other)),
+                      tmp_path, progress=False)
+
+
+def test_a_larger_epoch_cap_continues_the_runs_the_old_cap_stopped(tmp_path):
+    """Runs capped at 2 epochs, then the same grid at 4: those the cap stopped train on from
+    their checkpoints and are evaluated again, and every result equals a fresh 4-epoch grid's;
+    a run that had stopped early is kept as it is."""
+    short, straight = (ReproduceConfig(**dict(TINY, seeds=1, epochs=e)) for e in (2, 4))
+    reproduce(straight, tmp_path / "straight", progress=False)
+    reproduce(short, tmp_path / "raised", progress=False)
+    first, last = (tmp_path / "raised" / spec.name for spec in plan_runs(short)[::2])
+    early = json.loads((last / "result.json").read_text())
+    (last / "result.json").write_text(json.dumps(dict(early, stop_reason="early_stopping")))
+    kept = (last / "result.json").stat().st_mtime_ns
+    reproduce(straight, tmp_path / "raised", progress=False)
+    assert (last / "result.json").stat().st_mtime_ns == kept
+    assert json.loads((first / "result.json").read_text())["epochs"] == 4
+    assert json.loads((first / "spec.json").read_text())["train"]["epochs"] == 4
+    runs = {r["name"]: r for r in _runs_without_times(tmp_path / "raised")}
+    fresh = {r["name"]: r for r in _runs_without_times(tmp_path / "straight")}
+    assert runs[last.relative_to(tmp_path / "raised").as_posix()]["epochs"] == 2
+    for name in runs:  # equal up to float32 sums blocked by another stack (test_stack.py);
+        if runs[name]["epochs"] == 4:  # an ESS of these tiny models amplifies them
+            got, want = _flat(runs[name]), _flat(fresh[name])
+            ess = [key for key in want if "ess" in key]
+            assert ess and {k: got.pop(k) for k in ess} == pytest.approx(
+                {k: want.pop(k) for k in ess}, rel=1e-3), name
+            assert got == pytest.approx(want, rel=1e-5), name
+    assert sum(r["epochs"] == 4 for r in runs.values()) == len(runs) - 1
 
 
 def test_cli_reproduce_prints_the_table(tmp_path, capsys):

@@ -58,11 +58,17 @@ def _preset(spec):
 
 
 def _check_spec(run_dir, doc):
+    """Hold ``run_dir`` to the settings of ``doc``: write them for a new run, refuse a run
+    saved with others. The one change allowed is a larger epoch cap (see
+    :func:`_raise_epoch_cap`)."""
     path = os.path.join(run_dir, "spec.json")
     if os.path.exists(path):
         saved, doc = _read_json(path), json.loads(json.dumps(doc))  # tuples -> lists
         defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in _FREE}
         saved["train"] = {**defaults, **saved.get("train", {})}  # settings added since
+        if _raise_epoch_cap(run_dir, saved, doc):
+            atomic_write_json(path, doc)
+            return
         changed = sorted(k for k in set(saved) | set(doc) if saved.get(k) != doc.get(k))
         if changed:
             raise ValueError(f"{run_dir}: this directory holds a run with other settings "
@@ -71,6 +77,31 @@ def _check_spec(run_dir, doc):
     else:
         os.makedirs(run_dir, exist_ok=True)
         atomic_write_json(path, doc)
+
+
+_RESULT_FILES = ("result.json", "valid.json", "test.json", "test_per_example.csv")
+
+
+def _raise_epoch_cap(run_dir, saved, doc):
+    """True when ``doc`` differs from ``saved`` only by a larger ``train.epochs``. A run that
+    stopped early under the old cap is the run the new cap gives, and stays finished; a run
+    the old cap stopped continues from its last checkpoint (training resumes bit for bit), so
+    its evaluation files are removed and it is redone from there. Either way the result is the
+    one a fresh run with the new cap would give."""
+    old, new = saved["train"].get("epochs"), doc["train"].get("epochs")
+    if not (isinstance(old, int) and isinstance(new, int) and new > old):
+        return False
+    if {**saved, "train": {**saved["train"], "epochs": new}} != doc:
+        return False
+    done = os.path.join(run_dir, "result.json")
+    if os.path.exists(done):
+        result, patience = _read_json(done), doc["train"].get("patience") or 0
+        left = not patience or result["epochs"] - result["best_epoch"] < patience
+        if result["stop_reason"] == "max_epochs" and left:
+            for name in _RESULT_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(run_dir, name))
+    return True
 
 
 def _evaluate(model, x, spec, config, split, run_dir, progress):
