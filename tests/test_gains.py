@@ -151,3 +151,27 @@ def test_paired_gains_script_writes_beside_the_record(tmp_path):
     text = (tmp_path / "paired_gains.md").read_text()
     assert "| 1 | dvae-a1 | 0.2 | +1.00 ± 0.10 | 0: +0.90, 1: +1.10 |" in text
     assert (tmp_path / "paired_gains.csv").read_text().startswith("k,label,family,strength")
+
+
+def test_a_choice_within_two_standard_errors_on_validation_is_a_tie():
+    from fastair.reproduce.gains import validation_ties
+    runs = _grid({1: 100.0, 8: 90.0}, {1: {0.2: 1.0, 0.8: -3.0}, 8: {0.2: 0.5, 0.8: 1.0}})
+    chosen = {(1, "dvae-a1"): 0.2, (8, "dvae-a1"): 0.8}
+    firm = validation_ties(runs, chosen)
+    assert firm == {(1, "dvae-a1"): [], (8, "dvae-a1"): []}
+    c = gain_claims(seed_gains(runs), chosen, firm)["dvae-a1"]
+    assert c["best_grows"] == "grows" and c["unsure"] == []
+    assert "| holds |" in markdown_claims({"dvae-a1": c})
+    # k = 8's validation: 0.8 beats 0.2 by 0.5 on average, by -0.5 and +1.5 seed by seed
+    for r in runs:
+        if r["k"] == 8 and r["strength"] == 0.2:
+            r["valid"]["-ln p(x)"] += (-1.0 if r["seed"] == 0 else 1.0)
+    ties = validation_ties(runs, chosen)
+    assert ties == {(1, "dvae-a1"): [], (8, "dvae-a1"): [0.2]}
+    c = gain_claims(seed_gains(runs), chosen, ties)["dvae-a1"]
+    assert c["unsure"] == [(1, 8)]
+    text = markdown_claims({"dvae-a1": c})
+    assert "σ = 0.8 (tied: 0.2)" in text and "holds in the choices; 8 vs 1 within noise" in text
+    # one seed: nothing can be called a tie
+    single = [r for r in runs if r["seed"] == 0]
+    assert validation_ties(single, chosen) == {(1, "dvae-a1"): [], (8, "dvae-a1"): []}

@@ -11,14 +11,16 @@ The claims (Shu et al. 2018, section 4.2):
 1. *robustness*: too strong a regularizer costs less at larger k, so the gain at the strongest
    grid value grows with k;
 2. *the best strength grows with k*: the value chosen on validation is at least as strong at a
-   larger k (larger ``sigma``, smaller ``H``).
+   larger k (larger ``sigma``, smaller ``H``). A choice is only as firm as its margin: values
+   whose validation ``-ln p(x)`` is within 2 SE of the chosen one's (paired by seed) are tied
+   with it, and a step that a tie could undo is called noise.
 """
 import math
 import statistics
 
 from fastair.reproduce.protocol import family_label, get_family
 
-__all__ = ["seed_gains", "gain_claims", "stronger_first", "markdown_claims"]
+__all__ = ["seed_gains", "validation_ties", "gain_claims", "stronger_first", "markdown_claims"]
 
 
 def stronger_first(family, strengths):
@@ -65,6 +67,34 @@ def seed_gains(runs):
     return rows
 
 
+def validation_ties(runs, chosen):
+    """Per (k, family) the grid values tied with the chosen one on validation.
+
+    A value is tied when its validation ``-ln p(x)`` minus the chosen value's, paired by seed,
+    has a mean within 2 SE of zero (at least two seeds are needed to tell; with one, nothing
+    is called tied). Returns ``{(k, family): [strength, ...]}`` (the chosen value itself not
+    included), for the keys of ``chosen``."""
+    valid = {}
+    for r in runs:
+        v = r["valid"]["-ln p(x)"]
+        if v is not None and not math.isnan(float(v)):
+            valid.setdefault((r["k"], r["family"], r["strength"]), {})[r["seed"]] = float(v)
+    ties = {}
+    for (k, fam), pick in chosen.items():
+        best = valid.get((k, fam, pick), {})
+        tied = []
+        for (k2, fam2, strength), by_seed in valid.items():
+            if (k2, fam2) != (k, fam) or strength == pick:
+                continue
+            diffs = [by_seed[s] - best[s] for s in by_seed if s in best]
+            if len(diffs) > 1:
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+                if abs(statistics.fmean(diffs)) <= 2 * se:
+                    tied.append(strength)
+        ties[(k, fam)] = sorted(tied)
+    return ties
+
+
 def _trend(values):
     """``"grows"`` if the sequence never falls and ends higher, ``"falls"`` the mirror,
     ``"flat"`` if all equal, else ``"mixed"``."""
@@ -78,20 +108,24 @@ def _trend(values):
     return "mixed"
 
 
-def gain_claims(gains, chosen):
+def gain_claims(gains, chosen, ties=None):
     """Test the two claims per regularizer family.
 
     Args:
         gains: rows of :func:`seed_gains`.
         chosen: ``{(k, family): strength}`` chosen on validation.
+        ties: :func:`validation_ties` of the runs (None: every choice taken as firm).
     Returns:
         ``{family: {"ks", "strongest", "strongest_gain": [(k, gain, se)], "robust": trend,
         "pairs": [(k1, k2, diff, se)], "chosen": [(k, strength)], "best_grows": trend}}``.
         ``robust`` is the trend of the gain at the strongest value common to every k
         (``"grows"`` supports claim 1); ``pairs`` gives each adjacent pair of k's difference
         with its standard error ``sqrt(se1^2 + se2^2)``; ``best_grows`` is the trend of the
-        chosen value's rank from weak to strong (``"grows"`` supports claim 2).
+        chosen value's rank from weak to strong (``"grows"`` supports claim 2); ``ties``
+        gives each k's tied values and ``unsure`` the adjacent pairs ``(k1, k2)`` whose
+        order a tie could reverse or flatten.
     """
+    ties = ties or {}
     out = {}
     for fam in sorted({g["family"] for g in gains}):
         rows = [g for g in gains if g["family"] == fam]
@@ -107,10 +141,34 @@ def gain_claims(gains, chosen):
         picks = [(k, chosen[(k, fam)]) for k in ks if (k, fam) in chosen]
         ranks = [order.index(s) for _, s in picks if s in order]
         label = f"{family_label(fam, 1)} / {family_label(fam, 2)}"
+        tied = {k: ties.get((k, fam), []) for k, _ in picks}
         out[fam] = {"label": label, "ks": ks, "strongest": strongest,
                     "strongest_gain": seq, "robust": _trend([g for _, g, _ in seq]),
-                    "pairs": pairs, "chosen": picks,
+                    "pairs": pairs, "chosen": picks, "ties": tied,
+                    "unsure": _unsure(picks, tied, order),
                     "best_grows": _trend(ranks) if len(ranks) == len(picks) else "mixed"}
+    return out
+
+
+def _unsure(picks, tied, order):
+    """Adjacent (k1, k2) whose step in the chosen value's rank some tied value could undo: a
+    rise is unsure when k2 ties with a value no stronger than k1's pick, or k1 with one no
+    weaker than k2's; no change is unsure when either ties with any value."""
+    out = []
+    for (k1, p1), (k2, p2) in zip(picks, picks[1:]):
+        if p1 not in order or p2 not in order:
+            continue
+        r1, r2 = order.index(p1), order.index(p2)
+        t1 = [order.index(s) for s in tied[k1] if s in order]
+        t2 = [order.index(s) for s in tied[k2] if s in order]
+        if r2 > r1:
+            shaky = any(t <= r1 for t in t2) or any(t >= r2 for t in t1)
+        elif r2 == r1:
+            shaky = bool(t1 or t2)
+        else:
+            shaky = any(t >= r1 for t in t2) or any(t <= r2 for t in t1)
+        if shaky:
+            out.append((k1, k2))
     return out
 
 
@@ -139,15 +197,31 @@ def markdown_claims(claims):
                    + " | ".join(by_k.get(k, "–") for k in _all_ks(claims))
                    + f" | {diffs} | {_robust_verdict(c)} |")
     out += ["", "Claim 2, the best strength grows with k: the value chosen on validation at "
-            "each k (stronger = larger σ, smaller H).\n",
+            "each k (stronger = larger σ, smaller H); in brackets the values tied with it on "
+            "validation (paired by seed, within 2 SE).\n",
             "| regularizer | " + " | ".join(f"k = {k}" for k in _all_ks(claims))
             + " | verdict |", "|---|" + "---|" * len(_all_ks(claims)) + "---|"]
     for fam, c in claims.items():
-        picks = dict(c["chosen"])
+        picks, ties = dict(c["chosen"]), c.get("ties", {})
         out.append(f"| {c['label']} | " + " | ".join(
-            f"{_knob(fam)} = {picks[k]:g}" if k in picks else "–" for k in _all_ks(claims))
-            + f" | {_VERDICT[c['best_grows']]} |")
+            _pick(fam, picks[k], ties.get(k, [])) if k in picks else "–"
+            for k in _all_ks(claims)) + f" | {_best_verdict(c)} |")
     return "\n".join(out) + "\n"
+
+
+def _pick(fam, pick, tied):
+    text = f"{_knob(fam)} = {pick:g}"
+    return text + (f" (tied: {', '.join(f'{t:g}' for t in tied)})" if tied else "")
+
+
+def _best_verdict(c):
+    verdict = _VERDICT[c["best_grows"]]
+    unsure = [f"{k2} vs {k1}" for k1, k2 in c.get("unsure", [])]
+    if not unsure:
+        return verdict
+    if c["best_grows"] == "grows":
+        verdict = "holds in the choices"
+    return f"{verdict}; {', '.join(unsure)} within noise (a tie on validation)"
 
 
 def _robust_verdict(c):

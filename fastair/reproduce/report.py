@@ -11,7 +11,7 @@ import statistics
 
 from fastair.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from fastair.reproduce.figures import plot_gain_curves, plot_strength_curves
-from fastair.reproduce.gains import gain_claims, markdown_claims, seed_gains
+from fastair.reproduce.gains import gain_claims, markdown_claims, seed_gains, validation_ties
 from fastair.reproduce.paper import paper_note, paper_numbers, paper_reference
 from fastair.reproduce.protocol import FAMILIES, family_label, get_family
 
@@ -209,7 +209,8 @@ def across_k(root, results, summary, prefix="fig2"):
     text = ("## Across k: the gain over IWAE-k (the paper's Figure 2)\n\n"
             "Gain = IWAE-k's test -ln p(x) minus the regularized run's, same k and seed, in "
             "nats (positive: the regularizer helped); gains.csv has every grid value.\n\n"
-            + markdown_claims(gain_claims(gains, chosen)) + "\n"
+            + markdown_claims(gain_claims(gains, chosen, validation_ties(results, chosen)))
+            + "\n"
             + "".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in figures))
     return text, [path] + figures
 
