@@ -5,6 +5,7 @@ here is a no-op for a single process, so the same code runs on a laptop, a multi
 (``torchrun --nproc-per-node N``) and a Slurm cluster (``srun torchrun ...``).
 """
 import contextlib
+import datetime
 import os
 
 import torch
@@ -48,6 +49,10 @@ def rank_device(device):
     return device
 
 
+GROUP_TIMEOUT = datetime.timedelta(hours=48)
+"""How long a collective waits for the slowest rank (torch's default is 30 min)."""
+
+
 @contextlib.contextmanager
 def start(device="cpu"):
     """A process group for the duration of the block when launched by ``torchrun`` (gloo on
@@ -62,7 +67,9 @@ def start(device="cpu"):
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(rank_device(device))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    # a rank that finishes its share of a grid waits at the gather for the others, for hours
+    # in a long reproduce: the default 30 min timeout would kill the whole job
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=GROUP_TIMEOUT)
     try:
         yield world()
     finally:
