@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # Override for a CUDA machine, e.g. `make test TORCH_SPEC="torch>=2.4"`.
 TORCH_SPEC ?= torch==2.13.0
+# pytest-xdist workers for `make test` (auto: one per core); `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
 
@@ -24,7 +26,7 @@ demo: install
 	$(PY) -m fastair reproduce --quick
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests
 
 lint: install
 	$(PY) -m ruff check .

