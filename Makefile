@@ -5,6 +5,8 @@ VENV ?= .venv
 # Override for a CUDA machine, e.g. `make test TORCH_SPEC="torch>=2.4"`.
 TORCH_SPEC ?= torch==2.13.0
 # pytest-xdist workers for `make test` (auto: one per core); `make test PYTEST_WORKERS=0` runs serially.
+# Whole files go to one worker (loadfile), so a module-scoped fixture is built once. Not loadgroup:
+# with pytest >= 9.2 it silently stops grouping (pytest-dev/pytest-xdist#1386).
 PYTEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
@@ -26,7 +28,7 @@ demo: install
 	$(PY) -m fastair reproduce --quick
 
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 lint: install
 	$(PY) -m ruff check .

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# its module-scoped fixture is built once: under `pytest -n` the module runs on one worker
-pytestmark = pytest.mark.xdist_group("compiled_kernels")
-
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = {"_iwae_bg_fwd_kernel", "_bernoulli_fwd_kernel", "_bernoulli_bwd_kernel",
            "_gaussian_fwd_kernel", "gaussian_bwd_kernel", "_logsumexp_kernel",

@@ -10,9 +10,6 @@ import fastair.data as data
 from fastair.data import mnist5k, standard
 from fastair.data._files import fortran_images
 
-# its module-scoped fixture is built once: under `pytest -n` the module runs on one worker
-pytestmark = pytest.mark.xdist_group("data")
-
 D = 784
 
 

@@ -13,10 +13,8 @@ import fastair
 from fastair import distributed
 from fastair.cli import main
 
-pytestmark = [pytest.mark.skipif(not torch.distributed.is_available(),
-                                 reason="this torch build has no torch.distributed"),
-              # one module-scoped trained run: under `pytest -n` the module runs on one worker
-              pytest.mark.xdist_group("distributed")]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="this torch build has no torch.distributed")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastair.__file__)))
 

@@ -9,9 +9,6 @@ import torch
 from fastair.evaluation import fit_gaussian_q, iwsvi_log_likelihood
 from fastair.models import VAE
 
-# its module-scoped fixture is built once: under `pytest -n` the module runs on one worker
-pytestmark = pytest.mark.xdist_group("iwsvi_hard")
-
 D, N = 200, 32
 
 

@@ -30,9 +30,6 @@ from fastair.models import VAE
 from fastair.training import load_checkpoint, rundir
 from fastair.training import trainer as trainer_mod
 
-# its module-scoped fixture is built once: under `pytest -n` the module runs on one worker
-pytestmark = pytest.mark.xdist_group("run_dir")
-
 TINY = TINY_CLI
 HOLDER = ("import sys, time\nfrom fastair.training import rundir\n"
           "with rundir.hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")

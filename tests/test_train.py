@@ -22,9 +22,6 @@ from fastair.training import checkpoint as ckpt_mod
 from fastair.training import trainer as trainer_mod
 from fastair.training.schedules import IWAEStagesFactor
 
-# its module-scoped fixture is built once: under `pytest -n` the module runs on one worker
-pytestmark = pytest.mark.xdist_group("train")
-
 
 @pytest.fixture(scope="module")
 def data():
