@@ -18,8 +18,7 @@ INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 # every process a test starts, gets its share of threads, so that no OpenMP pool oversubscribes.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _share = str(max(1, (os.cpu_count() or 1) // _WORKERS))
-    os.environ.setdefault("OMP_NUM_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 FUSED = ("native", "triton")
