@@ -70,9 +70,9 @@ def _fastair_loss(model):
     return lambda x, k: -model.bound(x, k).float().mean()
 
 
-def _epoch_ms(loss_fn, params, train_x, k, precision, batch_size=100):
-    """One epoch of Adam steps; returns its wall time in ms."""
-    opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+def _epoch_ms(loss_fn, params, train_x, k, precision, batch_size=100, optimizer=None):
+    """One epoch of Adam steps (``optimizer``, or a fresh Adam); returns its wall time in ms."""
+    opt = optimizer or torch.optim.Adam(params, lr=1e-3, fused=True)
     start = time.perf_counter()
     for i in range(0, len(train_x), batch_size):
         xb = train_x[i:i + batch_size]

@@ -20,7 +20,7 @@ from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, atomic_write_text, read_json
 from fastair.models import PRESETS, preset_kwargs
 from fastair.nn.estimators import ESTIMATORS
-from fastair.precision import PRECISIONS
+from fastair.precision import PRECISIONS, flush_denormals
 from fastair.training import (
     SCHEDULES,
     TrainConfig,
@@ -166,6 +166,12 @@ def build_parser():
     add_sample(sub)
     from fastair.reproduce.command import add_parser as add_reproduce
     add_reproduce(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--keep-denormals", action="store_true",
+            help="do not flush denormal floats to zero (default: flushed for the whole "
+                 "command, as the fused kernels always do; on Intel CPUs denormals make fp32 "
+                 "training several times slower, docs/design.md section 1.12)")
     return parser
 
 
@@ -398,7 +404,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     previous = _sigterm_as_interrupt()
     try:
-        return args.func(args)
+        with flush_denormals(not args.keep_denormals):
+            return args.func(args)
     except FastairError as err:
         print(f"fastair {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -8,7 +8,7 @@ import contextlib
 
 import torch
 
-__all__ = ["PRECISIONS", "check_precision", "autocast"]
+__all__ = ["PRECISIONS", "check_precision", "autocast", "flush_denormals", "flushing_denormals"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Name -> autocast dtype (None: no autocast)."""
@@ -27,3 +27,29 @@ def autocast(device_type, precision):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)
+
+
+def flushing_denormals():
+    """Whether the calling thread flushes denormal floats to zero (a probe: a float32 product
+    whose exact result is denormal comes out as 0 under flush-to-zero or denormals-are-zero)."""
+    tiny = torch.finfo(torch.float32).tiny
+    return (torch.tensor([tiny / 4]) * 2).item() == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals(enabled=True):
+    """``torch.set_flush_denormal(enabled)`` for the block, the previous mode restored after.
+
+    fastair's own commands (``train``, ``evaluate``, ``sample``, ``reproduce``) run inside it,
+    on by default (``--keep-denormals`` turns it off); importing fastair never changes the mode
+    (docs/design.md section 1.12). The mode is per thread: set before the first parallel region,
+    the intra-op thread pool inherits it; set later, only the calling thread changes (the fused
+    kernels flush inside their own parallel regions either way).
+    """
+    before = flushing_denormals()
+    changed = bool(enabled) != before and torch.set_flush_denormal(bool(enabled))
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(before)

@@ -12,7 +12,7 @@ at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
     const acc_t* xp = x.const_data_ptr<acc_t>();
     acc_t* o = out.data_ptr<acc_t>();
-    at::parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
+    parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         o[row] = bernoulli_row<scalar_t, acc_t>(l + row * D, xp + (row % N) * D, D);
       }
@@ -31,7 +31,7 @@ at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const
     const acc_t* xp = x.const_data_ptr<acc_t>();
     const acc_t* g = grad.const_data_ptr<acc_t>();
     scalar_t* dl = dlogits.data_ptr<scalar_t>();
-    at::parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
+    parallel_for(0, M * N, grain_for(D), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         bernoulli_grad_row<scalar_t, acc_t>(g[row], l + row * D, xp + (row % N) * D,
                                             dl + row * D, D);

@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> capped_weight_norm_fwd(const at::Tensor& v, c
     const acc_t* up = u.const_data_ptr<acc_t>();
     scalar_t* wp = w.data_ptr<scalar_t>();
     acc_t* np = norm.data_ptr<acc_t>();
-    at::parallel_for(0, O, grain_for(I), [&](int64_t begin, int64_t end) {
+    parallel_for(0, O, grain_for(I), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const acc_t n = std::sqrt(dot_row<scalar_t, acc_t>(vp + i * I, vp + i * I, I));
         const acc_t cap = static_cast<acc_t>(H) * sigmoid(up[i]);
@@ -89,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor> capped_weight_norm_bwd(const at::Tensor& grad
     const acc_t *up = u.const_data_ptr<acc_t>(), *np = norm.const_data_ptr<acc_t>();
     scalar_t* dvp = dv.data_ptr<scalar_t>();
     acc_t* dup = du.data_ptr<acc_t>();
-    at::parallel_for(0, O, grain_for(I), [&](int64_t begin, int64_t end) {
+    parallel_for(0, O, grain_for(I), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const acc_t n = np[i], sig = sigmoid(up[i]), cap = static_cast<acc_t>(H) * sig;
         if (n <= cap) {

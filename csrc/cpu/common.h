@@ -15,9 +15,61 @@
 #include <optional>
 #include <type_traits>
 
+#if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define FASTAIR_MXCSR 1
+#endif
+
 namespace fastair {
 
 using at::vec::Vectorized;
+
+// Flush-to-zero and denormals-are-zero on the current thread while in scope; the thread's
+// previous mode is restored on exit, so a caller never sees its floating-point mode change.
+// Denormal operands and results cost a microcode assist of about a hundred cycles each on
+// Intel cores; the importance weights exp(log_w - lse) of large k and their products with the
+// logits' gradients produce them in bulk. What is flushed and why it does not matter:
+// docs/design.md section 1.12.
+class FlushDenormals {
+ public:
+  FlushDenormals() {
+#if defined(FASTAIR_MXCSR)
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | kFlushBits);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+    const uint64_t fz = saved_ | (uint64_t(1) << 24);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fz));
+#endif
+  }
+  ~FlushDenormals() {
+#if defined(FASTAIR_MXCSR)
+    _mm_setcsr(saved_);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
+#endif
+  }
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+#if defined(FASTAIR_MXCSR)
+  static constexpr unsigned int kFlushBits = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
+  unsigned int saved_ = 0;
+#else
+  uint64_t saved_ = 0;
+#endif
+};
+
+// at::parallel_for with denormals flushed in every task (each worker thread sets and restores
+// its own mode). Every kernel of csrc/cpu uses this one, never at::parallel_for directly.
+template <typename F>
+inline void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
+    FlushDenormals flush;
+    f(b, e);
+  });
+}
 
 // Rows handed to one task of at::parallel_for: enough work to amortize the thread start.
 inline int64_t grain_for(int64_t row_cost) {
@@ -164,7 +216,33 @@ inline acc_t bernoulli_row(const scalar_t* l, const acc_t* x, int64_t D) {
   return s;
 }
 
-// out_d = g * (x_d - sigmoid(l_d)) over one row of D values.
+// Gradients below kTinyGradient in magnitude are written as exact zeros (float32 accumulation,
+// so float32, bfloat16 and float16 outputs): a value of at least 2^-100 times two further
+// factors of at least 2^-13 each (a weight, a tanh derivative) is still a normal float, so the
+// matrix products and elementwise backward ops that consume these gradients outside fastair
+// see no denormal operands either. An entry changes by less than 2^-100 = 7.9e-31 absolute;
+// docs/design.md section 1.12 says why no bound or parameter update can notice.
+constexpr float kTinyGradient = 7.888609052210118e-31f;  // 2^-100
+
+template <typename T>
+inline Vectorized<T> flush_tiny(const Vectorized<T>& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return Vectorized<float>::blendv(v, Vectorized<float>(0.0f), v.abs() < Vectorized<float>(kTinyGradient));
+  } else {
+    return v;
+  }
+}
+
+template <typename T>
+inline T flush_tiny(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return std::abs(v) < kTinyGradient ? 0.0f : v;
+  } else {
+    return v;
+  }
+}
+
+// out_d = g * (x_d - sigmoid(l_d)) over one row of D values, tiny values flushed (flush_tiny).
 template <typename scalar_t, typename acc_t>
 inline void bernoulli_grad_row(acc_t g, const scalar_t* l, const acc_t* x, scalar_t* out,
                                int64_t D) {
@@ -177,17 +255,17 @@ inline void bernoulli_grad_row(acc_t g, const scalar_t* l, const acc_t* x, scala
     for (; d + 2 * W <= D; d += 2 * W) {
       Vec l0, l1;
       at::vec::load_to_float<scalar_t>(l + d, l0, l1);
-      const Vec r0 = gv * (Vec::loadu(x + d) - vsigmoid(l0));
-      const Vec r1 = gv * (Vec::loadu(x + d + W) - vsigmoid(l1));
+      const Vec r0 = flush_tiny(gv * (Vec::loadu(x + d) - vsigmoid(l0)));
+      const Vec r1 = flush_tiny(gv * (Vec::loadu(x + d + W) - vsigmoid(l1)));
       at::vec::convert_from_float<scalar_t>(r0, r1).store(out + d);
     }
   }
   for (; d + W <= D; d += W) {
     const Vec lv = load_as<scalar_t, acc_t>(l + d);
-    store_as<scalar_t, acc_t>(gv * (Vec::loadu(x + d) - vsigmoid(lv)), out + d);
+    store_as<scalar_t, acc_t>(flush_tiny(gv * (Vec::loadu(x + d) - vsigmoid(lv))), out + d);
   }
   for (; d < D; ++d) {
-    out[d] = static_cast<scalar_t>(g * (x[d] - sigmoid(static_cast<acc_t>(l[d]))));
+    out[d] = static_cast<scalar_t>(flush_tiny(g * (x[d] - sigmoid(static_cast<acc_t>(l[d])))));
   }
 }
 
@@ -243,7 +321,7 @@ inline void logsumexp_columns(const T* v, T* out, int64_t n, int64_t R, int64_t 
   }
 }
 
-// d[r] = g[r] * exp(v[r] - lse_safe[r]) for one row of R values; pass lse = -inf as +inf
+// d[r] = g[r] * exp(v[r] - lse_safe[r]) for one row of R values, tiny values flushed; pass lse = -inf as +inf
 // (a column with no mass) so that its gradient is exactly 0 instead of NaN.
 template <typename T>
 inline void softmax_grad_row(const T* g, const T* v, const T* lse_safe, T* d, int64_t R) {
@@ -251,9 +329,9 @@ inline void softmax_grad_row(const T* g, const T* v, const T* lse_safe, T* d, in
   constexpr int64_t W = Vec::size();
   int64_t r = 0;
   for (; r + W <= R; r += W) {
-    (Vec::loadu(g + r) * (Vec::loadu(v + r) - Vec::loadu(lse_safe + r)).exp()).store(d + r);
+    flush_tiny(Vec::loadu(g + r) * (Vec::loadu(v + r) - Vec::loadu(lse_safe + r)).exp()).store(d + r);
   }
-  for (; r < R; ++r) d[r] = g[r] * std::exp(v[r] - lse_safe[r]);
+  for (; r < R; ++r) d[r] = flush_tiny(g[r] * std::exp(v[r] - lse_safe[r]));
 }
 
 }  // namespace fastair

@@ -18,7 +18,7 @@ at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Ten
     const scalar_t *lp = logvar.const_data_ptr<scalar_t>(), *ip = inv_var.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t log2pi = static_cast<scalar_t>(kLog2Pi);
-    at::parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t *zr = zp + row * Z, *mr = mp + (row % N) * Z;
         const scalar_t *lr = lp + (row % N) * Z, *ir = ip + (row % N) * Z;
@@ -52,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
     scalar_t *dzp = dz.data_ptr<scalar_t>(), *dmp = dmu.data_ptr<scalar_t>();
     scalar_t* dlp = dlogvar.data_ptr<scalar_t>();
     // dz = -g (z - mu) / var, row by row.
-    at::parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row % N;
         for (int64_t j = 0; j < Z; ++j) {
@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
       }
     });
     // dmu = sum_m g (z - mu) / var, dlogvar = sum_m g ((z - mu)^2 / var - 1) / 2, per n.
-    at::parallel_for(0, N, grain_for(M * Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, N, grain_for(M * Z), [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
         for (int64_t j = 0; j < Z; ++j) {
           scalar_t sm = 0, sl = 0;

@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Te
     const acc_t *mp = mu.const_data_ptr<acc_t>(), *lp = logvar.const_data_ptr<acc_t>();
     const acc_t* ip = inv_var.const_data_ptr<acc_t>();
     acc_t* w = log_w.data_ptr<acc_t>();
-    at::parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row % B;
         w[row] = bernoulli_row<scalar_t, acc_t>(l + row * D, xp + b * D, D) +
@@ -52,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Te
     constexpr int64_t VW = Vectorized<acc_t>::size();
     const int64_t blocks = (B + VW - 1) / VW;
     const acc_t log_k = std::log(static_cast<acc_t>(K));
-    at::parallel_for(0, blocks, grain_for(K * VW), [&](int64_t begin, int64_t end) {
+    parallel_for(0, blocks, grain_for(K * VW), [&](int64_t begin, int64_t end) {
       const int64_t r0 = begin * VW, r1 = std::min(B, end * VW);
       logsumexp_columns(w, o, K, B, r0, r1);
       for (int64_t r = r0; r < r1; ++r) o[r] -= log_k;  // -inf stays -inf
@@ -77,7 +77,7 @@ at::Tensor importance_gradient(const std::optional<at::Tensor>& grad_bound,
     const scalar_t* gl = grad_log_w ? grad_log_w->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* g = G.data_ptr<scalar_t>();
     const scalar_t log_k = std::log(static_cast<scalar_t>(K));
-    at::parallel_for(0, K * B, 4096, [&](int64_t begin, int64_t end) {
+    parallel_for(0, K * B, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row % B;
         scalar_t v = 0;
@@ -87,7 +87,7 @@ at::Tensor importance_gradient(const std::optional<at::Tensor>& grad_bound,
           v = w * (finite ? scalar_t(1) : scalar_t(0)) * gb[b];
         }
         if (gl != nullptr) v += gl[row];
-        g[row] = v;
+        g[row] = flush_tiny(v);  // weights below 2^-100 of the total: exactly 0 (common.h)
       }
     });
   });
@@ -118,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
     scalar_t* dl = dlogits.data_ptr<scalar_t>();
     acc_t *dzp = dz.data_ptr<acc_t>(), *dmp = dmu.data_ptr<acc_t>(), *dlp = dlogvar.data_ptr<acc_t>();
     // dlogits = G (x - sigmoid(l)); dz = G ((z - mu) / var - z), row by row.
-    at::parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row % B;
         bernoulli_grad_row<scalar_t, acc_t>(g[row], l + row * D, xp + b * D, dl + row * D, D);
@@ -129,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
       }
     });
     // dmu = sum_k G (mu - z) / var; dlogvar = sum_k G (1 - (z - mu)^2 / var) / 2, per example.
-    at::parallel_for(0, B, grain_for(K * Z), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B, grain_for(K * Z), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t j = 0; j < Z; ++j) {
           acc_t sm = 0, sl = 0;

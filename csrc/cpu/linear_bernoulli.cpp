@@ -34,7 +34,7 @@ inline at::Tensor tile_logits(const at::Tensor& h, const at::Tensor& weight,
 template <typename F>
 void parallel_tiles(int64_t R, F&& f) {
   const int64_t tiles = (R + kTile - 1) / kTile;
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     // Worker threads start with autograd on; the ATen calls below work on plain buffers.
     c10::AutoGradMode no_grad(false);
     const int64_t thread = at::get_thread_num();

@@ -11,7 +11,7 @@ at::Tensor logsumexp_fwd(const at::Tensor& v) {
     scalar_t* o = out.data_ptr<scalar_t>();
     constexpr int64_t W = Vectorized<scalar_t>::size();
     const int64_t blocks = (R + W - 1) / W;
-    at::parallel_for(0, blocks, grain_for(n * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, blocks, grain_for(n * W), [&](int64_t begin, int64_t end) {
       logsumexp_columns(vp, o, n, R, begin * W, std::min(R, end * W));
     });
   });
@@ -27,7 +27,7 @@ at::Tensor logsumexp_bwd(const at::Tensor& grad, const at::Tensor& v, const at::
     const scalar_t *g = grad.const_data_ptr<scalar_t>(), *vp = v.const_data_ptr<scalar_t>();
     const scalar_t* lp = lse_safe.const_data_ptr<scalar_t>();
     scalar_t* d = dv.data_ptr<scalar_t>();
-    at::parallel_for(0, n, grain_for(R), [&](int64_t begin, int64_t end) {
+    parallel_for(0, n, grain_for(R), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) softmax_grad_row(g, vp + i * R, lp, d + i * R, R);
     });
   });
