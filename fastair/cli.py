@@ -177,15 +177,38 @@ def build_parser():
 
 def _add_evaluate(sub):
     p = sub.add_parser(
-        "evaluate", help="IW-SVI test log-likelihood of a trained run",
-        description="Estimate ln p(x) of a run's best model by IW-SVI (fastair.evaluation): each "
-                    "example's q is fitted until its bound stops improving, then 5000 "
-                    "importance samples give ln p(x). Per example log_px, the amortized bound, "
-                    "the gap, the steps taken, the effective sample size and the standard "
-                    "error go to RUN_DIR/iwsvi/per_example.csv; the means and the diagnostics "
-                    "(median ESS, largest standard error, examples at the step cap or "
-                    "unreliable) to RUN_DIR/iwsvi/summary.json and the console.")
-    p.add_argument("run_dir", help="a directory written by `fastair train`")
+        "evaluate", help="IW-SVI test log-likelihood of a trained run or of your own model",
+        description="Estimate ln p(x) of a run's best model, or of your own VAE (--model-factory "
+                    "with --checkpoint), by IW-SVI (fastair.evaluation): each example's q is "
+                    "fitted until its bound stops improving, then 5000 importance samples give "
+                    "ln p(x). Per example log_px, the amortized bound, the gap, the steps taken, "
+                    "the effective sample size, the standard error and the split of the gap "
+                    "(elbo_enc, elbo_fit, approx_gap, amort_gap) go to "
+                    "RUN_DIR/iwsvi/per_example.csv; the means and the diagnostics (median ESS, "
+                    "largest standard error, examples at the step cap or unreliable) to "
+                    "RUN_DIR/iwsvi/summary.json and the console. Your own model: an nn.Module "
+                    "with encode(x) -> (mu, logvar) and decode_logits(z) -> logits "
+                    "(fastair.evaluation.protocol).")
+    p.add_argument("run_dir", nargs="?", default=None,
+                   help="a directory written by `fastair train` (or give --model-factory and "
+                        "--checkpoint instead)")
+    own = p.add_argument_group("your own model (instead of RUN_DIR)")
+    own.add_argument("--model-factory", default=None, metavar="MODULE:FUNCTION",
+                     help="a function called with no arguments that returns your nn.Module, "
+                          "e.g. mypkg.models:build (imported from PYTHONPATH or the current "
+                          "directory) (default: none, RUN_DIR is used)")
+    own.add_argument("--checkpoint", default=None, metavar="FILE",
+                     help="the model's weights: torch.save(model.state_dict(), FILE), or a "
+                          "dict with a 'model' entry holding them (default: none)")
+    own.add_argument("--dataset", default=None,
+                     help="data set for fastair.data.load_dataset (default: mnist5k; a run "
+                          "directory uses its own)")
+    own.add_argument("--data-root", default=None,
+                     help="directory of the data files (default: $FASTAIR_DATA or "
+                          "~/.cache/fastair/data)")
+    own.add_argument("--out", default=None, metavar="DIR",
+                     help="directory of per_example.csv and summary.json (default: RUN_DIR/iwsvi, "
+                          "or iwsvi beside the --checkpoint file)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test",
                    help="which split to evaluate (default: %(default)s)")
     p.add_argument("--k-svi", type=int, default=16,
@@ -232,53 +255,107 @@ def _evaluate(args):
     from fastair import distributed
     from fastair.trained import require_run_dir
     from fastair.training.config import check_device
-    require_run_dir(args.run_dir)
+    own = args.model_factory is not None or args.checkpoint is not None
+    if own:
+        if args.run_dir is not None:
+            raise ValueError(f"give RUN_DIR ({args.run_dir}) or --model-factory with "
+                             "--checkpoint, not both")
+        if args.model_factory is None or args.checkpoint is None:
+            missing = "--checkpoint" if args.checkpoint is None else "--model-factory"
+            raise ValueError(f"{missing}: your own model needs both --model-factory "
+                             "MODULE:FUNCTION (builds it) and --checkpoint FILE (its weights)")
+    elif args.run_dir is None:
+        raise ValueError("give RUN_DIR (a directory written by `fastair train`), or "
+                         "--model-factory MODULE:FUNCTION with --checkpoint FILE for your own "
+                         "model")
+    elif args.dataset is not None or args.data_root is not None:
+        raise ValueError("--dataset, --data-root: a run directory is evaluated on the data set "
+                         "it was trained on; these options go with --model-factory")
+    else:
+        require_run_dir(args.run_dir)
     check_device(args.device)
     with distributed.start(args.device) as world:
+        if own:
+            return _evaluate_held(args, world)
         # rank 0 holds the run directory and writes; the others only read best.pt
         with rundir.hold(args.run_dir, create=False) if world.main else contextlib.nullcontext():
             return _evaluate_held(args, world)
+
+
+def _load_for_evaluate(args, say):
+    """``(model, data, source, out_dir)`` of ``fastair evaluate``: a run's best model and its
+    data set, or a user's model (``--model-factory``, ``--checkpoint``) and ``--dataset``."""
+    if args.model_factory is None:
+        from fastair.trained import load_best_model
+        model, data, notes = load_best_model(args.run_dir)
+        for note in notes:
+            say(f"note: {note}", file=sys.stderr)
+        return model, data, args.run_dir, args.out or os.path.join(args.run_dir, "iwsvi")
+    from fastair.data import load_dataset
+    from fastair.trained import load_factory_model
+    model = load_factory_model(args.model_factory, args.checkpoint)
+    dataset = args.dataset or "mnist5k"
+    from fastair.evaluation import check_model
+    try:
+        check_model(model)  # the methods, before the data are loaded; the probe comes later
+    except TypeError as err:
+        raise ValueError(f"--model-factory {args.model_factory}: {err}") from None
+    data = load_dataset(dataset, root=args.data_root)
+    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "iwsvi")
+    return model, data, f"{args.model_factory} with {args.checkpoint} on {dataset}", out_dir
 
 
 def _evaluate_held(args, world):
     import torch
 
     from fastair import distributed
-    from fastair.evaluation import sharded_iwsvi_log_likelihood
-    from fastair.trained import load_best_model
+    from fastair.evaluation import check_model, sharded_iwsvi_log_likelihood
+    from fastair.evaluation.bound import model_k
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     say = print if world.main else (lambda *a, **k: None)
     shards = f" over {world.size} processes" if world.size > 1 else ""
-    say(f"fastair evaluate: {args.run_dir}{shards}, loading the best model and the data",
-        flush=True)
-    model, data, notes = load_best_model(args.run_dir)
-    for note in notes:
-        say(f"note: {note}", file=sys.stderr)
+    what = (args.model_factory if args.model_factory is not None
+            else f"{args.run_dir}, loading the best model and the data")
+    say(f"fastair evaluate: {what}{shards}", flush=True)
+    model, data, source, out_dir = _load_for_evaluate(args, say)
     device = distributed.rank_device(args.device)
     model.to(device)
     x = getattr(data, args.split).to(device)
+    try:
+        check_model(model, x)
+    except TypeError as err:  # the command line reports it as a bad argument (exit 2)
+        raise ValueError(f"{source}: {err}") from None
+    k_model = model_k(model)
     result = sharded_iwsvi_log_likelihood(
         model, x, k_svi=args.k_svi, max_steps=args.max_steps, lr=args.lr, k_eval=args.k_eval,
         chunk=args.chunk, batch_size=args.batch_size, seed=args.seed,
         progress=not args.no_progress, init=args.init, warn=False, precision=args.precision)
     if not world.main:
         return 0
-    out_dir = os.path.join(args.run_dir, "iwsvi")
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "per_example.csv"), result.per_example_csv())
-    summary = dict(result.summary(), split=args.split, k_model=model.k, k_svi=args.k_svi,
+    summary = dict(result.summary(), split=args.split, k_model=k_model, k_svi=args.k_svi,
                    lr=args.lr, init=args.init, seed=args.seed, precision=args.precision,
                    warnings=result.warnings())
+    if args.model_factory is not None:
+        summary.update(model_factory=args.model_factory,
+                       checkpoint=os.path.abspath(args.checkpoint),
+                       dataset=args.dataset or "mnist5k")
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f} (± {summary['se_of_mean']:.3f} "
-          f"from the samples), gap {summary['gap']:.2f}, -L_{model.k}(x) {summary['-L(x)']:.2f} "
+          f"from the samples), gap {summary['gap']:.2f}, -L_{k_model}(x) {summary['-L(x)']:.2f} "
           f"nats over {summary['n']} examples")
+    print(f"gap of the ELBO: approximation {summary['approx_gap']:.2f} + amortization "
+          f"{summary['amort_gap']:.2f} nats (-ELBO of the fitted q {summary['-elbo_fit']:.2f}, "
+          f"of the encoder's {summary['-elbo_enc']:.2f})")
     print(f"diagnostics: median ESS {summary['median_ess']:.0f} of {args.k_eval}, largest "
           f"standard error {summary['max_se']:.3f} nat, steps {summary['mean_steps']:.0f} on "
           f"average ({summary['max_steps_used']} at most), {summary['n_hit_cap']} example(s) hit "
           f"the cap of {args.max_steps}, {summary['n_unreliable']} unreliable")
+    print(f"written: {os.path.join(out_dir, 'per_example.csv')}, "
+          f"{os.path.join(out_dir, 'summary.json')}")
     for message in result.warnings():
         print(f"warning: {message}", file=sys.stderr)
     return 0

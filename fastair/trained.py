@@ -1,20 +1,25 @@
-"""A trained run, read back: its best model and data set (for ``fastair evaluate``), and
+"""A trained run, read back: its best model and data set (for ``fastair evaluate``), a user's
+own model from a factory and a state dict (``fastair evaluate --model-factory --checkpoint``), and
 ``fastair sample``: a PNG grid of samples from the model and one of test reconstructions.
 
 What a run is comes from its checkpoints (hyper-parameters, data set, a fingerprint of the
 data), never from ``config.json``, which is for people and may have been edited; where the two
 disagree a note says so.
 """
+import importlib
 import math
 import os
+import sys
 
 import torch
+from torch import nn
 
 from fastair.errors import CheckpointError, RunMismatch
 from fastair.io import atomic_write_png, read_json
 from fastair.training import load_checkpoint, rundir
 
-__all__ = ["load_best_model", "require_run_dir", "image_grid", "add_sample_parser"]
+__all__ = ["load_best_model", "load_factory_model", "require_run_dir", "image_grid",
+           "add_sample_parser"]
 
 
 def require_run_dir(run_dir):
@@ -111,6 +116,130 @@ def load_best_model(run_dir):
                               f"on (sizes {identity.get('sizes')}, fingerprint "
                               f"{identity['fingerprint']} vs {now})")
     return model, data, notes
+
+
+def _factory(spec):
+    """The callable named by ``spec`` = ``"module.path:function"`` (``function`` may be dotted:
+    ``"mypkg.models:VAE.build"``). The current directory is searched after ``sys.path``, as
+    ``python -m`` does, so a ``mymodel.py`` beside the command is found."""
+    where = f"--model-factory {spec}"
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr or ":" in attr:
+        raise ValueError(f"{where}: expected MODULE:FUNCTION, e.g. mypkg.models:build (a "
+                         "function called with no arguments that returns the nn.Module)")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise ValueError(f"{where}: cannot import the module {module_name!r} ({type(err).__name__}"
+                         f": {err}); put its directory on PYTHONPATH or install its package") \
+            from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"{where}: the module {module_name!r} "
+                             f"({getattr(module, '__file__', '?')}) has no {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"{where}: {attr!r} is a {type(target).__name__}, not a function that "
+                         "builds the model")
+    return target
+
+
+def _user_state(path, ck):
+    """The state dict inside a loaded checkpoint ``ck``: ``ck`` itself, or ``ck["model"]``."""
+    state = ck.get("model") if isinstance(ck, dict) and isinstance(ck.get("model"), dict) else ck
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: expected a state dict (torch.save(model.state_dict(), "
+                              f"path)) or a dict with a 'model' entry holding one, got "
+                              f"{type(ck).__name__}"
+                              + (f" with keys {sorted(map(str, ck))[:8]}"
+                                 if isinstance(ck, dict) else ""))
+    return state
+
+
+def _mismatch(path, spec, model, state):
+    """A CheckpointError naming what differs between ``state`` and ``model``'s state dict, or
+    None where they fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = [f"{label} {items[:5]}{f' and {len(items) - 5} more' if len(items) > 5 else ''}"
+             for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                  ("shapes (checkpoint vs model)", shapes)) if items]
+    hint = ""
+    for prefix in ("module.", "_orig_mod."):
+        if unexpected and all(k.startswith(prefix) for k in unexpected):
+            hint = (f"; its keys start with {prefix!r} (saved from a DataParallel/DDP or "
+                    "torch.compile wrapper): save the inner model's state_dict instead")
+    return CheckpointError(
+        f"{path}: does not fit the model that --model-factory {spec} builds "
+        f"({type(model).__name__}): {'; '.join(parts)}{hint}. Save the checkpoint with "
+        "torch.save(model.state_dict(), path) from the class and settings the factory builds, "
+        "or change the factory to build that model")
+
+
+def load_factory_model(spec, checkpoint):
+    """A user's own model for ``fastair evaluate``: ``spec`` = ``"module:function"`` is imported
+    and called with no arguments, and must return an ``nn.Module``; ``checkpoint`` is a file
+    holding its state dict (``torch.save(model.state_dict(), path)``) or a dict with a
+    ``"model"`` entry holding one (as fastair's own ``best.pt``). Loaded with
+    ``weights_only=True`` (tensors and containers only) onto the CPU, strictly.
+
+    Returns:
+        the model, in eval mode, on the CPU.
+    Raises:
+        ValueError: ``spec`` is malformed, cannot be imported, names no callable, or the call
+            fails or returns no ``nn.Module``.
+        FileNotFoundError: no such checkpoint file.
+        CheckpointError: the file cannot be read, holds no state dict, or its keys or shapes do
+            not fit the model (the message names them and says what to do).
+    """
+    build = _factory(spec)
+    where = f"--model-factory {spec}"
+    try:
+        model = build()
+    except Exception as err:
+        raise ValueError(f"{where}: calling it with no arguments failed ({type(err).__name__}: "
+                         f"{(str(err).splitlines() or [''])[0]})") from err
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{where}: returned a {type(model).__name__}, not a torch.nn.Module; "
+                         "the factory must build and return the model (its weights come from "
+                         "--checkpoint)")
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint (--checkpoint: a file written by "
+                                "torch.save(model.state_dict(), path))")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        size = os.path.getsize(path)
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(err).__name__}, {size} bytes): it is "
+            "truncated, not written by torch.save, or holds objects other than tensors and "
+            "containers (loaded with weights_only=True); save only the state dict: "
+            "torch.save(model.state_dict(), path)") from None
+    state = _user_state(path, ck)
+    problem = _mismatch(path, spec, model, state)
+    if problem is not None:
+        raise problem
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot be loaded into the model that {where} builds "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    return model.eval()
 
 
 def image_grid(images, shape, columns, pad=2):

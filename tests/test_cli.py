@@ -118,7 +118,9 @@ def test_evaluate_writes_per_example_results_and_a_summary(tmp_path, capsys):
     summary = json.loads((run / "iwsvi" / "summary.json").read_text())
     assert len(rows) == summary["n"] == 500
     assert summary["k_eval"] == 50 and summary["split"] == "test"
-    assert set(rows[0]) == {"index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se"}
+    assert list(rows[0])[:12] == ["index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess",
+                                  "se", "elbo_enc", "elbo_fit", "approx_gap", "amort_gap"]
+    assert summary["approx_gap"] >= 0 and math.isfinite(summary["amort_gap"])
     assert summary["n_hit_cap"] == 500 and summary["max_steps"] == 2  # 2 steps: all at the cap
     assert summary["max_se"] == max(float(r["se"]) for r in rows) or \
         abs(summary["max_se"] - max(float(r["se"]) for r in rows)) < 1e-5

@@ -129,7 +129,9 @@ def test_result_files_and_summary_carry_the_diagnostics():
         assert key in s
     assert s["max_se"] == pytest.approx(r.se.max().item())
     lines = r.per_example_csv().splitlines()
-    assert lines[0] == "index,log_px,elbo,gap,steps,hit_cap,ess,se" and len(lines) == 7
+    # the columns of fastair 0.1 first, in their order (readers index them), new ones after
+    assert lines[0].startswith("index,log_px,elbo,gap,steps,hit_cap,ess,se,elbo_enc,elbo_fit,"
+                               "approx_gap,amort_gap") and len(lines) == 7
     assert int(lines[1].split(",")[4]) == r.steps[0].item()
     with pytest.raises(ValueError, match="init"):
         iwsvi_log_likelihood(model, x, init="zeros")

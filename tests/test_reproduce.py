@@ -107,7 +107,7 @@ def test_reproduce_writes_the_report_and_resumes_after_an_interrupt(tmp_path, mo
     for row in summary["table"]:  # the IW-SVI estimate lies above the amortized bound
         assert row["test_nll"] < row["test_nelbo"] and row["test_gap"] > 0
     per_example = (straight / plan_runs(config)[0].name / "test_per_example.csv").read_text()
-    assert per_example.startswith("index,log_px,elbo,gap,steps,hit_cap,ess,se\n")
+    assert per_example.startswith("index,log_px,elbo,gap,steps,hit_cap,ess,se,")  # + new columns
     assert per_example.count("\n") == 501
     report = (straight / "report.md").read_text()
     assert "| WNI-VAE | H = 1 |" in report and "fig_H_k1.png" in report
@@ -172,7 +172,9 @@ def test_a_larger_epoch_cap_continues_the_runs_the_old_cap_stopped(tmp_path):
             ess = [key for key in want if "ess" in key]
             assert ess and {k: got.pop(k) for k in ess} == pytest.approx(
                 {k: want.pop(k) for k in ess}, rel=1e-3), name
-            assert got == pytest.approx(want, rel=1e-5), name
+            # abs: the amortization gap is a difference of two ELBOs of ~150 nats that nearly
+            # cancel (~0.01 nat on these tiny models), so their float32 rounding shows in it
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-5), name
     assert sum(r["epochs"] == 4 for r in runs.values()) == len(runs) - 1
 
 

@@ -1,5 +1,10 @@
 """Evaluation: the bounds of a model and the IW-SVI estimate of ``ln p(x)``.
 
+Every function takes any ``nn.Module`` with ``encode(x [B, D]) -> (mu, logvar)`` and
+``decode_logits(z [..., B, Z]) -> logits [..., B, D]`` (:mod:`~fastair.evaluation.protocol`:
+:func:`check_model`, :func:`log_weights`), using a model's own ``log_weights`` or a fused decoder
+head where it has them.
+
 - :func:`evaluate_bound`, :func:`split_bounds`: the clean ``L_k(x)`` of fixed draws (``bound``).
 - :func:`amortized_bound`: ``L_k(x)`` of the encoder, averaged over many draws (``bound``).
 - :func:`iwsvi_log_likelihood`: IW-SVI with a stopping rule, per-example ESS and standard errors
@@ -15,6 +20,7 @@ from fastair.evaluation.bound import (
 )
 from fastair.evaluation.fit_q import QFit, fit_gaussian_q
 from fastair.evaluation.iwsvi import INITS, iwsvi_log_likelihood
+from fastair.evaluation.protocol import PATHS, check_model, log_weights
 from fastair.evaluation.result import ESS_WARN, SE_WARN, IWSVIResult
 from fastair.evaluation.sharded import sharded_iwsvi_log_likelihood
 from fastair.evaluation.weights import (
@@ -24,8 +30,9 @@ from fastair.evaluation.weights import (
                                       streamed_weight_stats,
 )
 
-__all__ = ["ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "QFit", "SE_WARN", "WeightStats",
-           "amortized_bound", "bounds_table", "evaluate_bound", "fit_gaussian_q",
+__all__ = ["ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "PATHS", "QFit", "SE_WARN",
+           "WeightStats", "amortized_bound", "bounds_table", "check_model", "evaluate_bound",
+           "fit_gaussian_q", "log_weights",
            "gaussian_log_weights", "iwsvi_log_likelihood", "sharded_iwsvi_log_likelihood",
            "split_bounds",
            "streamed_log_mean_weight", "streamed_weight_stats"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fastair.evaluation.protocol import log_weights, resolve_path
 from fastair.functional import iwae_bernoulli_gaussian
 
 __all__ = ["QFit", "fit_gaussian_q"]
@@ -47,21 +48,25 @@ def _draw(params, eps):
 
 
 @torch.no_grad()
-def _scores(model, x, params, eps):
+def _scores(model, x, params, eps, path):
     """``[2, B]``: the k-sample bound and the ELBO of the fixed draws ``eps`` ``[k, B, Z]``."""
     mu, logvar, z = _draw(params, eps)
-    log_w = model.log_weights(x, mu=mu, logvar=logvar, z=z)
+    log_w = log_weights(model, x, mu, logvar, z, path=path)
     return torch.stack([torch.logsumexp(log_w, 0) - math.log(eps.shape[0]), log_w.mean(0)])
 
 
 def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check_every=25,
                    patience=3, tol=0.01, decay=0.5, generator=None, betas=(0.9, 0.999),
-                   eps=1e-8, on_check=None):
+                   eps=1e-8, on_check=None, path=None):
     """Maximize ``L_k(x; q)`` over ``mu, logvar`` of each example, decoder frozen.
 
     Args:
-        model: has ``decode_logits(z [..., B, Z]) -> [..., B, D]``; its parameters should not
-            require gradients (the caller freezes them).
+        model: any model of :mod:`fastair.evaluation.protocol` (an ``nn.Module`` with
+            ``encode(x) -> (mu, logvar)`` and ``decode_logits(z [..., B, Z]) -> [..., B, D]``);
+            its parameters should not require gradients (the caller freezes them). Each step's
+            bound is ``iwae_bernoulli_gaussian`` on ``decode_logits(z)`` (``[k, B, D]`` logits,
+            ``k`` small); the checks' scores use the protocol's log weights (the model's own
+            ``log_weights`` or a fused decoder head where present).
         x: ``[B, D]`` data; mu, logvar: ``[B, Z]`` starting point (not modified).
         k: samples of the bound optimized (and of the fixed check draws).
         lr, betas, eps: Adam's settings (``lr`` is each example's starting step size).
@@ -70,9 +75,13 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check
             (``decay = 1`` keeps the step size fixed).
         generator: the torch.Generator of every draw.
         on_check: optional ``f(step, n_running)`` after each check (progress reporting).
+        path: the log-weights path of the checks (:data:`~fastair.evaluation.protocol.PATHS`);
+            None: :func:`~fastair.evaluation.protocol.check_model` checks the model first.
 
     Returns:
         :class:`QFit`.
+    Raises:
+        TypeError: the model does not follow the protocol (before any step).
     """
     if min(k, check_every, patience) < 1 or max_steps < 0 or not tol >= 0 or not lr > 0 \
             or not 0 < decay <= 1:
@@ -80,13 +89,14 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check
                          f"lr > 0 and decay in (0, 1]; got k={k}, check_every={check_every}, "
                          f"patience={patience}, max_steps={max_steps}, tol={tol}, lr={lr}, "
                          f"decay={decay}")
+    path = resolve_path(model, x, path)
     n, z_dim = mu.shape
     device, dtype = mu.device, mu.dtype
     params = torch.cat([mu, logvar], 1).detach().clone()           # [B, 2Z]
     m1, m2 = torch.zeros_like(params), torch.zeros_like(params)    # Adam's moments
     rate = torch.full((n, 1), float(lr), dtype=dtype, device=device)
     fixed = torch.randn((k, n, z_dim), generator=generator, device=device, dtype=dtype)
-    best = _scores(model, x, params, fixed)                         # [2, B]
+    best = _scores(model, x, params, fixed, path)                         # [2, B]
     stale = torch.zeros(n, dtype=torch.int64, device=device)
     steps = torch.zeros(n, dtype=torch.int64)
     running = torch.arange(n, device=device)
@@ -112,7 +122,7 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check
             if step % check_every:
                 continue
             value = _scores(model, xr, params.index_select(0, running),
-                            fixed.index_select(1, running))
+                            fixed.index_select(1, running), path)
             old = best.index_select(1, running)
             gained = (value > old + tol).any(0)
             best.index_copy_(1, running, torch.maximum(old, value))

@@ -6,7 +6,12 @@ stops improving (:func:`~fastair.evaluation.fit_q.fit_gaussian_q`), then ``ln p(
 with ``k_eval`` importance samples from the fitted ``q``, drawn ``chunk`` at a time, with the
 effective sample size and standard error of each estimate
 (:func:`~fastair.evaluation.weights.streamed_weight_stats`). ``gap = log_px - elbo`` is the
-inference gap of the amortized encoder.
+inference gap of the amortized encoder, split (Cremer et al. 2018) into ``approx_gap = log_px -
+elbo_fit`` and ``amort_gap = elbo_fit - elbo_enc`` by the ELBOs of the fitted and the encoder's
+``q``, each the mean of log weights already drawn (no further samples).
+
+The model is any ``nn.Module`` of :mod:`fastair.evaluation.protocol` (``encode`` and
+``decode_logits``), checked before any work starts.
 """
 import warnings
 
@@ -14,6 +19,7 @@ import torch
 
 from fastair.evaluation.bound import amortized_bound, at_least_float32, batches, block_generator
 from fastair.evaluation.fit_q import fit_gaussian_q
+from fastair.evaluation.protocol import check_model
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
 from fastair.io import progress_bar
@@ -30,8 +36,8 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
                          batch_size=500, elbo_samples=5000, seed=0, progress=True, *,
                          check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
                          decay=0.5, precision="fp32", blocks=None):
-    """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap and the
-    diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
+    """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap, its split
+    and the diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 
     Defaults: Adam from ``lr = 0.05`` on a 16-sample bound, checked every 25 steps on fixed
     draws; a check without a gain of ``tol = 0.01`` nat halves the step size, three in a row stop
@@ -42,7 +48,15 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     floats (40 MB).
 
     Args:
-        model: a :class:`fastair.models.VAE`; its parameters are frozen during the call and
+        model: any ``nn.Module`` of :mod:`fastair.evaluation.protocol`: ``encode(x [B, D]) ->
+            (mu, logvar)`` (``[B, Z]`` each) and ``decode_logits(z [..., B, Z]) -> logits [...,
+            B, D]`` are required (a :class:`fastair.models.VAE` has both). Used where present:
+            its own ``log_weights(x, mu=, logvar=, z=)`` (fastair's models), else a fused
+            decoder head (``model.decoder.trunk`` and the ``nn.Linear`` ``model.decoder.out``,
+            when ``decode_logits`` is their composition), else ``decode_logits`` itself, always
+            ``chunk`` draws at a time; ``k`` (int), the amortized bound's k (1, the ELBO,
+            without it). It is checked before any work starts (a ``TypeError`` naming a missing
+            or misbehaving method), run in eval mode, its parameters frozen during the call and
             restored afterwards.
         x: ``[N, D]`` data on the model's device.
         init: ``"encoder"`` or ``"prior"`` (``mu = 0, logvar = 0``).
@@ -68,6 +82,7 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
+    path = check_model(model, x)  # before any work: a TypeError for a model off the protocol
     amp = autocast(x.device.type, precision)  # the decoder's matmuls; q stays float32
     blocks = None if blocks is None else list(blocks)
     total = x.shape[0] if blocks is None else sum(
@@ -77,8 +92,9 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         bar.set_postfix_str(f"amortized bound, {elbo_samples} samples", refresh=True)
     try:
         with amp:
-            elbo = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
-                                   batch_size=batch_size, seed=seed + 1, blocks=blocks)
+            elbo, elbo_enc = amortized_bound(model, x, n_samples=elbo_samples, chunk=chunk,
+                                             batch_size=batch_size, seed=seed + 1, blocks=blocks,
+                                             return_elbo=True, path=path)
     except BaseException:
         if bar is not None:
             bar.close()
@@ -106,12 +122,12 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
                 fit = fit_gaussian_q(model, xb, mu0, logvar0, k=k_svi, lr=lr,
                                      max_steps=max_steps, check_every=check_every,
                                      patience=patience, tol=tol, decay=decay,
-                                     generator=generator, on_check=on_check)
+                                     generator=generator, on_check=on_check, path=path)
             with torch.no_grad(), amp:
                 stats = streamed_weight_stats(model, xb, fit.mu, fit.logvar, k_eval, chunk,
-                                              generator)
+                                              generator, path=path)
             parts.append((stats.log_mean.cpu(), stats.ess.cpu(), stats.se.cpu(), fit.steps,
-                          fit.hit_cap))
+                          fit.hit_cap, stats.mean_log_w.cpu()))
             if bar is not None:
                 bar.update(xb.shape[0])
     finally:
@@ -123,10 +139,12 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     if not parts:  # a shard without blocks
         empty = torch.zeros(0, dtype=torch.float64)
         parts = [(empty, empty, empty, torch.zeros(0, dtype=torch.int64),
-                  torch.zeros(0, dtype=torch.bool))]
-    log_px, ess, se, steps, hit_cap = (torch.cat(t) for t in zip(*parts))
+                  torch.zeros(0, dtype=torch.bool), empty)]
+    log_px, ess, se, steps, hit_cap, elbo_fit = (torch.cat(t) for t in zip(*parts))
     result = IWSVIResult(log_px=log_px, elbo=elbo, gap=log_px - elbo, steps=steps,
-                         hit_cap=hit_cap, ess=ess, se=se, max_steps=max_steps, k_eval=k_eval)
+                         hit_cap=hit_cap, ess=ess, se=se, elbo_enc=elbo_enc, elbo_fit=elbo_fit,
+                         approx_gap=log_px - elbo_fit, amort_gap=elbo_fit - elbo_enc,
+                         max_steps=max_steps, k_eval=k_eval)
     if warn:
         for message in result.warnings():
             warnings.warn(f"IW-SVI: {message}", stacklevel=2)

@@ -21,12 +21,30 @@ class IWSVIResult:
 
     Attributes:
         log_px: the IW-SVI estimate of ``ln p(x)`` (float64).
-        elbo: the amortized bound ``L_k`` of the encoder at the model's own k (float64).
+        elbo: the amortized bound ``L_k`` of the encoder at the model's own k (float64); for a
+            model trained with ``k > 1`` this is not the ELBO (see ``elbo_enc``).
         gap: ``log_px - elbo``, the inference gap (float64).
         steps: optimization steps each example's ``q`` took (int64).
         hit_cap: whether the example stopped at the step cap (bool).
         ess: effective sample size of the ``k_eval`` final importance weights (float64).
         se: delta-method standard error of ``log_px`` in nats (float64).
+        elbo_enc: the ELBO ``L_1 = E_q[log w]`` of the encoder's ``q(z|x)``: the mean of the
+            amortized bound's own log weights (the same ``elbo_samples`` draws as ``elbo``, no
+            further ones; equal to ``elbo`` for ``k = 1``) (float64).
+        elbo_fit: the ELBO of the fitted ``q``: the mean of the ``k_eval`` log weights whose
+            log-mean-exp is ``log_px`` (float64).
+        approx_gap: ``log_px - elbo_fit``, the approximation gap (Cremer, Li and Duvenaud 2018):
+            what the fitted Gaussian ``q`` still misses of ``ln p(x)``. Never negative (up to
+            rounding): the mean of the log weights is at most the log of their mean on the same
+            draws.
+        amort_gap: ``elbo_fit - elbo_enc``, the amortization gap: what the encoder loses against
+            the ``q`` fitted to each example. ``approx_gap + amort_gap = log_px - elbo_enc``,
+            the inference gap of the ELBO (docs/design.md §1.10). Cremer et al. fit ``q`` to the
+            ELBO, which ``k_svi = 1`` does; with ``k_svi > 1`` (the default 16) the fitted ``q``
+            maximizes the ``k_svi``-sample bound, is broader than the ELBO's optimum, and the
+            split shifts toward ``approx_gap``: ``amort_gap`` is understated and can be negative
+            where the encoder is good (on a 2-d toy with an untrained encoder, -0.06 to -0.09
+            nat on average at ``k_svi = 16``, +0.05 to +0.16 at ``k_svi = 1``).
         max_steps, k_eval: the cap and the number of final samples used.
     """
     log_px: torch.Tensor
@@ -36,8 +54,20 @@ class IWSVIResult:
     hit_cap: torch.Tensor
     ess: torch.Tensor
     se: torch.Tensor
+    elbo_enc: torch.Tensor
+    elbo_fit: torch.Tensor
+    approx_gap: torch.Tensor
+    amort_gap: torch.Tensor
+    # KHAT FIELD: the per-example PSIS k-hat (fastair/evaluation/psis.py) is added here, after
+    # the gap split, with its column appended to CSV_COLUMNS and per_example_csv() after
+    # amort_gap, its summary entries in summary() and its name in fastair/evaluation/sharded.py's
+    # _FIELDS.
     max_steps: int
     k_eval: int
+
+    CSV_COLUMNS = ("index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc",
+                   "elbo_fit", "approx_gap", "amort_gap")
+    """The columns of :meth:`per_example_csv`, in order (new columns are appended at the end)."""
 
     def unreliable(self):
         """``[N]`` bool: examples whose ``se > SE_WARN`` or ``ess < ESS_WARN``."""
@@ -47,7 +77,9 @@ class IWSVIResult:
         """Means of ``-log_px``, ``gap`` and ``-elbo`` (the paper's columns), in nats, with the
         diagnostics: median and smallest ESS, largest and mean standard error, the standard
         error of the mean ``ln p(x)`` from the samples, mean and largest steps, how many
-        examples hit the step cap and how many are unreliable."""
+        examples hit the step cap and how many are unreliable; and the split of the ELBO's
+        inference gap: means of ``approx_gap``, ``amort_gap``, ``-elbo_fit`` and
+        ``-elbo_enc``."""
         n = int(self.log_px.numel())
         return {"-ln p(x)": -self.log_px.mean().item(), "gap": self.gap.mean().item(),
                 "-L(x)": -self.elbo.mean().item(), "n": n,
@@ -57,7 +89,11 @@ class IWSVIResult:
                 "mean_steps": self.steps.double().mean().item(),
                 "max_steps_used": int(self.steps.max()), "max_steps": self.max_steps,
                 "n_hit_cap": int(self.hit_cap.sum()), "n_unreliable": int(self.unreliable().sum()),
-                "k_eval": self.k_eval}
+                "k_eval": self.k_eval,
+                "approx_gap": self.approx_gap.mean().item(),
+                "amort_gap": self.amort_gap.mean().item(),
+                "-elbo_fit": -self.elbo_fit.mean().item(),
+                "-elbo_enc": -self.elbo_enc.mean().item()}
 
     def warnings(self):
         """Sentences for the user about examples that hit the cap or are unreliable ([] if none)."""
@@ -76,11 +112,15 @@ class IWSVIResult:
         return out
 
     def per_example_csv(self):
-        """The per-example values as CSV text, one row per example:
-        ``index,log_px,elbo,gap,steps,hit_cap,ess,se``."""
-        rows = ["index,log_px,elbo,gap,steps,hit_cap,ess,se"] + [
-            f"{i},{a:.6f},{b:.6f},{c:.6f},{s},{int(h)},{e:.2f},{se:.6f}"
-            for i, (a, b, c, s, h, e, se) in enumerate(zip(
+        """The per-example values as CSV text, one row per example, columns
+        :attr:`CSV_COLUMNS`: ``index,log_px,elbo,gap,steps,hit_cap,ess,se`` (the first eight,
+        in this order since fastair 0.1), then ``elbo_enc,elbo_fit,approx_gap,amort_gap``."""
+        rows = [",".join(self.CSV_COLUMNS)] + [
+            f"{i},{a:.6f},{b:.6f},{c:.6f},{s},{int(h)},{e:.2f},{se:.6f},"
+            f"{ee:.6f},{ef:.6f},{ag:.6f},{mg:.6f}"
+            for i, (a, b, c, s, h, e, se, ee, ef, ag, mg) in enumerate(zip(
                 self.log_px.tolist(), self.elbo.tolist(), self.gap.tolist(), self.steps.tolist(),
-                self.hit_cap.tolist(), self.ess.tolist(), self.se.tolist()))]
+                self.hit_cap.tolist(), self.ess.tolist(), self.se.tolist(),
+                self.elbo_enc.tolist(), self.elbo_fit.tolist(), self.approx_gap.tolist(),
+                self.amort_gap.tolist()))]
         return "\n".join(rows) + "\n"

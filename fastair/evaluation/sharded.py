@@ -13,13 +13,16 @@ from fastair.evaluation.result import IWSVIResult
 
 __all__ = ["sharded_iwsvi_log_likelihood"]
 
-_FIELDS = ("log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se")
+_FIELDS = ("log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc", "elbo_fit",
+           "approx_gap", "amort_gap")  # KHAT FIELD: "khat" is added here with IWSVIResult.khat
 
 
 def sharded_iwsvi_log_likelihood(model, x, batch_size=500, progress=True, **kwargs):
     """:func:`~fastair.evaluation.iwsvi.iwsvi_log_likelihood` on this rank's blocks of ``x``
     ``[N, D]``, gathered: every rank returns the whole :class:`IWSVIResult` (``[N]`` fields).
-    Only rank 0 shows a progress bar. Keyword arguments as for ``iwsvi_log_likelihood``."""
+    Only rank 0 shows a progress bar. ``model``: any model of
+    :mod:`fastair.evaluation.protocol` (``encode`` and ``decode_logits``), checked on every rank
+    before any work starts. Keyword arguments as for ``iwsvi_log_likelihood``."""
     w = distributed.world()
     n_blocks = -(-x.shape[0] // batch_size)
     mine = list(range(w.rank, n_blocks, w.size))
