@@ -237,6 +237,16 @@ def _add_evaluate(sub):
                    help="the decoder's matmuls in this precision (q, the draws and the sums stay "
                         "float32); bf16 is faster but moves each estimate by about 0.2 nat "
                         "(bench/results/train_cpu/iwsvi_precision.md) (default: %(default)s)")
+    p.add_argument("--fit-precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
+                   help="precision of the fit of q alone: auto = --precision unless fp32, else "
+                        "bf16 where the device multiplies bf16 natively (AVX512-BF16, AMX, "
+                        "CUDA), else fp32 (default: %(default)s)")
+    p.add_argument("--elbo-samples", type=int, default=1000,
+                   help="samples per example of the amortized bound (default: %(default)s)")
+    p.add_argument("--se-target", type=float, default=None,
+                   help="stop each example's final estimate once its standard error is at most "
+                        "this many nats (--k-eval is then the cap; default: every example draws "
+                        "--k-eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
     p.set_defaults(func=_evaluate)
 
@@ -331,7 +341,9 @@ def _evaluate_held(args, world):
     result = sharded_iwsvi_log_likelihood(
         model, x, k_svi=args.k_svi, max_steps=args.max_steps, lr=args.lr, k_eval=args.k_eval,
         chunk=args.chunk, batch_size=args.batch_size, seed=args.seed,
-        progress=not args.no_progress, init=args.init, warn=False, precision=args.precision)
+        progress=not args.no_progress, init=args.init, warn=False, precision=args.precision,
+        fit_precision=args.fit_precision, elbo_samples=args.elbo_samples,
+        se_target=args.se_target)
     if not world.main:
         return 0
     os.makedirs(out_dir, exist_ok=True)

@@ -23,19 +23,34 @@ from fastair.evaluation.protocol import check_model
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import streamed_weight_stats
 from fastair.io import progress_bar
-from fastair.precision import autocast
+from fastair.precision import PRECISIONS, autocast, native_bf16
 
-__all__ = ["iwsvi_log_likelihood", "INITS"]
+__all__ = ["iwsvi_log_likelihood", "INITS", "resolve_fit_precision"]
 
 INITS = ("encoder", "prior")
 """Where ``q`` starts: the encoder's ``mu, logvar``, or the prior ``N(0, I)``."""
 
 
+FIT_PRECISIONS = ("auto",) + tuple(PRECISIONS)
+
+
+def resolve_fit_precision(fit_precision, precision, device):
+    """The precision the fit of ``q`` runs in (see :func:`iwsvi_log_likelihood`)."""
+    if fit_precision not in FIT_PRECISIONS:
+        raise ValueError(f"fit_precision: expected one of {FIT_PRECISIONS}, got "
+                         f"{fit_precision!r}")
+    if fit_precision != "auto":
+        return fit_precision
+    if precision != "fp32":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
 
 def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
-                         batch_size=500, elbo_samples=5000, seed=0, progress=True, *,
+                         batch_size=500, elbo_samples=1000, seed=0, progress=True, *,
                          check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
-                         decay=0.5, precision="fp32", blocks=None):
+                         decay=0.5, precision="fp32", fit_precision="auto", se_target=None,
+                         blocks=None):
     """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap, its split
     and the diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 
@@ -62,9 +77,22 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
         init: ``"encoder"`` or ``"prior"`` (``mu = 0, logvar = 0``).
         warn: emit a ``UserWarning`` naming examples that hit the cap or are unreliable.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the decoder's matmuls under
-            autocast (:data:`fastair.precision.PRECISIONS`); ``q``, the draws and every
-            density and sum stay float32; measure the per-example difference before relying
-            on it (``bench/bench_train.py --iwsvi``).
+            autocast (:data:`fastair.precision.PRECISIONS`) everywhere, the final estimate
+            included; ``q``, the draws and every density and sum stay float32; measure the
+            per-example difference before relying on it (``bench/bench_train.py --iwsvi``).
+        fit_precision: the precision of the fit of ``q`` alone: ``"auto"`` (default) is
+            ``precision`` where that is not fp32, else bf16 where the device multiplies bf16
+            matrices natively (:func:`fastair.precision.native_bf16`: CUDA with bf16, a CPU with
+            AVX512-BF16 or AMX), else fp32. Any ``q`` gives an unbiased importance-sampling
+            estimate; the fit's precision changes only how good ``q`` is, which the ESS, SE and
+            k-hat of the fp32 final estimate report (``bench/bench_iwsvi_accuracy.py``: no
+            larger error against a long reference run).
+        elbo_samples: samples of the amortized bound ``elbo`` (and ``elbo_enc``) per example
+            (default 1000: its standard error per example is about ``sd(log w) / 30``, a few
+            hundredths of a nat on MNIST, and a table's mean over examples far less).
+        se_target: None (default: every example draws ``k_eval``), or stop each example's
+            final estimate once its SE is at most this many nats (after 1000 draws at least);
+            ``k_eval`` is then the cap and ``n_eval`` reports the draws used.
         blocks: evaluate only these blocks of ``batch_size`` consecutive examples (block ``b``
             is ``x[b * batch_size:(b + 1) * batch_size]``), in the given order: a shard of a
             distributed evaluation (:mod:`fastair.evaluation.sharded`). Every block's draws come
@@ -78,12 +106,15 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     if k_svi < 1 or k_eval < 1 or chunk < 1 or batch_size < 1 or max_steps < 0:
         raise ValueError("k_svi, k_eval, chunk and batch_size must be >= 1 and max_steps >= 0, got "
                          f"{k_svi}, {k_eval}, {chunk}, {batch_size}, {max_steps}")
+    if se_target is not None and not se_target > 0:
+        raise ValueError(f"se_target: expected a number > 0 or None, got {se_target!r}")
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got {tuple(x.shape)}")
     path = check_model(model, x)  # before any work: a TypeError for a model off the protocol
     amp = autocast(x.device.type, precision)  # the decoder's matmuls; q stays float32
+    fit_amp = autocast(x.device.type, resolve_fit_precision(fit_precision, precision, x.device))
     blocks = None if blocks is None else list(blocks)
     total = x.shape[0] if blocks is None else sum(
         x[b * batch_size:(b + 1) * batch_size].shape[0] for b in blocks)
@@ -118,16 +149,17 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
                     bar.set_postfix(step=step, running=running, refresh=False)
                     bar.refresh()
 
-            with amp:
+            with fit_amp:
                 fit = fit_gaussian_q(model, xb, mu0, logvar0, k=k_svi, lr=lr,
                                      max_steps=max_steps, check_every=check_every,
                                      patience=patience, tol=tol, decay=decay,
                                      generator=generator, on_check=on_check, path=path)
             with torch.no_grad(), amp:
                 stats = streamed_weight_stats(model, xb, fit.mu, fit.logvar, k_eval, chunk,
-                                              generator, path=path)
+                                              generator, path=path, se_target=se_target)
             parts.append((stats.log_mean.cpu(), stats.ess.cpu(), stats.se.cpu(), fit.steps,
-                          fit.hit_cap, stats.mean_log_w.cpu()))
+                          fit.hit_cap, stats.mean_log_w.cpu(), stats.khat.cpu(),
+                          stats.n.cpu()))
             if bar is not None:
                 bar.update(xb.shape[0])
     finally:
@@ -139,12 +171,13 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     if not parts:  # a shard without blocks
         empty = torch.zeros(0, dtype=torch.float64)
         parts = [(empty, empty, empty, torch.zeros(0, dtype=torch.int64),
-                  torch.zeros(0, dtype=torch.bool), empty)]
-    log_px, ess, se, steps, hit_cap, elbo_fit = (torch.cat(t) for t in zip(*parts))
+                  torch.zeros(0, dtype=torch.bool), empty, empty,
+                  torch.zeros(0, dtype=torch.int64))]
+    log_px, ess, se, steps, hit_cap, elbo_fit, khat, n_eval = (torch.cat(t) for t in zip(*parts))
     result = IWSVIResult(log_px=log_px, elbo=elbo, gap=log_px - elbo, steps=steps,
                          hit_cap=hit_cap, ess=ess, se=se, elbo_enc=elbo_enc, elbo_fit=elbo_fit,
                          approx_gap=log_px - elbo_fit, amort_gap=elbo_fit - elbo_enc,
-                         max_steps=max_steps, k_eval=k_eval)
+                         khat=khat, n_eval=n_eval, max_steps=max_steps, k_eval=k_eval)
     if warn:
         for message in result.warnings():
             warnings.warn(f"IW-SVI: {message}", stacklevel=2)

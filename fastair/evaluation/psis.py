@@ -183,8 +183,12 @@ class StreamedKhat:
         self._top = lw
         self.count += log_w_chunk.shape[0]
 
-    def khat(self) -> torch.Tensor:
-        """k-hat ``[B]`` (float64) of all the log weights seen so far."""
+    def khat(self, tail: Optional[int] = None) -> torch.Tensor:
+        """k-hat ``[B]`` (float64) of all the log weights seen so far; ``tail``: a smaller ``M``
+        than the one kept (e.g. ``tail_size(n)`` of an example that stopped after ``n`` draws)."""
         if self._top is None:
             raise RuntimeError("StreamedKhat.khat() called before any update()")
-        return _khat_from_top(self._top, self.tail, self._bad)
+        tail = self.tail if tail is None else _check_tail(tail)
+        if tail > self.tail:
+            raise ValueError(f"tail: at most the {self.tail} kept, got {tail}")
+        return _khat_from_top(self._top[:tail + 1], tail, self._bad)

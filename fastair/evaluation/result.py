@@ -3,7 +3,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["IWSVIResult", "SE_WARN", "ESS_WARN"]
+from fastair.evaluation.psis import KHAT_WARN
+
+__all__ = ["IWSVIResult", "SE_WARN", "ESS_WARN", "KHAT_WARN"]
 
 SE_WARN = 0.3
 """A standard error of ``ln p(x)`` above this many nats marks an estimate as unreliable. On a
@@ -45,7 +47,14 @@ class IWSVIResult:
             split shifts toward ``approx_gap``: ``amort_gap`` is understated and can be negative
             where the encoder is good (on a 2-d toy with an untrained encoder, -0.06 to -0.09
             nat on average at ``k_svi = 16``, +0.05 to +0.16 at ``k_svi = 1``).
-        max_steps, k_eval: the cap and the number of final samples used.
+        khat: the PSIS k-hat of the final importance weights (Vehtari et al. 2024; the
+            generalized Pareto shape of the largest ``M = min(n / 5, 3 sqrt(n))`` of the ``n``
+            weights, streamed, :mod:`fastair.evaluation.psis`) (float64). Below 0.5 the weights
+            have a finite variance and the SE can be trusted; above 0.7 (:data:`KHAT_WARN`) the
+            estimate is unreliable whatever its SE says; NaN where no tail could be fitted.
+        n_eval: the final samples each example used (int64): ``k_eval``, or fewer where
+            ``se_target`` stopped it once its SE was reached.
+        max_steps, k_eval: the cap on steps and on final samples.
     """
     log_px: torch.Tensor
     elbo: torch.Tensor
@@ -58,20 +67,24 @@ class IWSVIResult:
     elbo_fit: torch.Tensor
     approx_gap: torch.Tensor
     amort_gap: torch.Tensor
-    # KHAT FIELD: the per-example PSIS k-hat (fastair/evaluation/psis.py) is added here, after
-    # the gap split, with its column appended to CSV_COLUMNS and per_example_csv() after
-    # amort_gap, its summary entries in summary() and its name in fastair/evaluation/sharded.py's
-    # _FIELDS.
+    khat: torch.Tensor
+    n_eval: torch.Tensor
     max_steps: int
     k_eval: int
 
     CSV_COLUMNS = ("index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc",
-                   "elbo_fit", "approx_gap", "amort_gap")
+                   "elbo_fit", "approx_gap", "amort_gap", "khat", "n_eval")
     """The columns of :meth:`per_example_csv`, in order (new columns are appended at the end)."""
 
     def unreliable(self):
-        """``[N]`` bool: examples whose ``se > SE_WARN`` or ``ess < ESS_WARN``."""
-        return (self.se > SE_WARN) | (self.ess < ESS_WARN)
+        """``[N]`` bool: examples whose ``se > SE_WARN``, ``ess < ESS_WARN`` or ``khat >
+        KHAT_WARN`` (or k-hat NaN: no tail could be fitted)."""
+        return (self.se > SE_WARN) | (self.ess < ESS_WARN) | ~(self.khat <= KHAT_WARN)
+
+    def flagged_by(self):
+        """``{"se": [N] bool, "ess": ..., "khat": ...}``: which rule flags each example."""
+        return {"se": self.se > SE_WARN, "ess": self.ess < ESS_WARN,
+                "khat": ~(self.khat <= KHAT_WARN)}
 
     def summary(self):
         """Means of ``-log_px``, ``gap`` and ``-elbo`` (the paper's columns), in nats, with the
@@ -93,7 +106,14 @@ class IWSVIResult:
                 "approx_gap": self.approx_gap.mean().item(),
                 "amort_gap": self.amort_gap.mean().item(),
                 "-elbo_fit": -self.elbo_fit.mean().item(),
-                "-elbo_enc": -self.elbo_enc.mean().item()}
+                "-elbo_enc": -self.elbo_enc.mean().item(),
+                "median_khat": self.khat.nanmedian().item() if n else float("nan"),
+                "max_khat": self.khat.nan_to_num(nan=float("inf")).max().item() if n else
+                float("nan"),
+                "n_khat_over": int((~(self.khat <= KHAT_WARN)).sum()),
+                "n_se_over": int((self.se > SE_WARN).sum()),
+                "n_ess_under": int((self.ess < ESS_WARN).sum()),
+                "mean_n_eval": self.n_eval.double().mean().item() if n else float("nan")}
 
     def warnings(self):
         """Sentences for the user about examples that hit the cap or are unreliable ([] if none)."""
@@ -106,7 +126,9 @@ class IWSVIResult:
         if bad.any():
             worst = int(self.se.argmax())
             out.append(f"{int(bad.sum())} of {n} ln p(x) estimates are unreliable (standard error "
-                       f"> {SE_WARN} nat or ESS < {ESS_WARN:g}); the worst, example {worst}, has "
+                       f"> {SE_WARN} nat, ESS < {ESS_WARN:g} or k-hat > {KHAT_WARN}: "
+                       f"{int((~(self.khat <= KHAT_WARN)).sum())} by k-hat); the worst, example "
+                       f"{worst}, has "
                        f"SE {self.se[worst].item():.3f} nat and ESS {self.ess[worst].item():.1f} "
                        f"of {self.k_eval}: raise k_eval or let q converge further")
         return out
@@ -114,13 +136,14 @@ class IWSVIResult:
     def per_example_csv(self):
         """The per-example values as CSV text, one row per example, columns
         :attr:`CSV_COLUMNS`: ``index,log_px,elbo,gap,steps,hit_cap,ess,se`` (the first eight,
-        in this order since fastair 0.1), then ``elbo_enc,elbo_fit,approx_gap,amort_gap``."""
+        in this order since fastair 0.1), then ``elbo_enc,elbo_fit,approx_gap,amort_gap,khat,
+        n_eval``."""
         rows = [",".join(self.CSV_COLUMNS)] + [
             f"{i},{a:.6f},{b:.6f},{c:.6f},{s},{int(h)},{e:.2f},{se:.6f},"
-            f"{ee:.6f},{ef:.6f},{ag:.6f},{mg:.6f}"
-            for i, (a, b, c, s, h, e, se, ee, ef, ag, mg) in enumerate(zip(
+            f"{ee:.6f},{ef:.6f},{ag:.6f},{mg:.6f},{kh:.4f},{ne}"
+            for i, (a, b, c, s, h, e, se, ee, ef, ag, mg, kh, ne) in enumerate(zip(
                 self.log_px.tolist(), self.elbo.tolist(), self.gap.tolist(), self.steps.tolist(),
                 self.hit_cap.tolist(), self.ess.tolist(), self.se.tolist(),
                 self.elbo_enc.tolist(), self.elbo_fit.tolist(), self.approx_gap.tolist(),
-                self.amort_gap.tolist()))]
+                self.amort_gap.tolist(), self.khat.tolist(), self.n_eval.tolist()))]
         return "\n".join(rows) + "\n"

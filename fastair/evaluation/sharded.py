@@ -14,7 +14,7 @@ from fastair.evaluation.result import IWSVIResult
 __all__ = ["sharded_iwsvi_log_likelihood"]
 
 _FIELDS = ("log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc", "elbo_fit",
-           "approx_gap", "amort_gap")  # KHAT FIELD: "khat" is added here with IWSVIResult.khat
+           "approx_gap", "amort_gap", "khat", "n_eval")
 
 
 def sharded_iwsvi_log_likelihood(model, x, batch_size=500, progress=True, **kwargs):

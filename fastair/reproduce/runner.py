@@ -66,6 +66,7 @@ def _check_spec(run_dir, doc):
         saved, doc = _read_json(path), json.loads(json.dumps(doc))  # tuples -> lists
         defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in _FREE}
         saved["train"] = {**defaults, **saved.get("train", {})}  # settings added since
+        saved["evaluator"] = {"fit_precision": "fp32", **saved.get("evaluator", {})}  # fp32 then
         if _raise_epoch_cap(run_dir, saved, doc):
             atomic_write_json(path, doc)
             return
