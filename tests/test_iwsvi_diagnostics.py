@@ -101,3 +101,14 @@ def test_fit_precision_resolution():
         iwsvi_log_likelihood(model, x, fit_precision="half", progress=False)
     with pytest.raises(ValueError, match="se_target"):
         iwsvi_log_likelihood(model, x, se_target=-1.0, progress=False)
+
+
+def test_table_shows_each_column_and_the_flag_count():
+    model, x = _flat_model(), _x(6)
+    r = iwsvi_log_likelihood(model, x, k_eval=300, max_steps=25, elbo_samples=20,
+                             progress=False, warn=False)
+    text = r.table(rows=3).splitlines()
+    assert text[0].split()[:7] == ["example", "log_px", "se", "ess", "khat", "approx_gap",
+                                   "amort_gap"]
+    assert len(text) == 2 + 3 + 1 and text[-1].endswith(f"{int(r.unreliable().sum())} of 6")
+    assert float(text[2].split()[1]) == pytest.approx(r.log_px[0].item(), abs=1e-3)

@@ -133,6 +133,21 @@ class IWSVIResult:
                        f"of {self.k_eval}: raise k_eval or let q converge further")
         return out
 
+    def table(self, rows=5):
+        """A text table of the first ``rows`` examples and the mean over all: ``ln p(x)``, its
+        SE, ESS, k-hat, the two gaps and whether the estimate is unreliable."""
+        cols = ("log_px", "se", "ess", "khat", "approx_gap", "amort_gap")
+        head = f"{'example':>8} " + " ".join(f"{c:>10}" for c in cols) + "  unreliable"
+        bad = self.unreliable()
+        lines = [head, "-" * len(head)]
+        for i in range(min(rows, self.log_px.numel())):
+            lines.append(f"{i:>8} " + " ".join(f"{getattr(self, c)[i].item():>10.3f}"
+                                               for c in cols) + f"  {bool(bad[i])}")
+        means = [getattr(self, c).double().nanmean().item() for c in cols]
+        lines.append(f"{'mean':>8} " + " ".join(f"{m:>10.3f}" for m in means)
+                     + f"  {int(bad.sum())} of {bad.numel()}")
+        return "\n".join(lines)
+
     def per_example_csv(self):
         """The per-example values as CSV text, one row per example, columns
         :attr:`CSV_COLUMNS`: ``index,log_px,elbo,gap,steps,hit_cap,ess,se`` (the first eight,
