@@ -236,6 +236,12 @@ def capped_weight_norm(v, u, H):
     return w
 
 
+def _autocast_cast(t, dtype):
+    """``t`` as autocast casts an input of a reduced-precision op: floating tensors other than
+    float64 to ``dtype``."""
+    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+
 def linear_bernoulli_log_prob(h, weight, bias, x):
     """A decoder's output layer fused with the Bernoulli log-likelihood:
     ``bernoulli_log_prob(h @ weight.T + bias, x)`` without storing the logits.
@@ -252,6 +258,15 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
         inputs give a float32 result: the Triton kernels multiply them as they are (float32
         sums; the gradient products take the logits' gradient in the inputs' dtype, as autocast
         does), the C++ kernels in float32.
+
+    Under ``torch.autocast`` the layer is what ``torch.nn.Linear`` would be there: ``h``,
+    ``weight`` and ``bias`` (float32 or float16/bfloat16, not float64) are cast to the autocast
+    dtype, and the tiles of logits are made from those values with float32 sums, never stored
+    (the Triton kernels multiply them in that dtype; the C++ kernels, which take float32 and
+    float64, multiply the reduced-precision values widened to float32: the products are exact,
+    so each logit is the autocast one before its final rounding to the reduced dtype). The
+    result is float32; the gradients of ``weight`` and ``bias`` pass through the cast as
+    under autocast (rounded to the autocast dtype, then widened to the parameters' dtype).
     """
     check_tensor("h", h)
     check_tensor("weight", weight)
@@ -268,6 +283,12 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
     check_same_device(h=h, weight=weight, bias=bias, x=x)
     out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
     check_broadcasts_to("x", x, out_shape, "h @ weight.T")
+    device_type = h.device.type
+    if torch.is_autocast_enabled(device_type):
+        low = torch.get_autocast_dtype(device_type)
+        h, weight, bias = (None if t is None else _autocast_cast(t, low) for t in (h, weight, bias))
+        with torch.autocast(device_type, enabled=False):  # the op's own casts stay as written
+            return linear_bernoulli_log_prob(h, weight, bias, x)
     backend = _backend_for(h)
     if backend == "reference" or h.numel() == 0 or weight.numel() == 0:
         return reference.linear_bernoulli_log_prob(h, weight, bias, x)

@@ -8,9 +8,9 @@ from fastair.nn.capped_weight_norm import (
            row_norm_stats,
 )
 from fastair.nn.estimators import importance_bound
-from fastair.nn.loss import IWAELoss, iwae_loss
+from fastair.nn.loss import IWAELoss, analytic_kl, iwae_loss
 from fastair.nn.mlp import BernoulliMLPDecoder, GaussianMLPEncoder, tanh_mlp
 
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
            "GaussianMLPEncoder", "BernoulliMLPDecoder", "tanh_mlp", "IWAELoss", "iwae_loss",
-           "importance_bound", "row_norm_stats"]
+           "analytic_kl", "importance_bound", "row_norm_stats"]
