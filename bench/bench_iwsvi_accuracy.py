@@ -97,7 +97,7 @@ def reference(name, model, x, out):
     """The long reference run's ``log_px`` ``[n]`` (cached in ``out``)."""
     path = os.path.join(out, f"reference_{name}.pt") if out else None
     key = {"n": len(x), **REFERENCE,
-           "weights": float(sum(p.double().sum() for p in model.parameters()))}
+           "weights": float(sum(p.detach().double().sum() for p in model.parameters()))}
     if path and os.path.exists(path):
         saved = torch.load(path)
         if saved["key"] == key:
