@@ -11,6 +11,14 @@ head where it has them.
   (``iwsvi``, built on ``fit_q`` and ``weights``); :func:`sharded_iwsvi_log_likelihood` the
   same over the ranks of a ``torchrun`` process group (``sharded``).
 """
+from fastair.evaluation.ais import (
+    AIS_INITS,
+    AISResult,
+    BDMCResult,
+    ais_log_likelihood,
+    bdmc,
+    sigmoid_schedule,
+)
 from fastair.evaluation.bound import (
                                       EVAL_SEED,
                                       amortized_bound,
@@ -30,7 +38,9 @@ from fastair.evaluation.weights import (
                                       streamed_weight_stats,
 )
 
-__all__ = ["ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "PATHS", "QFit", "SE_WARN",
+__all__ = ["AIS_INITS", "AISResult", "BDMCResult", "ais_log_likelihood", "bdmc",
+           "sigmoid_schedule", "ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "PATHS", "QFit",
+           "SE_WARN",
            "WeightStats", "amortized_bound", "bounds_table", "check_model", "evaluate_bound",
            "fit_gaussian_q", "log_weights",
            "gaussian_log_weights", "iwsvi_log_likelihood", "sharded_iwsvi_log_likelihood",
