@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 from torch import nn
+from truth2d import ProtocolOnly as Hidden
+from truth2d import quadrature_2d, simulate
 
 from fastair.evaluation import fit_gaussian_q, log_weights
 from fastair.evaluation.ais import (
@@ -67,40 +69,9 @@ class NoDecoder(nn.Module):
         return self.lin(x).chunk(2, -1)
 
 
-class Hidden(nn.Module):
-    """``inner`` behind the two protocol methods only (its own log weights out of sight)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def encode(self, x):
-        return self.inner.encode(x)
-
-    def decode_logits(self, z):
-        return self.inner.decode_logits(z)
-
-
-def simulate(model, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, Z, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        p = torch.sigmoid(model.decode_logits(z))
-    return (torch.rand(n, D, generator=g, dtype=torch.float64) < p).double()
-
-
 def quadrature(model, x, lim=7.0, n=701):
-    """``log int p(x|z) N(z; 0, I) dz`` ``[B]`` by the trapezoid rule on an n x n grid."""
-    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
-    z = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, Z)
-    with torch.no_grad():
-        logits = model.decode_logits(z)                                         # [G, D]
-    log_lik = logits @ x.T - nn.functional.softplus(logits).sum(1, keepdim=True)
-    log_prior = -0.5 * z.square().sum(1, keepdim=True) - math.log(2 * math.pi)
-    w = torch.ones(n, dtype=torch.float64)
-    w[[0, -1]] = 0.5
-    log_w = torch.log(w[:, None] * w[None, :]).reshape(-1, 1)
-    return torch.logsumexp(log_lik + log_prior + log_w, 0) + 2 * math.log(2 * lim / (n - 1))
+    """``ln p(x)`` ``[B]`` by the trapezoid rule on an n x n grid."""
+    return quadrature_2d(model, x, lim=lim, n=n)[0]
 
 
 @pytest.fixture(scope="module")
