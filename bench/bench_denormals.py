@@ -36,7 +36,7 @@ import time
 import torch
 
 import fastair
-from bench.common import device_description, time_ms, version_string, write_csv
+from bench.common import device_description, git_commit, time_ms, version_string, write_results
 
 K = 64
 COLUMNS = ("part", "impl", "precision", "flush", "case", "epoch", "ms", "ratio", "cpu", "commit",
@@ -49,33 +49,15 @@ CONFIGS = [  # (impl, precision, process-wide flush)
 TINY = torch.finfo(torch.float32).tiny
 
 
-def _commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def epoch_times(impl, precision, epochs, quick=False):
     """Wall time (ms) of each of ``epochs`` epochs from a fresh model, in this process."""
-    from bench.bench_train import PlainVAE, _epoch_ms, _fastair_loss
+    from bench.bench_train import _epoch_ms, make_model
     from fastair.data import load_dataset
-    from fastair.models import VAE
 
     train_x = load_dataset("mnist5k").train
     if quick:
         train_x = train_x[:1000]
-    torch.manual_seed(0)
-    if impl == "fastair":
-        model = VAE(k=K)
-        model.init_decoder_bias(train_x)
-        loss_fn = _fastair_loss(model)
-    else:
-        model = PlainVAE()
-        loss_fn = model.loss
-    model.train()
+    model, loss_fn = make_model(impl, K, train_x)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
     return [_epoch_ms(loss_fn, params, train_x, K, precision, optimizer=opt)
@@ -207,7 +189,7 @@ def main(argv=None):
         p.error(f"--epochs: expected an int >= 1, got {args.epochs}")
     if args.one:
         return _one(args)
-    cpu, commit = device_description("cpu"), _commit()
+    cpu, commit = device_description("cpu"), git_commit()
     print(f"bench_denormals: {cpu}, commit {commit}", flush=True)
     start = time.perf_counter()
     rows = [] if args.skip_epochs else epoch_rows(args.epochs, args.quick)
@@ -218,9 +200,7 @@ def main(argv=None):
     print(text)
     print(f"({math.ceil(time.perf_counter() - start)} s)")
     if args.out:
-        write_csv(rows, os.path.join(args.out, "denormals_cpu.csv"), COLUMNS)
-        with open(os.path.join(args.out, "denormals_cpu.md"), "w") as f:
-            f.write(text)
+        write_results(args.out, "denormals_cpu", rows, COLUMNS, text)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,12 @@ Writes ``iwsvi_accuracy.csv`` and ``iwsvi_accuracy.md`` (with the CPU, the commi
 import argparse
 import os
 import statistics
-import subprocess
 import time
 
 import torch
 from torch import nn
 
-from bench.common import device_description, version_string, write_csv
+from bench.common import device_description, git_commit, version_string, write_results
 from fastair.data import load_dataset
 from fastair.evaluation import iwsvi_log_likelihood
 
@@ -62,12 +61,6 @@ class UserVAE(nn.Module):
 
     def decode_logits(self, z):
         return self.dec(z)
-
-
-def _commit():
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
-    return out.stdout.strip() or "unknown"
 
 
 def train_models(epochs, train_x):
@@ -177,7 +170,7 @@ def main(argv=None):
         args.n, args.epochs, args.repeats = 50, 5, 1
     if min(args.n, args.epochs, args.repeats) < 1:
         p.error("--n, --epochs and --repeats must be >= 1")
-    cpu, commit = device_description("cpu"), _commit()
+    cpu, commit = device_description("cpu"), git_commit()
     print(f"bench_iwsvi_accuracy: {cpu}, commit {commit}", flush=True)
     data = load_dataset("mnist5k")
     models = train_models(args.epochs, data.train)
@@ -187,9 +180,7 @@ def main(argv=None):
     text = summary(rows, cpu, commit, args)
     print(text)
     if args.out:
-        write_csv(rows, os.path.join(args.out, "iwsvi_accuracy.csv"), COLUMNS)
-        with open(os.path.join(args.out, "iwsvi_accuracy.md"), "w") as f:
-            f.write(text)
+        write_results(args.out, "iwsvi_accuracy", rows, COLUMNS, text)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from bench.common import peak_memory_mb
+
 PATHS = ("plain", "head", "chunk")
 KS = (64, 256, 1024, 2048, 4096)
 B, D, H, Z = 64, 784, 200, 20
@@ -52,23 +54,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
-
-
-def live_peak_mb(fn):
-    """Peak of the running sum of the CPU allocator's events during ``fn()`` (MB)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    cpu = torch.autograd.DeviceType.CPU
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == cpu),
-                    key=lambda e: e.start_ns())
-    running = peak = 0
-    for e in events:
-        running += e.nbytes()
-        peak = max(peak, running)
-    return peak / 2 ** 20
 
 
 def child(path, k, k_chunk, warmup_k, threads, estimator):
@@ -105,7 +90,7 @@ def child(path, k, k_chunk, warmup_k, threads, estimator):
     baseline = _rss_mb()
     step(k)
     peak = _rss_mb()
-    live = live_peak_mb(lambda: step(k))
+    live = peak_memory_mb(lambda: step(k), "cpu")
     return {"path": path, "k": k, "k_chunk": k_chunk if path == "chunk" else "",
             "growth_mb": round(peak - baseline, 1), "live_mb": round(live, 1),
             "baseline_mb": round(baseline, 1),

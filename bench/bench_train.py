@@ -28,8 +28,9 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import fastair  # noqa: E402
+from bench.common import write_results  # noqa: E402,F401 (imported from here by other scripts)
 from fastair.data import load_dataset  # noqa: E402
-from fastair.io import atomic_write_csv, atomic_write_text  # noqa: E402
+from fastair.io import atomic_write_text  # noqa: E402
 from fastair.models import VAE  # noqa: E402
 from fastair.precision import autocast  # noqa: E402
 
@@ -84,9 +85,10 @@ def _epoch_ms(loss_fn, params, train_x, k, precision, batch_size=100, optimizer=
     return (time.perf_counter() - start) * 1e3
 
 
-def run_config(impl, precision, compiled, k, train_x, epochs):
+def make_model(impl, k, train_x):
+    """``(model, loss_fn)`` of ``impl`` (``"fastair"`` or ``"torch"``) after
+    ``torch.manual_seed(0)``, in train mode; ``loss_fn(x, k)`` is the step's loss."""
     torch.manual_seed(0)
-    torch._dynamo.reset()
     if impl == "fastair":
         model = VAE(k=k)
         model.init_decoder_bias(train_x)
@@ -94,7 +96,12 @@ def run_config(impl, precision, compiled, k, train_x, epochs):
     else:
         model = PlainVAE()
         loss_fn = model.loss
-    model.train()
+    return model.train(), loss_fn
+
+
+def run_config(impl, precision, compiled, k, train_x, epochs):
+    torch._dynamo.reset()
+    model, loss_fn = make_model(impl, k, train_x)
     if compiled:
         loss_fn = torch.compile(loss_fn, dynamic=False)
     params = list(model.parameters())
@@ -127,13 +134,6 @@ def gemm_rates(repeats=10, a_shape=(6400, 200), b_shape=(200, 784)):
             torch.matmul(a, b)
         out[name] = flops * repeats / (time.perf_counter() - start) / 1e9
     return out
-
-
-def write_results(out, stem, rows, columns, text):
-    """``out/stem.csv`` (the rows) and ``out/stem.md`` (the summary), atomically."""
-    os.makedirs(out, exist_ok=True)
-    atomic_write_csv(os.path.join(out, f"{stem}.csv"), rows, columns)
-    atomic_write_text(os.path.join(out, f"{stem}.md"), text)
 
 
 def _label(row):

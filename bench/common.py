@@ -624,6 +624,24 @@ def version_string():
     return f"fastair {fastair.__version__} / torch {torch.__version__} / triton {triton_version}"
 
 
+def git_commit():
+    """The short hash of the checkout's HEAD (``unknown`` outside git)."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_results(out, stem, rows, columns, text):
+    """``out/stem.csv`` (the rows) and ``out/stem.md`` (the summary), atomically."""
+    from fastair.io import atomic_write_text
+    write_csv(rows, os.path.join(out, f"{stem}.csv"), columns)
+    atomic_write_text(os.path.join(out, f"{stem}.md"), text)
+
+
 def write_csv(rows, path, columns):
     """Write ``rows`` (dicts) with the header ``columns`` to ``path`` atomically, creating its
     directory."""
