@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastair.evaluation import iwsvi_log_likelihood
-from fastair.evaluation.iwsvi import resolve_fit_precision
+from fastair.evaluation.iwsvi import resolve_fit_precision, resolve_precision
 from fastair.evaluation.psis import KHAT_WARN, pareto_khat
 from fastair.evaluation.result import IWSVIResult
 from fastair.evaluation.weights import gaussian_log_weights, streamed_weight_stats
@@ -94,6 +94,11 @@ def test_fit_precision_resolution():
     assert resolve_fit_precision("auto", "fp32", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
     assert resolve_fit_precision("auto", "bf16", cpu) == "bf16"
     assert resolve_fit_precision("fp32", "bf16", cpu) == "fp32"
+    assert resolve_fit_precision("auto", "auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("half", cpu)
     with pytest.raises(ValueError, match="fit_precision"):
         resolve_fit_precision("fp8", "fp32", cpu)
     model, x = _flat_model(), _x(4)

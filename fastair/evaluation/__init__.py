@@ -29,6 +29,7 @@ from fastair.evaluation.bound import (
 from fastair.evaluation.fit_q import QFit, fit_gaussian_q
 from fastair.evaluation.iwsvi import INITS, iwsvi_log_likelihood
 from fastair.evaluation.protocol import PATHS, check_model, log_weights
+from fastair.evaluation.quadrature import quadrature_log_likelihood
 from fastair.evaluation.result import ESS_WARN, SE_WARN, IWSVIResult
 from fastair.evaluation.sharded import sharded_iwsvi_log_likelihood
 from fastair.evaluation.weights import (
@@ -44,5 +45,5 @@ __all__ = ["AIS_INITS", "AISResult", "BDMCResult", "ais_log_likelihood", "bdmc",
            "WeightStats", "amortized_bound", "bounds_table", "check_model", "evaluate_bound",
            "fit_gaussian_q", "log_weights",
            "gaussian_log_weights", "iwsvi_log_likelihood", "sharded_iwsvi_log_likelihood",
-           "split_bounds",
+           "quadrature_log_likelihood", "split_bounds",
            "streamed_log_mean_weight", "streamed_weight_stats"]

@@ -55,6 +55,9 @@ class IWSVIResult:
         n_eval: the final samples each example used (int64): ``k_eval``, or fewer where
             ``se_target`` stopped it once its SE was reached.
         max_steps, k_eval: the cap on steps and on final samples.
+        q_mu, q_logvar: ``[N, Z]`` the fitted Gaussians ``q`` (float32 at least, CPU), kept
+            with ``keep_q=True`` only (else None): the starting point of AIS with
+            ``init="fitted"`` (:func:`~fastair.evaluation.ais_log_likelihood`'s ``fitted``).
     """
     log_px: torch.Tensor
     elbo: torch.Tensor
@@ -71,6 +74,8 @@ class IWSVIResult:
     n_eval: torch.Tensor
     max_steps: int
     k_eval: int
+    q_mu: torch.Tensor = None
+    q_logvar: torch.Tensor = None
 
     CSV_COLUMNS = ("index", "log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc",
                    "elbo_fit", "approx_gap", "amort_gap", "khat", "n_eval")

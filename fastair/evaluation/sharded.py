@@ -19,10 +19,13 @@ _FIELDS = ("log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc",
 
 def sharded_iwsvi_log_likelihood(model, x, batch_size=500, progress=True, **kwargs):
     """:func:`~fastair.evaluation.iwsvi.iwsvi_log_likelihood` on this rank's blocks of ``x``
-    ``[N, D]``, gathered: every rank returns the whole :class:`IWSVIResult` (``[N]`` fields).
-    Only rank 0 shows a progress bar. ``model``: any model of
-    :mod:`fastair.evaluation.protocol` (``encode`` and ``decode_logits``), checked on every rank
-    before any work starts. Keyword arguments as for ``iwsvi_log_likelihood``."""
+    ``[N, D]``, gathered: every rank returns the whole :class:`IWSVIResult` (``[N]`` fields;
+    ``q_mu``, ``q_logvar`` ``[N, Z]`` too with ``keep_q=True``). Only rank 0 shows a progress
+    bar. ``model``: any model of :mod:`fastair.evaluation.protocol` (``encode`` and
+    ``decode_logits``), checked on every rank before any work starts. Keyword arguments as for
+    ``iwsvi_log_likelihood``; a ``batch_size`` that is not an int >= 1 is a ValueError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     w = distributed.world()
     n_blocks = -(-x.shape[0] // batch_size)
     mine = list(range(w.rank, n_blocks, w.size))
@@ -30,13 +33,14 @@ def sharded_iwsvi_log_likelihood(model, x, batch_size=500, progress=True, **kwar
                                 progress=progress and w.main, **kwargs)
     if w.size == 1:
         return part
-    shards = distributed.gather((mine, {f: getattr(part, f) for f in _FIELDS}))
+    fields = _FIELDS + (("q_mu", "q_logvar") if kwargs.get("keep_q") else ())
+    shards = distributed.gather((mine, {f: getattr(part, f) for f in fields}))
     pieces = {}
-    for blocks, fields in shards:
+    for blocks, values in shards:
         start = 0
         for b in blocks:
             n = min(batch_size, x.shape[0] - b * batch_size)
-            pieces[b] = {f: t[start:start + n] for f, t in fields.items()}
+            pieces[b] = {f: t[start:start + n] for f, t in values.items()}
             start += n
-    merged = {f: torch.cat([pieces[b][f] for b in range(n_blocks)]) for f in _FIELDS}
+    merged = {f: torch.cat([pieces[b][f] for b in range(n_blocks)]) for f in fields}
     return IWSVIResult(**merged, max_steps=part.max_steps, k_eval=part.k_eval)
