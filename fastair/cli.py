@@ -17,7 +17,7 @@ import sys
 
 import fastair
 from fastair.errors import FastairError, TrainingDiverged
-from fastair.io import atomic_write_json, atomic_write_text, read_json
+from fastair.io import atomic_write_json, read_json
 from fastair.models import PRESETS, preset_kwargs
 from fastair.nn.estimators import ESTIMATORS
 from fastair.precision import PRECISIONS, flush_denormals
@@ -175,9 +175,13 @@ def build_parser():
     return parser
 
 
+_METHODS = ("iwsvi", "ais", "both")
+"""``fastair evaluate --method``: IW-SVI, AIS, or IW-SVI then AIS from its fitted q."""
+
+
 def _add_evaluate(sub):
     p = sub.add_parser(
-        "evaluate", help="IW-SVI test log-likelihood of a trained run or of your own model",
+        "evaluate", help="test log-likelihood (IW-SVI, AIS) of a trained run or of your own model",
         description="Estimate ln p(x) of a run's best model, or of your own VAE (--model-factory "
                     "with --checkpoint), by IW-SVI (fastair.evaluation): each example's q is "
                     "fitted until its bound stops improving, then 5000 importance samples give "
@@ -186,9 +190,15 @@ def _add_evaluate(sub):
                     "(elbo_enc, elbo_fit, approx_gap, amort_gap) go to "
                     "RUN_DIR/iwsvi/per_example.csv; the means and the diagnostics (median ESS, "
                     "largest standard error, examples at the step cap or unreliable) to "
-                    "RUN_DIR/iwsvi/summary.json and the console. Your own model: an nn.Module "
-                    "with encode(x) -> (mu, logvar) and decode_logits(z) -> logits "
-                    "(fastair.evaluation.protocol).")
+                    "RUN_DIR/iwsvi/summary.json and the console. --method ais estimates ln p(x) "
+                    "by annealed importance sampling with HMC instead, --method both by both "
+                    "(AIS from IW-SVI's fitted q; columns ais_log_px, ais_se, ais_ess, "
+                    "ais_accept, ais_step_size); --bdmc N brackets ln p(x) on N examples "
+                    "simulated from the model (bdmc.csv). The files of an "
+                    "evaluation are replaced together or not at all, and summary.json names "
+                    "what produced them (checkpoint, data, settings) and each file's SHA-256. "
+                    "Your own model: an nn.Module with encode(x) -> (mu, logvar) and "
+                    "decode_logits(z) -> logits (fastair.evaluation.protocol).")
     p.add_argument("run_dir", nargs="?", default=None,
                    help="a directory written by `fastair train` (or give --model-factory and "
                         "--checkpoint instead)")
@@ -207,8 +217,8 @@ def _add_evaluate(sub):
                      help="directory of the data files (default: $FASTAIR_DATA or "
                           "~/.cache/fastair/data)")
     own.add_argument("--out", default=None, metavar="DIR",
-                     help="directory of per_example.csv and summary.json (default: RUN_DIR/iwsvi, "
-                          "or iwsvi beside the --checkpoint file)")
+                     help="directory of per_example.csv, summary.json (and bdmc.csv) (default: "
+                          "RUN_DIR/iwsvi, or iwsvi beside the --checkpoint file)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test",
                    help="which split to evaluate (default: %(default)s)")
     p.add_argument("--k-svi", type=int, default=16,
@@ -228,15 +238,23 @@ def _add_evaluate(sub):
                    help="samples drawn at once; memory follows it, not --k-eval "
                         "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=500,
-                   help="examples optimized together (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+                   help="examples optimized together; AIS and BDMC hold (chains + 4 pilots) x "
+                        "this many rows of the decoder at once (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the draws: IW-SVI's from SEED and SEED+1, AIS's from SEED+3, "
+                        "BDMC's from SEED to SEED+2 (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default: "
+                                                   "%(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the evaluation (default: torch's own choice)")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+    p.add_argument("--precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
                    help="the decoder's matmuls in this precision (q, the draws and the sums stay "
-                        "float32); bf16 is faster but moves each estimate by about 0.2 nat "
-                        "(bench/results/train_cpu/iwsvi_precision.md) (default: %(default)s)")
+                        "float32): auto = bf16 where the device multiplies bf16 natively "
+                        "(AVX512-BF16, AMX, CUDA), else fp32; bf16 moves a digit's estimate by "
+                        "about 0.02 nat on the same draws, a sixth of its standard error "
+                        "(bench/results/iwsvi_accuracy); fp32 for machine-independent numbers. "
+                        "AIS and BDMC run in fp32 unless this names bf16 or fp16 "
+                        "(default: %(default)s)")
     p.add_argument("--fit-precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
                    help="precision of the fit of q alone: auto = --precision unless fp32, else "
                         "bf16 where the device multiplies bf16 natively (AVX512-BF16, AMX, "
@@ -248,7 +266,35 @@ def _add_evaluate(sub):
                         "this many nats (--k-eval is then the cap; default: every example draws "
                         "--k-eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
+    _add_ais_options(p)
     p.set_defaults(func=_evaluate)
+
+
+def _add_ais_options(p):
+    from fastair.evaluation.ais import CHAINS, LEAPFROG, STEPS
+    a = p.add_argument_group("AIS and BDMC (fastair.evaluation.ais)")
+    a.add_argument("--method", choices=_METHODS, default="iwsvi",
+                   help="iwsvi; ais: annealed importance sampling with HMC instead; both: IW-SVI, "
+                        "then AIS from its fitted q, and their mean difference (overall, and on "
+                        "the examples IW-SVI flags unreliable) (default: %(default)s)")
+    a.add_argument("--ais-steps", type=int, default=STEPS, metavar="T",
+                   help="AIS temperatures (T - 1 HMC transitions; 1: plain importance "
+                        "sampling), for --method ais/both and --bdmc (default: %(default)s)")
+    a.add_argument("--ais-chains", type=int, default=CHAINS, metavar="C",
+                   help="independent AIS chains per example (default: %(default)s)")
+    a.add_argument("--ais-leapfrog", type=int, default=LEAPFROG, metavar="L",
+                   help="leapfrog steps per HMC transition (default: %(default)s)")
+    a.add_argument("--ais-init", choices=("encoder", "prior", "fitted"), default=None,
+                   help="where the AIS path starts: the encoder's q(z|x), N(0, I), or IW-SVI's "
+                        "fitted q (with --method ais fitted here with IW-SVI's default "
+                        "settings) (default: fitted for --method both, else encoder)")
+    a.add_argument("--bdmc", type=int, default=0, metavar="N",
+                   help="also run bidirectional Monte Carlo on N examples simulated from the "
+                        "model: forward AIS gives a lower, reverse AIS an upper bound of each "
+                        "ln p(x); means and the bracket width in the summary, per example in "
+                        "bdmc.csv (default: %(default)s, none)")
+    a.add_argument("--bdmc-init", choices=("prior", "encoder"), default="prior",
+                   help="where BDMC's paths start (default: %(default)s)")
 
 
 def _version():
@@ -260,11 +306,10 @@ def _version():
 
 
 def _evaluate(args):
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads: expected an int >= 1, got {args.threads}")
     from fastair import distributed
     from fastair.trained import require_run_dir
     from fastair.training.config import check_device
+    _check_evaluate_options(args)
     own = args.model_factory is not None or args.checkpoint is not None
     if own:
         if args.run_dir is not None:
@@ -284,23 +329,123 @@ def _evaluate(args):
     else:
         require_run_dir(args.run_dir)
     check_device(args.device)
-    with distributed.start(args.device) as world:
-        if own:
-            return _evaluate_held(args, world)
-        # rank 0 holds the run directory and writes; the others only read best.pt
-        with rundir.hold(args.run_dir, create=False) if world.main else contextlib.nullcontext():
-            return _evaluate_held(args, world)
+    _check_evaluate_device(args)
+    state = {"out_dir": None, "written": False}  # what an interruption reports
+    try:
+        with _sigterm_stops(), distributed.start(args.device) as world:
+            if own:
+                return _evaluate_held(args, world, state)
+            # rank 0 holds the run directory and writes; the others only read best.pt
+            with rundir.hold(args.run_dir, create=False) if world.main else \
+                    contextlib.nullcontext():
+                return _evaluate_held(args, world, state)
+    except KeyboardInterrupt as err:
+        return _evaluate_stopped(state, getattr(err, "signum", signal.SIGINT))
+
+
+def _check_evaluate_options(args):
+    """ValueErrors naming the option, before anything is loaded."""
+    import math
+    counts = {"--threads": args.threads, "--k-svi": args.k_svi, "--k-eval": args.k_eval,
+              "--chunk": args.chunk, "--batch-size": args.batch_size,
+              "--elbo-samples": args.elbo_samples, "--ais-steps": args.ais_steps,
+              "--ais-chains": args.ais_chains, "--ais-leapfrog": args.ais_leapfrog}
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{option}: expected an int >= 1, got {value}")
+    for option, value in (("--max-steps", args.max_steps), ("--bdmc", args.bdmc)):
+        if value < 0:
+            raise ValueError(f"{option}: expected an int >= 0, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr: expected a finite number > 0, got {args.lr}")
+    if args.se_target is not None and not (math.isfinite(args.se_target) and args.se_target > 0):
+        raise ValueError(f"--se-target: expected a finite number > 0, got {args.se_target}")
+    if args.ais_init == "fitted" and args.method == "iwsvi":
+        raise ValueError("--ais-init fitted: AIS runs with --method ais or both only")
+
+
+def _check_evaluate_device(args):
+    """A ValueError for a device the evaluation cannot use (after ``check_device``): not cpu
+    or cuda, or fp16 off CUDA (as ``fastair train`` refuses it). Resolves ``--precision auto``
+    to the precision the device will run, so the summary records what ran."""
+    import torch
+    kind = torch.device(args.device).type
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"--device {args.device}: fastair evaluates on cpu or cuda devices only; "
+                         "use --device cpu")
+    for option in ("precision", "fit_precision"):
+        if getattr(args, option) == "fp16" and kind != "cuda":
+            raise ValueError(f"--{option.replace('_', '-')} fp16: float16 is for CUDA devices "
+                             "(as in `fastair train`); on the CPU use bf16 or fp32")
+    from fastair.evaluation.iwsvi import resolve_precision
+    # AIS and BDMC stay fp32 unless asked: bf16's effect on them is not measured
+    args.ais_precision = "fp32" if args.precision == "auto" else args.precision
+    args.precision = resolve_precision(args.precision, torch.device(args.device))  # as recorded
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM during ``fastair evaluate`` (``signum`` says which signal)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM raises :class:`_Stopped` in the block (main thread only), as Ctrl-C raises
+    KeyboardInterrupt; the previous handler is restored after."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _evaluate_stopped(state, signum):
+    """Say what an interrupted ``fastair evaluate`` left behind; returns 128 + ``signum``."""
+    from fastair.evaluation.output import SUMMARY
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    out_dir = state["out_dir"]
+    summary = None if out_dir is None else os.path.join(out_dir, SUMMARY)
+    again = ("; an evaluation does not resume: run the same command again to evaluate from "
+             "the start")
+    if state["written"]:
+        what, again = (f"after the evaluation was written: {summary} and the files it names "
+                       "are complete"), ""
+    elif summary is None:
+        what = "before anything was written"
+    elif os.path.exists(summary):
+        what = (f"before the results were written; {out_dir} still holds the previous "
+                "evaluation, unchanged (an evaluation's files are replaced together or not at "
+                "all)")
+    else:
+        what = f"before the results were written; no evaluation was put in {out_dir}"
+    print(f"\nfastair evaluate: stopped by {name} {what}{again}", file=sys.stderr)
+    return 128 + signum
 
 
 def _load_for_evaluate(args, say):
-    """``(model, data, source, out_dir)`` of ``fastair evaluate``: a run's best model and its
-    data set, or a user's model (``--model-factory``, ``--checkpoint``) and ``--dataset``."""
+    """``(model, data, source, out_dir, checkpoint)`` of ``fastair evaluate``: a run's best
+    model and its data set, or a user's model (``--model-factory``, ``--checkpoint``) and
+    ``--dataset``; ``checkpoint`` is the file the weights came from."""
     if args.model_factory is None:
         from fastair.trained import load_best_model
         model, data, notes = load_best_model(args.run_dir)
         for note in notes:
             say(f"note: {note}", file=sys.stderr)
-        return model, data, args.run_dir, args.out or os.path.join(args.run_dir, "iwsvi")
+        fallback = any("kept in last.pt" in note for note in notes)  # best.pt was unreadable
+        checkpoint = os.path.join(args.run_dir, "last.pt" if fallback else "best.pt")
+        return (model, data, args.run_dir, args.out or os.path.join(args.run_dir, "iwsvi"),
+                checkpoint)
     from fastair.data import load_dataset
     from fastair.trained import load_factory_model
     model = load_factory_model(args.model_factory, args.checkpoint)
@@ -312,24 +457,53 @@ def _load_for_evaluate(args, say):
         raise ValueError(f"--model-factory {args.model_factory}: {err}") from None
     data = load_dataset(dataset, root=args.data_root)
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "iwsvi")
-    return model, data, f"{args.model_factory} with {args.checkpoint} on {dataset}", out_dir
+    return (model, data, f"{args.model_factory} with {args.checkpoint} on {dataset}", out_dir,
+            args.checkpoint)
 
 
-def _evaluate_held(args, world):
+@contextlib.contextmanager
+def _evaluation_dir(args, out_dir, world, state):
+    """Rank 0 owns ``out_dir`` for the block: created (removed again if it stays empty),
+    locked unless it lies inside the run directory already held, temporary files of a killed
+    evaluation removed."""
+    from fastair.evaluation.output import make_directory, remove_temp_files
+    if not world.main:
+        yield
+        return
+    created = make_directory(out_dir)
+    state["out_dir"] = out_dir
+    inside = args.run_dir is not None and os.path.realpath(out_dir).startswith(
+        os.path.join(os.path.realpath(args.run_dir), ""))
+    try:
+        with contextlib.nullcontext() if inside else rundir.hold(out_dir, create=False):
+            remove_temp_files(out_dir)
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if nothing is in it
+
+
+def _evaluate_held(args, world, state):
     import torch
 
     from fastair import distributed
-    from fastair.evaluation import check_model, sharded_iwsvi_log_likelihood
+    from fastair.evaluation import check_model
     from fastair.evaluation.bound import model_k
+    from fastair.evaluation.output import write_evaluation
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if world.size > 1 and (args.method != "iwsvi" or args.bdmc):
+        raise ValueError("--method ais/both and --bdmc run in one process; start fastair "
+                         "evaluate without torchrun for them")
     say = print if world.main else (lambda *a, **k: None)
     shards = f" over {world.size} processes" if world.size > 1 else ""
     what = (args.model_factory if args.model_factory is not None
             else f"{args.run_dir}, loading the best model and the data")
     say(f"fastair evaluate: {what}{shards}", flush=True)
-    model, data, source, out_dir = _load_for_evaluate(args, say)
+    model, data, source, out_dir, checkpoint = _load_for_evaluate(args, say)
+    weights = rundir.data_fingerprint(*model.state_dict().values())
     device = distributed.rank_device(args.device)
     model.to(device)
     x = getattr(data, args.split).to(device)
@@ -338,39 +512,175 @@ def _evaluate_held(args, world):
     except TypeError as err:  # the command line reports it as a bad argument (exit 2)
         raise ValueError(f"{source}: {err}") from None
     k_model = model_k(model)
-    result = sharded_iwsvi_log_likelihood(
-        model, x, k_svi=args.k_svi, max_steps=args.max_steps, lr=args.lr, k_eval=args.k_eval,
-        chunk=args.chunk, batch_size=args.batch_size, seed=args.seed,
-        progress=not args.no_progress, init=args.init, warn=False, precision=args.precision,
-        fit_precision=args.fit_precision, elbo_samples=args.elbo_samples,
-        se_target=args.se_target)
-    if not world.main:
-        return 0
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write_text(os.path.join(out_dir, "per_example.csv"), result.per_example_csv())
-    summary = dict(result.summary(), split=args.split, k_model=k_model, k_svi=args.k_svi,
-                   lr=args.lr, init=args.init, seed=args.seed, precision=args.precision,
-                   warnings=result.warnings())
+    with _evaluation_dir(args, out_dir, world, state):
+        iw, ais, sim = _evaluate_methods(args, model, x, world)
+        if not world.main:
+            return 0
+        producer = _evaluation_producer(args, checkpoint, weights, data, x)
+        files, summary = _evaluation_files(args, iw, ais, sim, k_model, producer)
+        summary = write_evaluation(out_dir, files, summary,
+                                   on_commit=lambda: state.update(written=True))
+    _print_evaluation(args, summary, out_dir, k_model)
+    return 0
+
+
+def _ais_init(args):
+    return args.ais_init or ("fitted" if args.method == "both" else "encoder")
+
+
+def _evaluate_methods(args, model, x, world):
+    """``(IWSVIResult or None, AISResult or None, BDMCResult or None)`` as the options ask."""
+    import torch
+
+    from fastair.evaluation import ais_log_likelihood, bdmc, sharded_iwsvi_log_likelihood
+    progress = not args.no_progress
+    iw = ais = sim = None
+    init = _ais_init(args)
+    if args.method in ("iwsvi", "both"):
+        iw = sharded_iwsvi_log_likelihood(
+            model, x, k_svi=args.k_svi, max_steps=args.max_steps, lr=args.lr, k_eval=args.k_eval,
+            chunk=args.chunk, batch_size=args.batch_size, seed=args.seed, progress=progress,
+            init=args.init, warn=False, precision=args.precision,
+            fit_precision=args.fit_precision, elbo_samples=args.elbo_samples,
+            se_target=args.se_target, keep_q=args.method == "both" and init == "fitted")
+    if args.method in ("ais", "both"):
+        # AIS draws from SEED + 3: its chains must not reuse the draws IW-SVI fitted q on
+        fitted = (iw.q_mu, iw.q_logvar) if iw is not None and init == "fitted" else None
+        ais = ais_log_likelihood(
+            model, x, steps=args.ais_steps, chains=args.ais_chains, init=init,
+            leapfrog=args.ais_leapfrog, seed=args.seed + 3, precision=args.ais_precision,
+            progress=progress and world.main, batch_size=args.batch_size, fitted=fitted,
+            warn=False)
+    if args.bdmc:
+        with torch.no_grad():
+            z_dim = int(model.encode(x[:1])[0].shape[-1])
+        sim = bdmc(model, args.bdmc, steps=args.ais_steps, chains=args.ais_chains,
+                   leapfrog=args.ais_leapfrog, init=args.bdmc_init, seed=args.seed,
+                   precision=args.ais_precision, progress=progress and world.main,
+                   batch_size=args.batch_size, z_dim=z_dim)
+    return iw, ais, sim
+
+
+_EVAL_SETTINGS = ("method", "split", "seed", "k_svi", "max_steps", "lr", "init", "k_eval",
+                  "chunk", "batch_size", "precision", "fit_precision", "elbo_samples",
+                  "se_target", "ais_steps", "ais_chains", "ais_leapfrog", "ais_init", "bdmc",
+                  "bdmc_init")
+
+
+def _evaluation_producer(args, checkpoint, weights, data, x):
+    """What produced an evaluation's files: the checkpoint (path, SHA-256, a fingerprint of the
+    weights), the data (set, split, fingerprint) and every setting that changes a number."""
+    import torch
+
+    from fastair.evaluation.output import sha256_file
+    try:
+        digest = sha256_file(checkpoint)
+    except OSError:
+        digest = None
+    settings = {name: getattr(args, name) for name in _EVAL_SETTINGS}
+    settings["ais_init"] = _ais_init(args) if args.method != "iwsvi" else None
+    return {"command": "fastair evaluate",
+            "fastair": fastair.__version__, "torch": torch.__version__,
+            "run_dir": None if args.run_dir is None else os.path.abspath(args.run_dir),
+            "model_factory": args.model_factory, "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint_sha256": digest, "weights": weights, "dataset": data.name,
+            "split": args.split, "n": int(x.shape[0]),
+            "data": rundir.data_fingerprint(x), "settings": settings}
+
+
+def _ais_csv_columns(ais):
+    """The ``ais_*`` header and per-example cells of ``per_example.csv``."""
+    head = ["ais_log_px", "ais_se", "ais_ess", "ais_accept", "ais_step_size"]
+    cells = [f"{a:.6f},{s:.6f},{e:.2f},{acc:.4f},{h:.5g}" for a, s, e, acc, h in zip(
+        ais.log_px.tolist(), ais.se.tolist(), ais.ess.tolist(), ais.acceptance.tolist(),
+        ais.step_size.tolist())]
+    return head, cells
+
+
+def _mean_se(d):
+    """``{"n", "mean", "se"}`` of the values ``d`` ``[n]`` (se None below two values)."""
+    n = int(d.numel())
+    return {"n": n, "mean": d.mean().item() if n else None,
+            "se": (d.std() / n ** 0.5).item() if n > 1 else None}
+
+
+def _evaluation_files(args, iw, ais, sim, k_model, producer):
+    """``({name: text}, summary)`` of an evaluation."""
+    files, warns = {}, []
+    if iw is not None:
+        summary = dict(iw.summary())
+        lines = iw.per_example_csv().splitlines()
+        warns += iw.warnings()
+    else:
+        summary = {"n": int(ais.log_px.numel())}
+        lines = ["index"] + [str(i) for i in range(ais.log_px.numel())]
+    summary.update(method=args.method, split=args.split, k_model=k_model, seed=args.seed,
+                   precision=args.precision)
+    if iw is not None:
+        summary.update(k_svi=args.k_svi, lr=args.lr, init=args.init)
+    if ais is not None:
+        head, cells = _ais_csv_columns(ais)
+        lines = [f"{lines[0]},{','.join(head)}"] + [f"{a},{b}" for a, b in zip(lines[1:], cells)]
+        summary["ais"] = dict(ais.summary(), seed=args.seed + 3, adapt=ais.adapt,
+                              pilot=ais.pilot, precision=args.ais_precision)
+        warns += [f"AIS: {m}" for m in ais.warnings()]
+    if iw is not None and ais is not None:
+        d = ais.log_px - iw.log_px
+        flagged = iw.unreliable()
+        summary["ais_minus_iwsvi"] = dict(_mean_se(d), flagged=_mean_se(d[flagged]),
+                                          unflagged=_mean_se(d[~flagged]))
+    files["per_example.csv"] = "\n".join(lines) + "\n"
+    if sim is not None:
+        files["bdmc.csv"] = sim.per_example_csv()
+        summary["bdmc"] = dict(sim.summary(), seed=args.seed, file="bdmc.csv")
+    summary["warnings"] = warns
     if args.model_factory is not None:
         summary.update(model_factory=args.model_factory,
                        checkpoint=os.path.abspath(args.checkpoint),
                        dataset=args.dataset or "mnist5k")
-    atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
-    print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f} (± {summary['se_of_mean']:.3f} "
-          f"from the samples), gap {summary['gap']:.2f}, -L_{k_model}(x) {summary['-L(x)']:.2f} "
-          f"nats over {summary['n']} examples")
-    print(f"gap of the ELBO: approximation {summary['approx_gap']:.2f} + amortization "
-          f"{summary['amort_gap']:.2f} nats (-ELBO of the fitted q {summary['-elbo_fit']:.2f}, "
-          f"of the encoder's {summary['-elbo_enc']:.2f})")
-    print(f"diagnostics: median ESS {summary['median_ess']:.0f} of {args.k_eval}, largest "
-          f"standard error {summary['max_se']:.3f} nat, steps {summary['mean_steps']:.0f} on "
-          f"average ({summary['max_steps_used']} at most), {summary['n_hit_cap']} example(s) hit "
-          f"the cap of {args.max_steps}, {summary['n_unreliable']} unreliable")
-    print(f"written: {os.path.join(out_dir, 'per_example.csv')}, "
-          f"{os.path.join(out_dir, 'summary.json')}")
-    for message in result.warnings():
+    summary["producer"] = producer
+    return files, summary
+
+
+def _print_evaluation(args, summary, out_dir, k_model):
+    if "-ln p(x)" in summary:  # IW-SVI
+        print(f"{args.split}: -ln p(x) {summary['-ln p(x)']:.2f} (± {summary['se_of_mean']:.3f} "
+              f"from the samples), gap {summary['gap']:.2f}, -L_{k_model}(x) "
+              f"{summary['-L(x)']:.2f} nats over {summary['n']} examples")
+        print(f"gap of the ELBO: approximation {summary['approx_gap']:.2f} + amortization "
+              f"{summary['amort_gap']:.2f} nats (-ELBO of the fitted q {summary['-elbo_fit']:.2f}"
+              f", of the encoder's {summary['-elbo_enc']:.2f})")
+        print(f"diagnostics: median ESS {summary['median_ess']:.0f} of {args.k_eval}, largest "
+              f"standard error {summary['max_se']:.3f} nat, steps {summary['mean_steps']:.0f} on "
+              f"average ({summary['max_steps_used']} at most), {summary['n_hit_cap']} example(s) "
+              f"hit the cap of {args.max_steps}, {summary['n_unreliable']} unreliable")
+    if "ais" in summary:
+        a = summary["ais"]
+        print(f"{args.split}: AIS -ln p(x) {a['-ln p(x)']:.2f} (± {a['se_of_mean']:.3f}) over "
+              f"{a['n']} examples: {a['steps']} temperatures, {a['chains']} chains from "
+              f"{a['init']} q, acceptance {a['mean_acceptance']:.2f} (smallest "
+              f"{a['min_acceptance']:.2f}), largest standard error {a['max_se']:.3f} nat, "
+              f"{a['n_unreliable']} unreliable")
+    if "ais_minus_iwsvi" in summary:
+        d = summary["ais_minus_iwsvi"]
+
+        def part(p):
+            if not p["n"]:
+                return "none"
+            se = "" if p["se"] is None else f" ± {p['se']:.3f}"
+            return f"{p['mean']:+.3f}{se} nat over {p['n']}"
+        print(f"AIS - IW-SVI on ln p(x): {part(d)}; on the examples IW-SVI flags unreliable "
+              f"{part(d['flagged'])}, on the others {part(d['unflagged'])}")
+    if "bdmc" in summary:
+        b = summary["bdmc"]
+        print(f"BDMC on {b['n']} simulated examples ({b['steps']} temperatures, {b['chains']} "
+              f"chains from the {b['init']}): -ln p(x) bracketed by {-b['upper']:.2f} (reverse "
+              f"AIS) and {-b['lower']:.2f} (forward AIS), width {b['width']:.3f} nat on "
+              f"average, {b['max_width']:.3f} at most")
+    names = list(summary["files"]) + ["summary.json"]
+    print(f"written: {', '.join(os.path.join(out_dir, n) for n in names)}")
+    for message in summary["warnings"]:
         print(f"warning: {message}", file=sys.stderr)
-    return 0
 
 
 def _saved_run(run_dir):
@@ -462,6 +772,18 @@ def _train_ranks(args, settings, config, model, data, meta, run_dir, world):
             raise TrainingDiverged(
                 f"{err}: fastair train --run-dir {run_dir} --resume --lr "
                 f"{config.lr / 2:g}", err.epoch, err.last_good_epoch) from None
+        except KeyboardInterrupt as err:  # a second signal, e.g. during the final save
+            code = 128 + (getattr(err, "signal", None) or signal.SIGINT)
+            if not world.main:
+                return code
+            if os.path.exists(os.path.join(run_dir, "last.pt")):
+                print(f"\ninterrupted; last.pt keeps the last state saved before the stop. "
+                      f"Continue with: fastair train --run-dir {run_dir} --resume",
+                      file=sys.stderr)
+            else:
+                print(f"\ninterrupted before the run's first checkpoint; {run_dir} holds no "
+                      "run to continue: start it again", file=sys.stderr)
+            return code
         if not world.main:
             return 128 + (result.signal or signal.SIGINT) if result.interrupted else 0
         if result.interrupted:
@@ -504,10 +826,10 @@ def main(argv=None):
     except OSError as err:  # permissions, a vanished disk: a sentence, not a traceback
         print(f"fastair {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # 130 for Ctrl-C, 143 for SIGTERM
         print(f"\nfastair {args.command}: interrupted; files already written are complete",
               file=sys.stderr)
-        return 130
+        return 128 + (getattr(err, "signal", None) or signal.SIGINT)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -520,7 +842,9 @@ def _sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         return None
 
+    from fastair.training.trainer import Interrupted
+
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     return signal.signal(signal.SIGTERM, handler)

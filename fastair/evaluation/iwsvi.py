@@ -159,7 +159,7 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
     try:
         for b, xb in batches(x, batch_size, blocks):
             generator = block_generator(x.device, seed, b)
-            with torch.no_grad(), amp:
+            with torch.no_grad(), fit_amp:  # the start of the fit, in the fit's precision
                 mu0, logvar0 = (at_least_float32(t) for t in model.encode(xb))
             if init == "prior":
                 mu0, logvar0 = torch.zeros_like(mu0), torch.zeros_like(logvar0)
