@@ -191,10 +191,11 @@ class ReproduceConfig:
 
     def evaluator(self):
         """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`. The fit of ``q``
-        runs in fp32 whatever the CPU (``fit_precision="auto"`` would pick bf16 on CPUs with
+        and the estimates run in fp32 whatever the CPU (``"auto"`` would pick bf16 on CPUs with
         native bf16 and fp32 elsewhere), so a table's numbers do not depend on the machine."""
         return dict(k_svi=self.k_svi, max_steps=self.max_steps, lr=self.svi_lr, k_eval=self.k_eval,
-                    chunk=self.chunk, elbo_samples=self.k_eval, fit_precision="fp32")
+                    chunk=self.chunk, elbo_samples=self.k_eval, fit_precision="fp32",
+                    precision="fp32")
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -5,12 +5,21 @@ A run directory holds ``spec.json`` (what the run is), ``train/`` (the trainer's
 checkpoints every epoch), ``valid.json`` and ``test.json`` (IW-SVI summaries, each written when its
 evaluation ends), ``test_per_example.csv`` and, last, ``result.json``: a run with ``result.json``
 is finished and never redone; any other run continues from what is on disk.
+
+Every result file names what produced it: ``valid.json`` and ``test.json`` a ``producer`` (the
+split, its size and data, the seed, the evaluator's settings, the epochs trained, the best epoch
+and a SHA-256 of the evaluated weights; ``test.json`` also the SHA-256 of the per-example file),
+``result.json`` the spec and the weights. A file whose producer is not the current one is made
+again, never reused, so no file removal is needed to keep a run consistent.
 """
 import contextlib
+import hashlib
 import json
 import math
 import os
 import time
+
+import torch
 
 from fastair.evaluation import iwsvi_log_likelihood
 from fastair.io import atomic_write_json, atomic_write_text, read_json
@@ -59,15 +68,15 @@ def _preset(spec):
 
 def _check_spec(run_dir, doc):
     """Hold ``run_dir`` to the settings of ``doc``: write them for a new run, refuse a run
-    saved with others. The one change allowed is a larger epoch cap (see
-    :func:`_raise_epoch_cap`)."""
+    saved with others. The one change allowed is a larger epoch cap (see :func:`_final`)."""
     path = os.path.join(run_dir, "spec.json")
     if os.path.exists(path):
         saved, doc = _read_json(path), json.loads(json.dumps(doc))  # tuples -> lists
         defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in _FREE}
         saved["train"] = {**defaults, **saved.get("train", {})}  # settings added since
-        saved["evaluator"] = {"fit_precision": "fp32", **saved.get("evaluator", {})}  # fp32 then
-        if _raise_epoch_cap(run_dir, saved, doc):
+        saved["evaluator"] = {"fit_precision": "fp32", "precision": "fp32",
+                              **saved.get("evaluator", {})}  # fp32 then
+        if _raises_epoch_cap(saved, doc):
             atomic_write_json(path, doc)
             return
         changed = sorted(k for k in set(saved) | set(doc) if saved.get(k) != doc.get(k))
@@ -80,44 +89,93 @@ def _check_spec(run_dir, doc):
         atomic_write_json(path, doc)
 
 
-_RESULT_FILES = ("result.json", "valid.json", "test.json", "test_per_example.csv")
-
-
-def _raise_epoch_cap(run_dir, saved, doc):
-    """True when ``doc`` differs from ``saved`` only by a larger ``train.epochs``. A run that
-    stopped early under the old cap is the run the new cap gives, and stays finished; a run
-    the old cap stopped continues from its last checkpoint (training resumes bit for bit), so
-    its evaluation files are removed and it is redone from there. Either way the result is the
-    one a fresh run with the new cap would give."""
+def _raises_epoch_cap(saved, doc):
+    """True when ``doc`` differs from ``saved`` only by a larger ``train.epochs``."""
     old, new = saved["train"].get("epochs"), doc["train"].get("epochs")
     if not (isinstance(old, int) and isinstance(new, int) and new > old):
         return False
-    if {**saved, "train": {**saved["train"], "epochs": new}} != doc:
-        return False
-    done = os.path.join(run_dir, "result.json")
-    if os.path.exists(done):
-        result, patience = _read_json(done), doc["train"].get("patience") or 0
-        left = not patience or result["epochs"] - result["best_epoch"] < patience
-        if result["stop_reason"] == "max_epochs" and left:
-            for name in _RESULT_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(run_dir, name))
-    return True
+    return {**saved, "train": {**saved["train"], "epochs": new}} == doc
 
 
-def _evaluate(model, x, spec, config, split, run_dir, progress):
-    """IW-SVI on one split; the summary (and for test the per-example values) written."""
+def _sha256(doc):
+    """SHA-256 of a JSON document (keys sorted; a tuple as its list)."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _final(result, doc):
+    """Whether ``result`` (a ``result.json``) is the result of the run ``doc`` describes.
+
+    Made under ``doc`` itself: yes. Made under a smaller epoch cap (the one change
+    :func:`_check_spec` allows): yes if the run stopped for another reason than the cap (early
+    stopping, or patience spent at the cap), as the new cap changes nothing; no if the cap
+    stopped it, and then the run trains on from its checkpoint (bit for bit) and its files are
+    made again. Either way the result is the one a fresh run under ``doc`` gives."""
+    if (result.get("producer") or {}).get("spec_sha256") == _sha256(doc):
+        return True
+    cap, patience = doc["train"].get("epochs"), doc["train"].get("patience") or 0
+    if result["stop_reason"] != "max_epochs" or result["epochs"] >= cap:
+        return True
+    return bool(patience) and result["epochs"] - result["best_epoch"] >= patience
+
+
+def _weights_sha256(model):
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _producer(spec, config, split, x, made):
+    """What an IW-SVI summary of ``split`` comes from; ``made``: ``epochs``, ``best_epoch``
+    and ``weights_sha256`` of the evaluated model."""
+    doc = {"run": spec.name, "split": split, "n": len(x), "data": rundir.data_fingerprint(x),
+           "dataset": config.dataset, "seed": spec.seed + _EVAL_SEED_OFFSET[split],
+           "evaluator": config.evaluator(), **made}
+    return json.loads(json.dumps(doc))  # as read back: lists for tuples
+
+
+def _current(path, producer):
+    """The summary in ``path`` if ``producer`` made it (for test: with its per-example file
+    unchanged), else None."""
+    try:
+        saved = _read_json(path)
+    except FileNotFoundError:
+        return None
+    if saved.get("producer") != producer:
+        return None
+    csv = saved.get("per_example_sha256")
+    if csv is not None:
+        try:
+            with open(os.path.join(os.path.dirname(path), "test_per_example.csv"), "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != csv:
+                    return None
+        except FileNotFoundError:
+            return None
+    return saved
+
+
+def _evaluate(model, x, spec, config, split, run_dir, progress, made, saved_only=False):
+    """IW-SVI on one split; the summary (and for test the per-example values) written. A
+    summary on disk is reused only if this model and these settings made it (:func:`_producer`);
+    ``saved_only``: return None instead of evaluating."""
     path = os.path.join(run_dir, f"{split}.json")
-    if os.path.exists(path):
-        return _read_json(path)
+    producer = _producer(spec, config, split, x, made)
+    summary = _current(path, producer)
+    if summary is not None or saved_only:
+        return summary
     start = time.perf_counter()
     result = iwsvi_log_likelihood(model, x, seed=spec.seed + _EVAL_SEED_OFFSET[split],
                                   progress=progress, warn=False, **config.evaluator())
     summary = dict(result.summary(), seconds=round(time.perf_counter() - start, 3),
-                   warnings=result.warnings())  # kept in the summary, not printed per run
+                   warnings=result.warnings(), producer=producer)  # warnings: not printed
     if split == "test":
-        atomic_write_text(os.path.join(run_dir, "test_per_example.csv"),
-                          result.per_example_csv())
+        text = result.per_example_csv()
+        atomic_write_text(os.path.join(run_dir, "test_per_example.csv"), text)
+        summary["per_example_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     atomic_write_json(path, summary)
     return summary
 
@@ -184,10 +242,13 @@ def run_stack(specs, config, data, root, progress=True, on_epoch_end=None):
 
 def _prepare(spec, config, data, run_dir, progress, on_epoch_end):
     """``(result, None)`` for a finished run, else ``(None, trainer)`` ready to fit."""
-    _check_spec(run_dir, _spec_doc(spec, config))
+    doc = _spec_doc(spec, config)
+    _check_spec(run_dir, doc)
     done = os.path.join(run_dir, "result.json")
     if os.path.exists(done):
-        return dict(_read_json(done), resumed=True), None
+        result = _read_json(done)
+        if _final(result, doc):
+            return dict(result, resumed=True), None
     seed_everything(spec.seed)  # the initial weights follow the seed
     model = preset(_preset(spec), x_dim=data.x_dim, **spec.model_kwargs())
     trainer = Trainer(model, data.train, data.valid, config.train_config(spec.seed),
@@ -203,18 +264,22 @@ def _finish(spec, config, data, run_dir, trainer, fit, progress):
     if fit.interrupted:
         raise RunInterrupted(spec.name, fit.signal)
     model, device = trainer.model, config.device
+    made = {"epochs": fit.epochs, "best_epoch": fit.best_epoch,
+            "weights_sha256": _weights_sha256(model)}
     valid = _evaluate(model, data.valid[:config.valid_n].to(device), spec, config, "valid",
-                      run_dir, progress)
-    test = (dict(NOT_TESTED) if config.test_chosen_only and not os.path.exists(
-        os.path.join(run_dir, "test.json")) else
-        _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress))
+                      run_dir, progress, made)
+    test = _evaluate(model, data.test.to(device), spec, config, "test", run_dir, progress, made,
+                     saved_only=config.test_chosen_only)
+    test = dict(NOT_TESTED) if test is None else test
     best = next(row for row in fit.metrics if row["epoch"] == fit.best_epoch)
     result = {"name": spec.name, "family": spec.family, "label": family_label(spec.family, spec.k),
               "k": spec.k, "strength": spec.strength, "seed": spec.seed,
               "best_epoch": fit.best_epoch, "epochs": fit.epochs, "stop_reason": fit.stop_reason,
               "train_bound": best["train_bound"], "valid_bound": best["valid_bound"],
               "train_seconds": round(sum(row["time_s"] for row in fit.metrics), 3),
-              "valid": valid, "test": test}
+              "valid": valid, "test": test,
+              "producer": {"spec_sha256": _sha256(_spec_doc(spec, config)),
+                           "weights_sha256": made["weights_sha256"]}}
     atomic_write_json(os.path.join(run_dir, "result.json"), result)
     return dict(result, resumed=False)
 
@@ -228,8 +293,10 @@ def test_run(result, config, data, root, progress=True):
         model = preset(_preset(spec), x_dim=data.x_dim, **spec.model_kwargs())
         model.load_state_dict(load_checkpoint(os.path.join(run_dir, "train", "best.pt"))["model"])
         model.to(config.device).eval()
+        made = {"epochs": result["epochs"], "best_epoch": result["best_epoch"],
+                "weights_sha256": _weights_sha256(model)}
         test = _evaluate(model, data.test.to(config.device), spec, config, "test", run_dir,
-                         progress)
+                         progress, made)
         done = {k: v for k, v in result.items() if k != "resumed"}
         done["test"] = test
         atomic_write_json(os.path.join(run_dir, "result.json"), done)

@@ -26,7 +26,7 @@ from fastair.io import progress_bar
 from fastair.models.stacked import StackedVAE, objective_terms
 from fastair.precision import autocast
 from fastair.training import rundir
-from fastair.training.trainer import _adam, signal_guard
+from fastair.training.trainer import _adam, committed, signal_guard
 
 __all__ = ["StackTrainer"]
 
@@ -167,7 +167,14 @@ class StackTrainer:
                         self._write_down(stacked, optimizer, m, t)
                         self._stop(t)
                     return
-                going = self._end_epoch(group, stacked, optimizer)
+                try:
+                    going = self._end_epoch(group, stacked, optimizer)
+                except KeyboardInterrupt:  # a second signal: every unfinished member saved
+                    for m, t in enumerate(group):
+                        if t.stop_reason is None:  # not diverged or done in this epoch
+                            self._write_down(stacked, optimizer, m, t)  # again: it may be cut
+                            self._stop(t)
+                    return
                 if len(going) != len(group):
                     stacked = None
                 group = going
@@ -214,15 +221,18 @@ class StackTrainer:
                     loss = -bound.float().mean(1).sum()  # each member's gradient as alone
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    optimizer.step()
-                except KeyboardInterrupt:  # inside the batch: it is redone on resume
-                    for g, state in zip(gens, before):
-                        g.set_state(state)
+                    sums = bound.detach().sum(1, dtype=torch.float64)
+                    with committed():  # the step and the count of its batch: both or neither
+                        optimizer.step()
+                        for part, s in zip(parts, sums):
+                            part["sum"], part["count"], part["batch"] = (
+                                part["sum"] + s, part["count"] + bound.shape[1], b + 1)
+                        before = None
+                except KeyboardInterrupt:
+                    if before is not None:  # inside the batch, before its step: redone on resume
+                        for g, state in zip(gens, before):
+                            g.set_state(state)
                     raise
-                sums = bound.detach().sum(1, dtype=torch.float64)
-                for part, s in zip(parts, sums):
-                    part["sum"], part["count"], part["batch"] = (
-                        part["sum"] + s, part["count"] + bound.shape[1], b + 1)
                 for t in group:
                     if t.on_batch_end is not None:
                         t.on_batch_end(t, b)

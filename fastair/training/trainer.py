@@ -46,7 +46,8 @@ from fastair.training.checkpoint import (
 from fastair.training.config import TrainConfig, check_device
 from fastair.training.schedules import make_scheduler
 
-__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS", "signal_guard"]
+__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS", "signal_guard", "Interrupted",
+           "committed"]
 
 METRIC_COLUMNS = ("epoch", "lr", "train_bound", "valid_bound", "best_valid_bound", "best_epoch",
                   "bad_epochs", "time_s")
@@ -87,18 +88,53 @@ def _adam(params, cfg):
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt raised by a signal handler; ``signal``: its number (exit status
+    ``128 + signal``)."""
+
+    def __init__(self, signum):
+        super().__init__(_SIGNALS.get(signum, f"signal {signum}"))
+        self.signal = signum
+
+
+_commit = {"depth": 0, "held": None}  # see committed(); signal handlers run in the main thread
+
+
+@contextlib.contextmanager
+def committed():
+    """A block that a second Ctrl-C or SIGTERM does not split (an optimizer step and the count
+    of its batch, an epoch's end): the signal's :class:`Interrupted` is raised when it ends."""
+    if threading.current_thread() is not threading.main_thread():  # no handler runs here
+        yield
+        return
+    _commit["depth"] += 1
+    try:
+        yield
+    finally:
+        _commit["depth"] -= 1
+        signum = None if _commit["depth"] else _commit["held"]
+        if signum is not None:  # dropped if the block failed: its error goes on instead
+            _commit["held"] = None
+    if signum is not None:
+        raise Interrupted(signum)
+
+
 @contextlib.contextmanager
 def signal_guard(owner):
     """First Ctrl-C or SIGTERM: set ``owner._stop_requested`` (and ``_stop_signal``), so that
-    the loop finishes its current batch, saves and stops. Second: KeyboardInterrupt at once (the
-    checkpoint is still saved, without the unfinished batch). A no-op off the main thread."""
+    the loop finishes its current batch, saves and stops. Second: :class:`Interrupted` at once,
+    or at the end of a :func:`committed` block (the checkpoint is still saved, without the
+    unfinished batch). A no-op off the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         if owner._stop_requested:
-            raise KeyboardInterrupt
+            if _commit["depth"]:
+                _commit["held"] = signum
+                return
+            raise Interrupted(signum)
         owner._stop_requested, owner._stop_signal = True, signum
         name = _SIGNALS[signum]
         print(f"\nfastair: {name}: stopping after this batch ({name} again to stop now)",
@@ -110,6 +146,7 @@ def signal_guard(owner):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _commit["held"] = None
 
 
 class Trainer:
@@ -213,9 +250,8 @@ class Trainer:
             atomic_save(self._checkpoint(), self._path("last.pt"))
             self._write_metrics()
 
-    def _save_best(self):
+    def _keep_best(self):
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._write_best()
 
     def _writes(self):
         """Whether this process writes the run's files (rank 0 under torchrun)."""
@@ -374,9 +410,10 @@ class Trainer:
         """The epoch's state (a new shuffle at the start of an epoch, else the interrupted
         one's): ``partial`` with its ``perm`` and running ``sum`` on the device."""
         if self.partial is None:
-            self.partial = {"perm": torch.randperm(len(self.train_x), generator=self.shuffle),
-                            "batch": 0, "sum": torch.zeros((), dtype=torch.float64),
-                            "count": 0, "time_s": 0.0}
+            with committed():  # the shuffle's draw and the epoch that uses it
+                self.partial = {"perm": torch.randperm(len(self.train_x), generator=self.shuffle),
+                                "batch": 0, "sum": torch.zeros((), dtype=torch.float64),
+                                "count": 0, "time_s": 0.0}
         part = self.partial
         part["perm"] = part["perm"].to(self.device)
         part["sum"] = part["sum"].to(self.device)
@@ -408,14 +445,17 @@ class Trainer:
                     torch.distributed.all_reduce(batch_sum)
                 if self.scaler is None:
                     loss.backward()
-                    self.optimizer.step()
                 else:
                     self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                part["sum"], part["count"], part["batch"] = (
-                    part["sum"] + batch_sum, part["count"] + len(xb), b + 1)
-                self._rng_before = None
+                with committed():  # the step and the count of its batch: both or neither
+                    if self.scaler is None:
+                        self.optimizer.step()
+                    else:
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    part["sum"], part["count"], part["batch"] = (
+                        part["sum"] + batch_sum, part["count"] + len(xb), b + 1)
+                    self._rng_before = None
                 if self._bar is not None and time.perf_counter() - last_refresh > _REFRESH_S:
                     last_refresh = time.perf_counter()
                     self._refresh_bar((part["sum"] / part["count"]).item())
@@ -463,19 +503,21 @@ class Trainer:
                 f"(now {self.optimizer.param_groups[0]['lr']:g})", self.epoch + 1, self.epoch)
         epoch = self.epoch + 1
         improved = valid > self.best_value
+        with committed():  # the epoch's row, schedule step, best model and count together
+            if improved:
+                self.best_value, self.best_epoch, self.bad_epochs = valid, epoch, 0
+                self._keep_best()
+            else:
+                self.bad_epochs += 1
+            row = {"epoch": epoch, "lr": lr, "train_bound": train, "valid_bound": valid,
+                   "best_valid_bound": self.best_value, "best_epoch": self.best_epoch,
+                   "bad_epochs": self.bad_epochs,
+                   "time_s": round(part["time_s"] + time.perf_counter() - start, 4)}
+            self.metrics.append(row)
+            self.scheduler.step()
+            self.epoch, self.partial = epoch, None
         if improved:
-            self.best_value, self.best_epoch, self.bad_epochs = valid, epoch, 0
-        else:
-            self.bad_epochs += 1
-        row = {"epoch": epoch, "lr": lr, "train_bound": train, "valid_bound": valid,
-               "best_valid_bound": self.best_value, "best_epoch": self.best_epoch,
-               "bad_epochs": self.bad_epochs,
-               "time_s": round(part["time_s"] + time.perf_counter() - start, 4)}
-        self.metrics.append(row)
-        self.scheduler.step()
-        self.epoch, self.partial = epoch, None
-        if improved:
-            self._save_best()
+            self._write_best()
         self._save_last()
         if self._bar is not None:
             self._refresh_bar(refresh=False)
