@@ -14,9 +14,10 @@ Digits: the first ``--n`` mnist5k test digits. For each model:
   ``--out`` (``reference_<model>.pt``) with the settings that made it;
 - **configurations**, each timed ``--repeats`` times alternately (the median is reported):
   ``before``: the defaults before this benchmark existed, named explicitly (``elbo_samples =
-  5000``, the fit in fp32, no adaptive stop); ``defaults``: ``iwsvi_log_likelihood(model, x)``
-  with today's defaults. Each row gives seconds per digit, the mean absolute difference per digit
-  to the reference (MAD), the mean signed difference, the mean standard error, steps, and for
+  5000``, the fit and the estimates in fp32, no adaptive stop); ``defaults``:
+  ``iwsvi_log_likelihood(model, x)`` with today's defaults. Each row gives seconds per digit,
+  the mean absolute difference per digit to the reference (MAD), the mean signed difference, the
+  mean standard error, steps, and for
   ``defaults`` the paired difference of the absolute errors to ``before`` with its standard
   error over digits (negative: ``defaults`` is closer to the reference).
 
@@ -35,9 +36,9 @@ from fastair.data import load_dataset
 from fastair.evaluation import iwsvi_log_likelihood
 
 REFERENCE = dict(tol=0.001, patience=5, max_steps=5000, k_eval=100_000, elbo_samples=1,
-                 seed=12345, fit_precision="fp32")
+                 seed=12345, fit_precision="fp32", precision="fp32")
 CONFIGS = {
-    "before": dict(elbo_samples=5000, fit_precision="fp32", se_target=None),
+    "before": dict(elbo_samples=5000, fit_precision="fp32", precision="fp32", se_target=None),
     "defaults": dict(),
 }
 COLUMNS = ("model", "config", "n", "s_per_digit", "mad", "mean_diff", "paired_vs_before",
@@ -140,7 +141,8 @@ def measure(models, x, repeats, out):
 def summary(rows, cpu, commit, args):
     lines = [f"# IW-SVI: seconds per digit at equal accuracy ({cpu}, commit {commit})", "",
              f"{version_string()}. Command: `python -m bench.bench_iwsvi_accuracy --n {args.n} "
-             f"--epochs {args.epochs} --repeats {args.repeats}`.", "",
+             f"--epochs {args.epochs} --repeats {args.repeats}"
+             f"{f' --threads {args.threads}' if args.threads else ''}`.", "",
              f"Reference: fp32, {REFERENCE}. `paired`: mean over digits of |error of the row| - "
              "|error of before|, with its standard error (SE, over digits); negative means "
              "closer to the reference.", "",
@@ -164,12 +166,16 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed calls per config (default 2)")
     p.add_argument("--out", default=None, help="directory for the CSV, the table and the "
                    "cached references")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's own choice)")
     p.add_argument("--quick", action="store_true", help="50 digits, 5 epochs, 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.epochs, args.repeats = 50, 5, 1
     if min(args.n, args.epochs, args.repeats) < 1:
         p.error("--n, --epochs and --repeats must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cpu, commit = device_description("cpu"), git_commit()
     print(f"bench_iwsvi_accuracy: {cpu}, commit {commit}", flush=True)
     data = load_dataset("mnist5k")
