@@ -827,7 +827,8 @@ def main(argv=None):
         print(f"fastair {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # 130 for Ctrl-C, 143 for SIGTERM
-        print(f"\nfastair {args.command}: interrupted; files already written are complete",
+        print(f"\nfastair {args.command}: interrupted; every file is written whole or not at "
+              "all, so nothing on disk is half-written; run the command again to finish",
               file=sys.stderr)
         return 128 + (getattr(err, "signal", None) or signal.SIGINT)
     finally:

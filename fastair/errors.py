@@ -3,7 +3,7 @@ names the file or setting and says what to do. The command line prints ``str(err
 with ``err.exit_code``; a library user can catch :class:`FastairError`."""
 
 __all__ = ["FastairError", "RunDirBusy", "RunDirError", "RunMismatch", "CheckpointError",
-           "WriteError", "TrainingDiverged"]
+           "WriteError", "TrainingDiverged", "EmptyBatch"]
 
 
 class FastairError(Exception):
@@ -33,7 +33,17 @@ class CheckpointError(FastairError):
 
 
 class WriteError(FastairError, OSError):
-    """A file could not be written (disk full, permissions); the previous version is intact."""
+    """A file could not be written (disk full, permissions); the previous version is intact.
+
+    ``WriteError(errno, message)`` keeps ``errno`` as an attribute but prints the message alone
+    (no ``[Errno N]`` prefix: the message names the path and the remedy itself)."""
+
+    def __init__(self, *args):
+        if len(args) == 2 and isinstance(args[0], int):
+            super().__init__(args[1])
+            self.errno = args[0]
+        else:
+            super().__init__(*args)
 
 
 class TrainingDiverged(FastairError, FloatingPointError):
@@ -42,3 +52,9 @@ class TrainingDiverged(FastairError, FloatingPointError):
     def __init__(self, message, epoch, last_good_epoch):
         super().__init__(message)
         self.epoch, self.last_good_epoch = epoch, last_good_epoch
+
+
+class EmptyBatch(FastairError, ValueError):
+    """A loss asked of a batch without examples (``B = 0``), whose mean would be NaN."""
+
+    exit_code = 2

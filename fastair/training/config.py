@@ -20,13 +20,16 @@ RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", 
 
 
 def check_device(device):
-    """Raise a ValueError that says why ``device`` cannot be used (not a device name, CUDA on
-    a CPU build of torch or without a GPU, an index past the last GPU)."""
+    """Raise a ValueError that says why ``device`` cannot be used (not a device name, not cpu
+    or cuda, CUDA on a CPU build of torch or without a GPU, an index past the last GPU)."""
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device: {device!r} is not a torch device (cpu, cuda, cuda:1 ...)") \
             from None
+    if d.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: fastair runs on cpu or cuda devices only (its "
+                         f"kernels have no {d.type} backend); use cpu")
     if d.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None
