@@ -146,9 +146,10 @@ def report(args):
             if not blocks or not os.path.exists(ev):
                 continue
             iw = _rows(ev)
-            ais = {k: torch.cat([blk[k] for blk in blocks]) for k in
+            ais = {k: torch.cat([blk[k] for blk in blocks])[:args.digits] for k in
                    ("log_px", "se", "ess", "acceptance")}
             n = len(ais["log_px"])
+            blocks = blocks[:math.ceil(n / args.block)]
             iw = iw[:n]
             d = [float(a) - float(r["log_px"]) for a, r in zip(ais["log_px"], iw)]
             by_ess = [float(r["se"]) > SE_WARN or float(r["ess"]) < ESS_WARN for r in iw]
