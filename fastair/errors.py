@@ -1,6 +1,6 @@
-"""The errors fastair raises about files, run directories and training, each a sentence that
-names the file or setting and says what to do. The command line prints ``str(err)`` and exits
-with ``err.exit_code``; a library user can catch :class:`FastairError`."""
+"""The errors fastair raises about files, run directories, training and empty batches, each a
+sentence that names the file or setting and says what to do. The command line prints
+``str(err)`` and exits with ``err.exit_code``; a library user can catch :class:`FastairError`."""
 
 __all__ = ["FastairError", "RunDirBusy", "RunDirError", "RunMismatch", "CheckpointError",
            "WriteError", "TrainingDiverged", "EmptyBatch"]

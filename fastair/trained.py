@@ -17,6 +17,7 @@ from torch import nn
 from fastair.errors import CheckpointError, RunMismatch
 from fastair.io import atomic_write_png, read_json
 from fastair.training import load_checkpoint, rundir
+from fastair.training.checkpoint import check_state_dict
 
 __all__ = ["load_best_model", "load_factory_model", "require_run_dir", "image_grid",
            "add_sample_parser"]
@@ -32,14 +33,16 @@ def require_run_dir(run_dir):
                                 "written by `fastair train`?")
 
 
-def _best_checkpoint(run_dir):
+def _best_checkpoint(run_dir, problem=None):
     """best.pt, or the copy of the best model inside last.pt when best.pt is missing or
-    damaged (the same weights); returns ``(checkpoint, notes)``."""
+    damaged (the same weights), or when ``problem`` (a sentence) says what is wrong with it;
+    returns ``(checkpoint, notes, (file, entry))``, the file and entry the weights come from."""
     best, last = os.path.join(run_dir, "best.pt"), os.path.join(run_dir, "last.pt")
-    try:
-        return load_checkpoint(best), []
-    except (FileNotFoundError, CheckpointError) as err:
-        problem = str(err)
+    if problem is None:
+        try:
+            return load_checkpoint(best), [], (best, "model")
+        except (FileNotFoundError, CheckpointError) as err:
+            problem = str(err)
     try:
         ck = load_checkpoint(last)
     except (FileNotFoundError, CheckpointError) as err:
@@ -51,7 +54,7 @@ def _best_checkpoint(run_dir):
             f"{ck['best_epoch']}, the same weights)")
     return {"model": ck["best_model"], "model_hparams": ck["model_hparams"],
             "identity": ck.get("identity"), "meta": ck.get("meta"),
-            "epoch": ck["best_epoch"]}, [note]
+            "epoch": ck["best_epoch"]}, [note], (last, "best_model")
 
 
 def _config_notes(run_dir, hparams, meta):
@@ -93,7 +96,7 @@ def load_best_model(run_dir):
     from fastair.data import load_dataset
     from fastair.models import VAE
 
-    ck, notes = _best_checkpoint(run_dir)
+    ck, notes, (source, entry) = _best_checkpoint(run_dir)
     hparams = dict(ck.get("model_hparams") or {})
     meta = ck.get("meta")
     if meta is None:  # fastair 0.1: the data set was recorded in config.json only
@@ -101,10 +104,24 @@ def load_best_model(run_dir):
     notes += _config_notes(run_dir, hparams, meta)
     try:
         model = VAE(**{**hparams, "hidden": tuple(hparams.get("hidden", (200, 200)))})
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: the checkpoint's model cannot be rebuilt "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    # names and shapes first: load_state_dict's own error spans lines and names no file
+    try:
+        check_state_dict(ck["model"], source, entry, "best" if entry == "model" else "last",
+                         model)
+    except CheckpointError as err:
+        if entry != "model":
+            raise
+        copy, first, (source, entry) = _best_checkpoint(run_dir, problem=str(err))
+        check_state_dict(copy["model"], source, entry, "last", model)
+        ck, notes = {**ck, "model": copy["model"]}, first + notes
+    try:
         model.load_state_dict(ck["model"])
     except (TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{run_dir}: the checkpoint's model cannot be rebuilt "
-                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{source}: the checkpoint's model cannot be loaded "
+                              f"({type(err).__name__}: {' '.join(str(err).split())})") from None
     model.eval()
     data = load_dataset(meta.get("dataset", "mnist5k"), root=meta.get("data_root"))
     identity = ck.get("identity") or {}

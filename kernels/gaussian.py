@@ -1,8 +1,10 @@
 """Diagonal Gaussian log-density summed over the last dim, and its gradients.
 
 ``out[m, n] = -1/2 sum_j (z - mu)^2 exp(-logvar) + logvar + log(2 pi)`` for ``z [M, N, Z]``,
-``mu, logvar [N, Z]``. With ``g = grad[m, n]`` and ``t = g (z - mu) exp(-logvar)``:
-``dz = -t``, ``dmu = sum_m t``, ``dlogvar = sum_m (t (z - mu) - g) / 2``.
+``mu, logvar [N, Z]``, with the quadratic term formed as ``s^2``, ``s = (z - mu) exp(-logvar / 2)``
+(finite for ``z - mu`` of the scale of the std where ``(z - mu)^2`` or ``exp(-logvar)`` alone
+overflows, as for float32 ``logvar`` of +-100). With ``g = grad[m, n]`` and
+``t = g s exp(-logvar / 2)``: ``dz = -t``, ``dmu = sum_m t``, ``dlogvar = sum_m g (s^2 - 1) / 2``.
 The forward is row-parallel (rows of the flattened ``[M * N, Z]``); the backward is
 column-parallel over ``[N * Z]`` and loops over m, so the sums over m need no atomics.
 """
@@ -41,8 +43,8 @@ def gaussian_rows(z_ptr, mu_ptr, lv_ptr, rows, rmask, N, Z, IWAE: tl.constexpr,
         z = tl.load(z_ptr + z_row + cols, mask=mask, other=0.0)
         mu = tl.load(mu_ptr + p_row + cols, mask=mask, other=0.0)
         lv = tl.load(lv_ptr + p_row + cols, mask=mask, other=0.0)
-        d = z - mu
-        quad = d * d * tl.exp(-lv)
+        s = (z - mu) * tl.exp(-0.5 * lv)
+        quad = s * s
         if IWAE:
             term = z * z - quad - lv
         else:
@@ -78,7 +80,7 @@ def gaussian_bwd_kernel(g_ptr, gl_ptr, lw_ptr, bound_ptr, z_ptr, mu_ptr, lv_ptr,
     cmask = cols < NZ
     n = (cols // Z)[None, :]
     mu = tl.load(mu_ptr + cols, mask=cmask, other=0.0)[None, :]
-    prec = tl.exp(-tl.load(lv_ptr + cols, mask=cmask, other=0.0))[None, :]
+    inv_std = tl.exp(-0.5 * tl.load(lv_ptr + cols, mask=cmask, other=0.0))[None, :]
     acc_mu = tl.zeros([BLOCK_M, BLOCK_C], dtype=acc_ty)
     acc_lv = tl.zeros([BLOCK_M, BLOCK_C], dtype=acc_ty)
     s = tl.program_id(1)
@@ -94,14 +96,14 @@ def gaussian_bwd_kernel(g_ptr, gl_ptr, lw_ptr, bound_ptr, z_ptr, mu_ptr, lv_ptr,
             g = tl.load(g_ptr + m[:, None] * N + n, mask=mask, other=0.0)
         z_off = m.to(tl.int64)[:, None] * NZ + cols[None, :]
         z = tl.load(z_ptr + z_off, mask=mask, other=0.0)
-        d = z - mu
-        t = g * d * prec
+        scaled = (z - mu) * inv_std  # the s of the module docstring (s here: the split)
+        t = g * scaled * inv_std
         dz = -t
         if IWAE:
             dz += g * z
         tl.store(dz_ptr + z_off, dz, mask=mask)
         acc_mu += t
-        acc_lv += 0.5 * (t * d - g)
+        acc_lv += 0.5 * (g * scaled * scaled - g)
     out = s.to(tl.int64) * NZ + cols
     tl.store(pmu_ptr + out, tl.sum(acc_mu, axis=0), mask=cmask)
     tl.store(plv_ptr + out, tl.sum(acc_lv, axis=0), mask=cmask)

@@ -1,8 +1,11 @@
-"""Bad shapes, dtypes and devices raise ValueError/TypeError naming the argument."""
+"""Bad shapes, dtypes and devices raise ValueError/TypeError naming the argument; the loss's
+bad options and empty batches are refused with what was found."""
 import pytest
 import torch
 
 import fastair
+from fastair.errors import EmptyBatch, FastairError
+from fastair.nn import IWAELoss, iwae_loss
 
 
 def good(k=3, b=4, d=5, z=2):
@@ -64,3 +67,25 @@ def test_iwae_bound_errors():
         fastair.iwae_bound(torch.tensor(1.0))
     with pytest.raises(TypeError, match=r"log_w: expected a torch.Tensor"):
         fastair.iwae_bound([1.0, 2.0])
+
+
+@pytest.mark.parametrize("check_input", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_the_loss_of_an_empty_batch_is_a_named_error(check_input, reduction):
+    """Not torch's ``min()`` error (check_input=True) nor a silent NaN (check_input=False)."""
+    decoder = torch.nn.Linear(3, 6)
+    x, mu, logvar = torch.zeros(0, 6), torch.zeros(0, 3), torch.zeros(0, 3)
+    pattern = r"x: the batch is empty \(x of shape \[0, 6\], mu \[0, 3\]\).*skip empty batches"
+    with pytest.raises(EmptyBatch, match=pattern):
+        iwae_loss(x, mu, logvar, decoder, k=2, reduction=reduction, check_input=check_input)
+    for k_chunk in (None, 1):
+        loss_fn = IWAELoss(k=2, reduction=reduction, check_input=check_input, k_chunk=k_chunk)
+        with pytest.raises(EmptyBatch, match=pattern):
+            loss_fn(x, mu, logvar, decoder)
+    assert issubclass(EmptyBatch, ValueError) and issubclass(EmptyBatch, FastairError)
+
+
+@pytest.mark.parametrize("k", [-1, 0, 2.5, 2.0, True, "4", None])
+def test_iwae_loss_refuses_a_bad_k_when_it_is_made(k):
+    with pytest.raises(ValueError, match=r"k: expected an int >= 1, got "):
+        IWAELoss(k=k)

@@ -26,7 +26,8 @@ def test_extreme_logits_with_binary_data(backend, magnitude, dtype):
 @pytest.mark.parametrize("magnitude", [80.0, 1e4])
 def test_extreme_logits_in_the_fused_bound(backend, magnitude):
     x, logits, z, mu, logvar = make_inputs(6, 5, 40, dtype=torch.float64)
-    logits = torch.sign(torch.randn(logits.shape, dtype=torch.float64)) * magnitude
+    g = torch.Generator().manual_seed(int(magnitude))  # not the global RNG: order-independent
+    logits = torch.sign(torch.randn(logits.shape, dtype=torch.float64, generator=g)) * magnitude
     x[0] = 0.0
     x[1] = 1.0
     diff = [False, True, True, True, True]
@@ -60,7 +61,8 @@ def test_minus_infinite_log_weight(backend):
 
 
 def test_all_minus_infinite_column_gives_zero_gradient(backend):
-    """A column without mass: bound -inf and gradient 0 (the reference's autograd gives NaN)."""
+    """A column without mass: bound -inf and gradient 0 (the reference's too: its logsumexp
+    treats such a column as torch's own does not; tests/op_specs.py EDGES holds all three)."""
     log_w = torch.randn(8, 3, dtype=torch.float64)
     log_w[:, 1] = -math.inf
     log_w.requires_grad_(True)
@@ -81,3 +83,29 @@ def test_extreme_gaussian_parameters(backend):
         out, grads = assert_matches_reference(backend, fastair.gaussian_log_prob, inputs,
                                               [True, True, True])
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("k_chunk", [None, 2])
+@pytest.mark.parametrize("estimator", ["iwae", "stl", "dreg"])
+@pytest.mark.parametrize("backend", ["reference", "native", "triton"])
+def test_the_loss_of_a_bound_that_overflows_downwards_is_plus_inf(backend, estimator, k_chunk):
+    """float32 ``logvar = 100``: ``z`` is about 5e21, ``log p(z)`` about -2e43, below the float32
+    range, so the bound is -inf and the loss +inf (never -inf, the wrong sign, or NaN), with
+    gradient 0 for that example and finite gradients everywhere (DReG's weights included)."""
+    g = torch.Generator().manual_seed(0)
+    decoder = torch.nn.Linear(4, 6)
+    x = (torch.rand(3, 6, generator=g) < 0.5).float()
+    mu = torch.randn(3, 4, generator=g).requires_grad_(True)
+    logvar = torch.zeros(3, 4)
+    logvar[0] = 100.0
+    logvar.requires_grad_(True)
+    with fastair.use_backend(backend):
+        loss = fastair.nn.IWAELoss(k=4, estimator=estimator, reduction="none", k_chunk=k_chunk)(
+            x, mu, logvar, decoder, generator=torch.Generator().manual_seed(1))
+        loss.sum().backward()
+        mean = fastair.nn.iwae_loss(x, mu, logvar, decoder, k=4, estimator=estimator)
+    assert loss[0].item() == math.inf, loss
+    assert torch.isfinite(loss[1:]).all() and mean.item() == math.inf
+    for name, t in (("mu", mu.grad), ("logvar", logvar.grad), ("decoder", decoder.weight.grad)):
+        assert torch.isfinite(t).all(), f"gradient of {name}: {t}"
+    assert (mu.grad[0] == 0).all() and (logvar.grad[0] == 0).all()

@@ -2,16 +2,19 @@
 fused backend: the values and gradients of the float64 reference, ``torch.library.opcheck`` of
 every fastair operator the op dispatches to (schema, fake tensor, autograd registration, AOT
 dispatch), gradcheck in float64, ``torch.compile(fullgraph=True)`` equal to eager, and the same
-on CUDA where a GPU exists."""
+on CUDA where a GPU exists. The edge cases of the table (``EDGES``: -inf log weights and logits,
+float32 overflow) hold for every backend, the reference included."""
 import pytest
 import torch
 from compare import assert_matches_reference
-from op_specs import SPECS
+from op_specs import BY_NAME, EDGES, SPECS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastair
 
 IDS = [spec.name for spec in SPECS]
+EDGE_IDS = [case.name for case in EDGES]
+ALL_BACKENDS = ("reference", "native", "triton")
 
 
 class _FastairCalls(TorchDispatchMode):
@@ -91,3 +94,35 @@ def test_on_cuda(spec, dtype, backend_name):
     with fastair.use_backend(backend_name):
         compiled = torch.compile(spec.call, fullgraph=True)(*leaves)
         torch.testing.assert_close(compiled, spec.call(*leaves))
+
+
+def _edge_case(case, backend, dtype, device):
+    spec = BY_NAME[case.op]
+    leaves = [t.requires_grad_(d) for t, d in zip(case.make(dtype, device), spec.differentiable)]
+    with fastair.use_backend(backend):
+        out = spec.call(*leaves)
+    case.expect(out.detach(), _grads(out, leaves, spec), [t.detach() for t in leaves])
+    return out
+
+
+@pytest.mark.parametrize("case", EDGES, ids=EDGE_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_edge_cases_on_every_backend(case, dtype, backend):
+    """-inf log weights and logits, float32 overflow: the reference (the specification and the
+    fallback of a failed C++ build), the C++ kernels and the Triton kernels all give what the
+    table says (e.g. gradient 0, never NaN, where an example has no mass; -inf, never +inf,
+    where the bound overflows downwards)."""
+    if dtype not in case.dtypes:
+        pytest.skip(f"{case.name}: not defined for {dtype}")
+    _edge_case(case, backend, dtype, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", EDGES, ids=EDGE_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend_name", ["auto", "triton"])
+def test_edge_cases_on_cuda(case, dtype, backend_name):
+    if dtype not in case.dtypes:
+        pytest.skip(f"{case.name}: not defined for {dtype}")
+    assert _edge_case(case, backend_name, dtype, "cuda").is_cuda

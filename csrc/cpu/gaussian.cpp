@@ -13,9 +13,11 @@ at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_fwd", [&] {
     using Vec = Vectorized<scalar_t>;
     constexpr int64_t W = Vec::size();
-    const auto inv_var = at::exp(-logvar);
+    // ((z - mu) inv_std)^2 with inv_std = exp(-logvar / 2): finite for z - mu of the scale of
+    // the std even where (z - mu)^2 or 1 / var alone leaves the float range (logvar of +-100).
+    const auto inv_std = at::exp(logvar * -0.5);
     const scalar_t *zp = z.const_data_ptr<scalar_t>(), *mp = mu.const_data_ptr<scalar_t>();
-    const scalar_t *lp = logvar.const_data_ptr<scalar_t>(), *ip = inv_var.const_data_ptr<scalar_t>();
+    const scalar_t *lp = logvar.const_data_ptr<scalar_t>(), *ip = inv_std.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t log2pi = static_cast<scalar_t>(kLog2Pi);
     parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
@@ -25,11 +27,14 @@ at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Ten
         Vec acc(scalar_t(0));
         int64_t j = 0;
         for (; j + W <= Z; j += W) {
-          const Vec diff = Vec::loadu(zr + j) - Vec::loadu(mr + j);
-          acc = acc + (diff * diff * Vec::loadu(ir + j) + Vec::loadu(lr + j));
+          const Vec t = (Vec::loadu(zr + j) - Vec::loadu(mr + j)) * Vec::loadu(ir + j);
+          acc = acc + (t * t + Vec::loadu(lr + j));
         }
         scalar_t s = reduce_sum(acc);
-        for (; j < Z; ++j) s += (zr[j] - mr[j]) * (zr[j] - mr[j]) * ir[j] + lr[j];
+        for (; j < Z; ++j) {
+          const scalar_t t = (zr[j] - mr[j]) * ir[j];
+          s += t * t + lr[j];
+        }
         o[row] = scalar_t(-0.5) * (s + static_cast<scalar_t>(Z) * log2pi);
       }
     });
@@ -46,30 +51,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
   auto dmu = at::empty_like(mu);
   auto dlogvar = at::empty_like(logvar);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_bwd", [&] {
-    const auto inv_var = at::exp(-logvar);
+    const auto inv_std = at::exp(logvar * -0.5);  // as in the forward
     const scalar_t *g = grad.const_data_ptr<scalar_t>(), *zp = z.const_data_ptr<scalar_t>();
-    const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *ip = inv_var.const_data_ptr<scalar_t>();
+    const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *ip = inv_std.const_data_ptr<scalar_t>();
     scalar_t *dzp = dz.data_ptr<scalar_t>(), *dmp = dmu.data_ptr<scalar_t>();
     scalar_t* dlp = dlogvar.data_ptr<scalar_t>();
-    // dz = -g (z - mu) / var, row by row.
+    // dz = -g (z - mu) / var = -g t inv_std with t = (z - mu) inv_std, row by row.
     parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row % N;
         for (int64_t j = 0; j < Z; ++j) {
-          dzp[row * Z + j] = -g[row] * (zp[row * Z + j] - mp[n * Z + j]) * ip[n * Z + j];
+          const scalar_t is = ip[n * Z + j];
+          dzp[row * Z + j] = -g[row] * ((zp[row * Z + j] - mp[n * Z + j]) * is) * is;
         }
       }
     });
-    // dmu = sum_m g (z - mu) / var, dlogvar = sum_m g ((z - mu)^2 / var - 1) / 2, per n.
+    // dmu = sum_m g t inv_std, dlogvar = sum_m g (t^2 - 1) / 2, per n.
     parallel_for(0, N, grain_for(M * Z), [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
         for (int64_t j = 0; j < Z; ++j) {
           scalar_t sm = 0, sl = 0;
-          const scalar_t m = mp[n * Z + j], iv = ip[n * Z + j];
+          const scalar_t m = mp[n * Z + j], is = ip[n * Z + j];
           for (int64_t row = n; row < M * N; row += N) {
-            const scalar_t diff = zp[row * Z + j] - m;
-            sm += g[row] * diff * iv;
-            sl += g[row] * (diff * diff * iv - scalar_t(1));
+            const scalar_t t = (zp[row * Z + j] - m) * is;
+            sm += g[row] * t * is;
+            sl += g[row] * (t * t - scalar_t(1));
           }
           dmp[n * Z + j] = sm;
           dlp[n * Z + j] = scalar_t(0.5) * sl;

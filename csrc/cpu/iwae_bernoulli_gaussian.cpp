@@ -8,19 +8,26 @@ namespace fastair {
 
 namespace {
 
-// log N(z; 0, I) - log N(z; mu, var) = 1/2 sum_j (z - mu)^2 / var + logvar - z^2 (log 2 pi cancels).
+// log N(z; 0, I) - log N(z; mu, var) = 1/2 sum_j ((z - mu) inv_std)^2 + logvar - z^2 (log 2 pi
+// cancels), inv_std = exp(-logvar / 2): z - mu of the scale of the std gives a finite first term
+// even where (z - mu)^2 or 1 / var alone overflows (float32 logvar of +-100); a z^2 that
+// overflows makes the ratio -inf, its true sign (never +inf or NaN).
 template <typename T>
-inline T gaussian_ratio_row(const T* z, const T* mu, const T* logvar, const T* inv_var, int64_t Z) {
+inline T gaussian_ratio_row(const T* z, const T* mu, const T* logvar, const T* inv_std, int64_t Z) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   Vec acc(T(0));
   int64_t j = 0;
   for (; j + W <= Z; j += W) {
-    const Vec zv = Vec::loadu(z + j), diff = zv - Vec::loadu(mu + j);
-    acc = acc + (diff * diff * Vec::loadu(inv_var + j) + Vec::loadu(logvar + j) - zv * zv);
+    const Vec zv = Vec::loadu(z + j);
+    const Vec t = (zv - Vec::loadu(mu + j)) * Vec::loadu(inv_std + j);
+    acc = acc + (t * t + Vec::loadu(logvar + j) - zv * zv);
   }
   T s = reduce_sum(acc);
-  for (; j < Z; ++j) s += (z[j] - mu[j]) * (z[j] - mu[j]) * inv_var[j] + logvar[j] - z[j] * z[j];
+  for (; j < Z; ++j) {
+    const T t = (z[j] - mu[j]) * inv_std[j];
+    s += t * t + logvar[j] - z[j] * z[j];
+  }
   return T(0.5) * s;
 }
 
@@ -32,14 +39,14 @@ std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Te
   const int64_t K = logits.size(0), B = logits.size(1), D = logits.size(2), Z = z.size(2);
   auto log_w = at::empty({K, B}, z.options());
   auto lse = at::empty({B}, z.options());
-  const auto inv_var = at::exp(-logvar);
+  const auto inv_std = at::exp(logvar * -0.5);
   dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_fwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
     const acc_t *xp = x.const_data_ptr<acc_t>(), *zp = z.const_data_ptr<acc_t>();
     const acc_t *mp = mu.const_data_ptr<acc_t>(), *lp = logvar.const_data_ptr<acc_t>();
-    const acc_t* ip = inv_var.const_data_ptr<acc_t>();
+    const acc_t* ip = inv_std.const_data_ptr<acc_t>();
     acc_t* w = log_w.data_ptr<acc_t>();
     parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
@@ -107,37 +114,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
   auto dz = at::empty_like(z);
   auto dmu = at::empty_like(mu);
   auto dlogvar = at::empty_like(logvar);
-  const auto inv_var = at::exp(-logvar);
+  const auto inv_std = at::exp(logvar * -0.5);
   dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_bwd", [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
     const acc_t *g = G.const_data_ptr<acc_t>(), *xp = x.const_data_ptr<acc_t>();
     const acc_t *zp = z.const_data_ptr<acc_t>(), *mp = mu.const_data_ptr<acc_t>();
-    const acc_t* ip = inv_var.const_data_ptr<acc_t>();
+    const acc_t* ip = inv_std.const_data_ptr<acc_t>();
     scalar_t* dl = dlogits.data_ptr<scalar_t>();
     acc_t *dzp = dz.data_ptr<acc_t>(), *dmp = dmu.data_ptr<acc_t>(), *dlp = dlogvar.data_ptr<acc_t>();
-    // dlogits = G (x - sigmoid(l)); dz = G ((z - mu) / var - z), row by row.
+    // dlogits = G (x - sigmoid(l)); dz = G ((z - mu) / var - z), row by row; with
+    // t = (z - mu) inv_std, (z - mu) / var is t inv_std (finite where 1 / var is not).
     parallel_for(0, K * B, grain_for(D + Z), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row % B;
         bernoulli_grad_row<scalar_t, acc_t>(g[row], l + row * D, xp + b * D, dl + row * D, D);
         for (int64_t j = 0; j < Z; ++j) {
-          const acc_t zv = zp[row * Z + j];
-          dzp[row * Z + j] = g[row] * ((zv - mp[b * Z + j]) * ip[b * Z + j] - zv);
+          const acc_t zv = zp[row * Z + j], is = ip[b * Z + j];
+          dzp[row * Z + j] = g[row] * ((zv - mp[b * Z + j]) * is * is - zv);
         }
       }
     });
-    // dmu = sum_k G (mu - z) / var; dlogvar = sum_k G (1 - (z - mu)^2 / var) / 2, per example.
+    // dmu = sum_k G (mu - z) / var = -sum_k G t inv_std; dlogvar = sum_k G (1 - t^2) / 2.
     parallel_for(0, B, grain_for(K * Z), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t j = 0; j < Z; ++j) {
           acc_t sm = 0, sl = 0;
-          const acc_t m = mp[b * Z + j], iv = ip[b * Z + j];
+          const acc_t m = mp[b * Z + j], is = ip[b * Z + j];
           for (int64_t k = 0; k < K; ++k) {
-            const acc_t gk = g[k * B + b], diff = zp[(k * B + b) * Z + j] - m;
-            sm -= gk * diff * iv;
-            sl += gk * (acc_t(1) - diff * diff * iv);
+            const acc_t gk = g[k * B + b], t = (zp[(k * B + b) * Z + j] - m) * is;
+            sm -= gk * t * is;
+            sl += gk * (acc_t(1) - t * t);
           }
           dmp[b * Z + j] = sm;
           dlp[b * Z + j] = acc_t(0.5) * sl;

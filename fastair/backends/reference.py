@@ -33,7 +33,10 @@ def bernoulli_log_prob(logits, x):
 def gaussian_log_prob(z, mu=None, logvar=None):
     """``-1/2 sum_j (z_j - mu_j)^2 exp(-logvar_j) + logvar_j + log 2 pi``: [..., Z] -> [...].
 
-    Standard normal where ``mu``/``logvar`` are None.
+    Standard normal where ``mu``/``logvar`` are None. The quadratic term is formed as
+    ``((z - mu) exp(-logvar / 2))^2``, so that ``z - mu`` of the scale ``exp(logvar / 2)`` gives a
+    finite term even where ``(z - mu)^2`` or ``exp(-logvar)`` alone leaves the float range
+    (float32 ``logvar`` of +-100).
     """
     dtypes = [t.dtype for t in (z, mu, logvar) if t is not None]
     acc = accumulation_dtype(*dtypes)
@@ -44,15 +47,30 @@ def gaussian_log_prob(z, mu=None, logvar=None):
         logvar_term = torch.zeros((), dtype=acc, device=z.device)
     else:
         logvar = logvar.to(acc)
-        quad = diff * diff * torch.exp(-logvar)
+        scaled = diff * torch.exp(-0.5 * logvar)
+        quad = scaled * scaled
         logvar_term = logvar
     return -0.5 * (quad + logvar_term + LOG_2PI).sum(-1)
 
 
+def logsumexp(v, dim):
+    """``torch.logsumexp(v, dim)`` (``v`` [..., n, ...] -> ``v`` without ``dim``), except that a
+    slice of all ``-inf`` gives ``-inf`` with gradient exactly 0, as the fused backends do
+    (torch's own gives NaN there: ``exp(-inf - -inf)``).
+
+    Elsewhere it is torch's, values and gradient ``exp(v - lse)`` alike: such a slice is
+    replaced by zeros before torch's logsumexp and its result by ``-inf`` after, so no gradient
+    reaches it. NaN propagates, and a ``+inf`` entry gives ``+inf``.
+    """
+    empty = torch.isneginf(v).all(dim, keepdim=True)
+    out = torch.logsumexp(torch.where(empty, torch.zeros_like(v), v), dim)
+    return torch.where(empty.squeeze(dim), torch.full_like(out, -math.inf), out)
+
+
 def iwae_bound(log_w, dim=0):
-    """``logsumexp(log_w, dim) - log n`` with ``n = log_w.shape[dim]``."""
+    """``logsumexp(log_w, dim) - log n`` with ``n = log_w.shape[dim]`` (:func:`logsumexp`)."""
     acc = accumulation_dtype(log_w.dtype)
-    return torch.logsumexp(log_w.to(acc), dim) - math.log(log_w.shape[dim])
+    return logsumexp(log_w.to(acc), dim) - math.log(log_w.shape[dim])
 
 
 def log_weights(x, logits, z, mu, logvar):

@@ -31,7 +31,8 @@ import torch
 
 from fastair.functional import gaussian_log_prob, iwae_bernoulli_gaussian, iwae_bound
 
-__all__ = ["ESTIMATORS", "get_estimator", "importance_bound", "iwae", "stl", "dreg"]
+__all__ = ["ESTIMATORS", "get_estimator", "importance_bound", "iwae", "stl", "dreg",
+           "normalized_weights"]
 
 
 def iwae(x, logits, z, mu, logvar):
@@ -55,10 +56,18 @@ def dreg(x, logits, z, mu, logvar):
     return bound
 
 
+def normalized_weights(log_w):
+    """``w~ = softmax(log_w)`` over the samples: ``[k, B] -> [k, B]``, detached; 0 (not NaN) for
+    an example whose log weights are all ``-inf`` (its bound is ``-inf``, its gradient 0)."""
+    log_w = log_w.detach()
+    w = torch.softmax(log_w, dim=0)
+    return torch.where(torch.isneginf(log_w).all(0, keepdim=True), torch.zeros_like(w), w)
+
+
 def _weight_z_gradient(z, log_w):
     """DReG's hook: ``z``'s gradient ``[k, B, Z]`` times the detached ``w~ = softmax(log_w)``."""
     if z.requires_grad:
-        weights = torch.softmax(log_w.detach(), dim=0).unsqueeze(-1).to(z.dtype)
+        weights = normalized_weights(log_w).unsqueeze(-1).to(z.dtype)
         z.register_hook(lambda grad: grad * weights)
 
 

@@ -35,13 +35,14 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from fastair._checks import check_bernoulli_targets, shape_str
+from fastair.errors import EmptyBatch
 from fastair.functional import (
     bernoulli_log_prob,
     gaussian_log_prob,
     iwae_bound,
     linear_bernoulli_log_prob,
 )
-from fastair.nn.estimators import get_estimator
+from fastair.nn.estimators import get_estimator, normalized_weights
 
 __all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES"]
 
@@ -274,6 +275,10 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
     if x.dim() != 2 or x.shape[0] != mu.shape[0]:
         raise ValueError(f"x: expected [B, D] with B = {mu.shape[0]} from mu, got "
                          f"{list(x.shape)}")
+    if x.shape[0] == 0:
+        raise EmptyBatch(f"x: the batch is empty (x of shape {shape_str(x.shape)}, mu "
+                         f"{shape_str(mu.shape)}): the loss of no examples is undefined (its "
+                         f"mean would be NaN); skip empty batches before calling the loss")
     if check_input:
         check_bernoulli_targets("x", x)
     weight, bias = (None, None) if head is None else _head_params(head, x.shape[1])
@@ -355,7 +360,7 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
         pieces = [run(log_weights, mu, logvar, eps[i:i + step], i) for i in range(0, k, step)]
     log_w = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
     if weights is not None:
-        weights["w"] = torch.softmax(log_w.detach(), dim=0)
+        weights["w"] = normalized_weights(log_w)
     if kl == "analytic":
         return analytic_kl(mu, logvar) - log_w[0]
     return -iwae_bound(log_w)
@@ -398,6 +403,9 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
 
     Returns:
         a scalar, or ``[B]`` for ``reduction="none"``; float32 for float16/bfloat16 logits.
+    Raises:
+        fastair.errors.EmptyBatch: (a ValueError) ``x`` has no rows (``B = 0``), whatever
+            ``check_input`` and ``reduction`` say.
     """
     _check_options(k, estimator, reduction, k_chunk, kl)
     return _reduce(_negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input,
@@ -437,7 +445,9 @@ class IWAELoss(nn.Module):
     generator=None)`` with ``trunk: [k, B, Z] -> [k, B, H]`` and ``head`` the decoder's last
     ``nn.Linear(H, D)``, whose ``[k, B, D]`` logits are then never stored (fp32, and under
     bf16/fp16 autocast, where the head's matmul runs in the autocast dtype tile by tile with
-    float32 sums); returns a scalar (``[B]`` for ``"none"``).
+    float32 sums); returns a scalar (``[B]`` for ``"none"``). ``k``, ``estimator``, ``reduction``,
+    ``k_chunk`` and ``kl`` are checked here (a ValueError naming the argument); an empty batch
+    (``B = 0``) raises :class:`fastair.errors.EmptyBatch` on the call.
     """
 
     def __init__(self, k=1, estimator="iwae", reduction="mean", check_input=True, k_chunk=None,

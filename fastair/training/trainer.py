@@ -38,6 +38,7 @@ from fastair.precision import autocast
 from fastair.training import rundir
 from fastair.training.checkpoint import (
     atomic_save,
+    check_checkpoint,
     get_rng_states,
     load_checkpoint,
     seed_everything,
@@ -337,6 +338,7 @@ class Trainer:
         if differences:
             raise RunMismatch(f"{self.run_dir}: cannot resume with other data or model settings "
                               f"than the run was made with; " + "; ".join(differences))
+        check_checkpoint(ck, last, "last", model=self.model)  # weights' names and shapes
         self._load(ck)
         if self.config.lr != saved.lr:
             self._change_lr(saved.lr, self.config.lr)
