@@ -138,7 +138,15 @@ def test_a_signal_during_the_evaluation_keeps_the_previous_one_and_says_rerun(
         run, monkeypatch, capsys, signum, code):
     out = run / "iwsvi"
     before = _snapshot(out)
+    # Ctrl-C as a user's shell delivers it (a pytest-xdist worker ignores SIGINT otherwise)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _stop_during_the_evaluation(run, out, before, monkeypatch, capsys, signum, code)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
+
+def _stop_during_the_evaluation(run, out, before, monkeypatch, capsys, signum, code):
     def stopped(*args, **kwargs):
         signal.raise_signal(signum)
         raise AssertionError("the signal did not stop the evaluation")
