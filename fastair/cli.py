@@ -466,7 +466,8 @@ def _evaluation_dir(args, out_dir, world, state):
     """Rank 0 owns ``out_dir`` for the block: created (removed again if it stays empty),
     locked unless it lies inside the run directory already held, temporary files of a killed
     evaluation removed."""
-    from fastair.evaluation.output import make_directory, remove_temp_files
+    from fastair.evaluation.output import make_directory
+    from fastair.io import remove_stale_temp_files
     if not world.main:
         yield
         return
@@ -476,7 +477,7 @@ def _evaluation_dir(args, out_dir, world, state):
         os.path.join(os.path.realpath(args.run_dir), ""))
     try:
         with contextlib.nullcontext() if inside else rundir.hold(out_dir, create=False):
-            remove_temp_files(out_dir)
+            remove_stale_temp_files(out_dir)
             yield
     finally:
         if created:

@@ -28,7 +28,7 @@ from fastair.errors import CheckpointError, WriteError
 from fastair.io import TEMP_SUFFIX, _file_mode
 
 __all__ = ["DATA_FILES", "SUMMARY", "make_directory", "write_evaluation", "read_evaluation",
-           "remove_temp_files", "sha256_file", "os_error_message"]
+           "sha256_file", "os_error_message"]
 
 DATA_FILES = ("per_example.csv", "bdmc.csv")
 """The data files an evaluation may have (``summary.json`` names those it has)."""
@@ -68,23 +68,6 @@ def make_directory(path):
         raise _error(f"cannot create {path}, the directory of the evaluation's files: {what}; "
                      f"{todo}", err) from None
     return not existed
-
-
-def remove_temp_files(directory):
-    """Delete the temporary files (``.fastair-*.tmp``) a killed writer left in ``directory``;
-    call it only while owning the directory (its lock), so that no live writer owns them.
-    Returns their names."""
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        if name.startswith(".fastair-") and name.endswith(TEMP_SUFFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, name))
-                removed.append(name)
-    return removed
 
 
 def sha256_file(path, chunk=1 << 20):
