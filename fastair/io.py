@@ -17,7 +17,7 @@ from fastair.errors import CheckpointError, WriteError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "atomic_save_figure", "atomic_write_png", "png_bytes", "read_json",
-           "remove_stale_temp_files", "progress_bar", "TEMP_SUFFIX"]
+           "remove_stale_temp_files", "progress_bar", "TEMP_SUFFIX", "write_temp_file"]
 
 TEMP_SUFFIX = ".tmp"
 _TEMP_PREFIX = ".fastair-"
@@ -33,22 +33,35 @@ def _file_mode():
     return _mode["mode"]
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically; raise :class:`WriteError` naming the file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{name}.", suffix=TEMP_SUFFIX,
-                                   dir=directory)
-    except OSError as err:
-        raise _write_error(path, err) from err
+def write_temp_file(directory, name, data):
+    """``data`` in a fresh temporary file of ``directory`` (``.fastair-<name>.*.tmp``, the
+    project's file mode), flushed to disk; returns its path. Removed again on any error."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{name}.", suffix=TEMP_SUFFIX,
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically; raise :class:`WriteError` naming the file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        tmp = write_temp_file(directory, os.path.basename(path), data)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    try:
         os.replace(tmp, path)
     except BaseException as err:
         try:

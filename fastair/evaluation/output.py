@@ -21,11 +21,10 @@ import hashlib
 import json
 import os
 import signal
-import tempfile
 import threading
 
 from fastair.errors import CheckpointError, WriteError
-from fastair.io import TEMP_SUFFIX, _file_mode
+from fastair.io import write_temp_file
 
 __all__ = ["DATA_FILES", "SUMMARY", "make_directory", "write_evaluation", "read_evaluation",
            "sha256_file", "os_error_message"]
@@ -77,21 +76,6 @@ def sha256_file(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_temp(directory, name, data):
-    """``data`` in a fresh temporary file of ``directory``, flushed to disk; returns its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".fastair-{name}.", suffix=TEMP_SUFFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return tmp
 
 
 def _unlink(path):
@@ -159,7 +143,7 @@ def write_evaluation(directory, files, summary, on_commit=None):
     try:
         for name, b in data.items():  # move 1
             try:
-                temps[name] = _write_temp(directory, name, b)
+                temps[name] = write_temp_file(directory, name, b)
             except OSError as err:
                 what, todo = os_error_message(err)
                 kept = (f"{directory} still holds the previous evaluation, unchanged" if had_summary
