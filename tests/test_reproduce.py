@@ -42,7 +42,7 @@ def test_wni_on_the_hidden_layers_is_a_family_of_its_own(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(ks=()), dict(ks=(0,)), dict(seeds=0), dict(sigmas=(-1,)),
                                  dict(Hs=(0.0,)), dict(k_eval=0), dict(families=("nope",)),
-                                 dict(schedule="nope")])
+                                 dict(schedule="nope"), dict(eval_precision="fp8")])
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         ReproduceConfig(**bad)
@@ -271,6 +271,28 @@ def test_the_schedule_is_part_of_a_runs_identity_and_of_the_report(tmp_path):
         _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY, schedule="iwae")))
     assert "(iwae schedule)" in _header(ReproduceConfig(**TINY, schedule="iwae"), [], 0.0, True)
     assert "schedule" not in _header(ReproduceConfig(**TINY), [], 0.0, True)
+
+
+def test_eval_precision_reaches_the_evaluator_resolved_and_is_part_of_a_runs_identity(
+        tmp_path, monkeypatch):
+    import fastair.reproduce as rep
+    from fastair.reproduce.runner import _check_spec, _spec_doc
+
+    assert ReproduceConfig(**TINY).evaluator()["precision"] == "fp32"
+    ev = ReproduceConfig(**TINY, eval_precision="bf16").evaluator()
+    assert (ev["precision"], ev["fit_precision"]) == ("bf16", "bf16")
+    monkeypatch.setattr("fastair.evaluation.iwsvi.native_bf16", lambda device: False)
+    assert ReproduceConfig(**TINY, eval_precision="auto").evaluator()["precision"] == "fp32"
+    spec = plan_runs(ReproduceConfig(**TINY))[0]
+    _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY)))
+    with pytest.raises(ValueError, match="other settings"):
+        _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY, eval_precision="bf16")))
+    seen = {}
+    monkeypatch.setattr(rep, "reproduce", lambda config, root, progress=True: (
+        seen.setdefault("ev", config.evaluator()), ({"table": [], "grid": []}, []))[1])
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "q"),
+                 "--eval-precision", "bf16"]) == 0
+    assert seen["ev"]["precision"] == "bf16"
 
 
 def test_compare_precision_reads_two_reports():

@@ -77,6 +77,11 @@ def add_parser(sub):
     p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                    help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
                         f"({_both('precision')})")
+    p.add_argument("--eval-precision", choices=("fp32", "bf16", "auto"), default=None,
+                   dest="eval_precision",
+                   help="IW-SVI's precision on validation and test: fp32 (the same numbers on "
+                        "every machine), bf16, or auto (bf16 where the CPU or GPU has it "
+                        f"natively) ({_both('eval_precision')})")
     p.add_argument("--no-stack", action="store_false", dest="stack", default=None,
                    help="train one run at a time (default: the runs of each k <= 8 and seed "
                         "train together as one stacked model; same files and results)")
@@ -91,7 +96,7 @@ def add_parser(sub):
 
 _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "schedule", "k_svi",
            "max_steps", "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision",
-           "stack", "valid_n", "test_chosen_only")
+           "eval_precision", "stack", "valid_n", "test_chosen_only")
 
 
 def run(args):

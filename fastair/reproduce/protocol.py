@@ -9,6 +9,7 @@ Each run is one family at one k, one grid value and one seed.
 import dataclasses
 from dataclasses import dataclass, field
 
+from fastair.evaluation.iwsvi import resolve_precision
 from fastair.training import SCHEDULES, TrainConfig
 
 __all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "PAPER_FAMILIES", "family_label",
@@ -121,6 +122,10 @@ class ReproduceConfig:
             get no test numbers).
         device, num_threads: where to run.
         precision: the training precision (:data:`fastair.precision.PRECISIONS`).
+        eval_precision: the IW-SVI evaluator's precision, its fit of ``q`` and its estimates:
+            ``"fp32"`` (the default, so a table's numbers do not depend on the machine),
+            ``"bf16"``, or ``"auto"`` (bf16 where the device multiplies bf16 natively, else
+            fp32; resolved when the run starts and recorded resolved in its spec).
         stack: train the runs of each k and seed together as one stacked model
             (:func:`fastair.reproduce.runner.run_stack`; the same files and results as one at
             a time, which ``False`` does), for k up to
@@ -147,6 +152,7 @@ class ReproduceConfig:
     device: str = "cpu"
     num_threads: int = None
     precision: str = "fp32"
+    eval_precision: str = "fp32"
     stack: bool = True
     quick: bool = False
     train: dict = field(default_factory=dict)
@@ -165,6 +171,7 @@ class ReproduceConfig:
                   "max_steps": self.max_steps >= 0,
                   "chunk": self.chunk >= 1,
                   "schedule": self.schedule in SCHEDULES,
+                  "eval_precision": self.eval_precision in ("fp32", "bf16", "auto"),
                   "valid_n": self.valid_n is None or (isinstance(self.valid_n, int)
                                                       and self.valid_n >= 1)}
         bad = [name for name, ok in checks.items() if not ok]
@@ -191,11 +198,12 @@ class ReproduceConfig:
 
     def evaluator(self):
         """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`. The fit of ``q``
-        and the estimates run in fp32 whatever the CPU (``"auto"`` would pick bf16 on CPUs with
-        native bf16 and fp32 elsewhere), so a table's numbers do not depend on the machine."""
+        and the estimates run in ``eval_precision`` (fp32 by default whatever the CPU, so a
+        table's numbers do not depend on the machine; ``"auto"`` resolved for ``device``)."""
+        precision = resolve_precision(self.eval_precision, self.device)
         return dict(k_svi=self.k_svi, max_steps=self.max_steps, lr=self.svi_lr, k_eval=self.k_eval,
-                    chunk=self.chunk, elbo_samples=self.k_eval, fit_precision="fp32",
-                    precision="fp32")
+                    chunk=self.chunk, elbo_samples=self.k_eval, fit_precision=precision,
+                    precision=precision)
 
     def to_dict(self):
         return dataclasses.asdict(self)
