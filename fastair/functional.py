@@ -19,6 +19,7 @@ from fastair._checks import (
 )
 from fastair.backends import get_backend, reference, resolve
 from fastair.backends.reference import accumulation_dtype
+from fastair.precision import native_bf16
 
 __all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
            "capped_weight_norm", "linear_bernoulli_log_prob"]
@@ -242,6 +243,17 @@ def _autocast_cast(t, dtype):
     return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
 
 
+def _reduced_gemm(backend, h):
+    """Whether the fused head multiplies ``h``'s bfloat16/float16 values as they are: always on
+    Triton (``tl.dot``, float32 sums); on the C++ kernels for bfloat16 where the CPU multiplies
+    it natively (AVX512-BF16, AMX), where the widened float32 GEMM would be 2-8x slower."""
+    if h.dtype not in _REDUCED:
+        return False
+    if backend == "triton":
+        return True
+    return backend == "native" and h.dtype == torch.bfloat16 and native_bf16(h.device)
+
+
 def linear_bernoulli_log_prob(h, weight, bias, x):
     """A decoder's output layer fused with the Bernoulli log-likelihood:
     ``bernoulli_log_prob(h @ weight.T + bias, x)`` without storing the logits.
@@ -257,14 +269,16 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
         [...] (``h.shape[:-1]``); gradients for ``h``, ``weight`` and ``bias``. float16/bfloat16
         inputs give a float32 result: the Triton kernels multiply them as they are (float32
         sums; the gradient products take the logits' gradient in the inputs' dtype, as autocast
-        does), the C++ kernels in float32.
+        does), and so do the C++ kernels for bfloat16 on a CPU with native bf16 (AVX512-BF16,
+        AMX; each tile's logits rounded to bfloat16 as autocast's ``Linear`` rounds them, the
+        weight gradient summed over tiles in float32); elsewhere the C++ kernels widen them to
+        float32.
 
     Under ``torch.autocast`` the layer is what ``torch.nn.Linear`` would be there: ``h``,
     ``weight`` and ``bias`` (float32 or float16/bfloat16, not float64) are cast to the autocast
     dtype, and the tiles of logits are made from those values with float32 sums, never stored
-    (the Triton kernels multiply them in that dtype; the C++ kernels, which take float32 and
-    float64, multiply the reduced-precision values widened to float32: the products are exact,
-    so each logit is the autocast one before its final rounding to the reduced dtype). The
+    (in that dtype as above; where the C++ kernels widen them to float32 the products are
+    exact, so each logit is the autocast one before its final rounding to the reduced dtype). The
     result is float32; the gradients of ``weight`` and ``bias`` pass through the cast as
     under autocast (rounded to the autocast dtype, then widened to the parameters' dtype).
     """
@@ -295,10 +309,8 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
     acc = accumulation_dtype(h.dtype, weight.dtype, x.dtype,
                              bias.dtype if bias is not None else torch.float32)
     x_rows, m, n = _rows_of(x.detach().to(acc), out_shape)
-    # the Triton kernels take bfloat16/float16 h and weight as they are (tl.dot on them, float32
-    # sums); the C++ kernels take them in float32
     same = h.dtype == weight.dtype and (bias is None or bias.dtype == h.dtype)
-    wdt = h.dtype if backend == "triton" and same and h.dtype in _REDUCED else acc
+    wdt = h.dtype if same and _reduced_gemm(backend, h) else acc
     h_rows = h.to(wdt).reshape(m * n, h.shape[-1]).contiguous()
     out = ops.linear_bernoulli_log_prob(
         h_rows, weight.to(wdt).contiguous(), None if bias is None else bias.to(wdt).contiguous(),

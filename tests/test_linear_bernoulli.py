@@ -66,6 +66,24 @@ def test_reduced_precision(backend, dtype):
     assert out.dtype == torch.float32 and all(g.dtype == dtype for g in grads)
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_bf16_on_the_cpu_kernels_with_and_without_native_bf16(monkeypatch, native_bf16):
+    """On a CPU with native bf16 the C++ head multiplies bfloat16 tiles (their weight gradients
+    summed over tiles in float32); elsewhere it widens them: both match the reference, across
+    the kernel's 256-row tiles."""
+    monkeypatch.setattr(fastair.functional, "native_bf16", lambda device: native_bf16)
+    h, weight, bias, x = make(3, 100, 64, 200, dtype=torch.bfloat16, seed=3)
+    out, grads = assert_matches_reference("native", fastair.linear_bernoulli_log_prob,
+                                          (h, weight, bias, x), [True, True, True, False],
+                                          tol_dtype=torch.bfloat16)
+    assert out.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in grads)
+    if native_bf16:  # the product rounded to bfloat16 (as autocast's Linear), the bias float32
+        with fastair.use_backend("native"):
+            logits = torch.nn.functional.linear(h, weight).float() + bias.float()
+            unfused = fastair.bernoulli_log_prob(logits, x)
+        torch.testing.assert_close(out, unfused, rtol=0, atol=1e-4)  # widened: 0.05 off
+
+
 def test_gradcheck(backend):
     h, weight, bias, x = make(2, 3, 4, 5)
     inputs = tuple(t.requires_grad_(True) for t in (h, weight, bias))

@@ -190,17 +190,27 @@ def _round_through(t, dtype):
     return t.to(dtype).to(torch.float32)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_the_fused_head_under_autocast_multiplies_in_the_autocast_dtype(dtype):
+@pytest.mark.parametrize("dtype,native_bf16", [(torch.bfloat16, False), (torch.bfloat16, True),
+                                                (torch.float16, False), (torch.float16, True)])
+def test_the_fused_head_under_autocast_multiplies_in_the_autocast_dtype(monkeypatch, dtype,
+                                                                        native_bf16):
     """Under autocast the op's logits are those of h, weight and bias rounded to the autocast
-    dtype, summed in float32 (to float32 rounding), not float32 logits of the raw values."""
+    dtype, not float32 logits of the raw values: summed in float32 (to float32 rounding) where
+    the C++ kernels widen them, and rounded to bfloat16 as autocast's ``Linear`` does where the
+    CPU multiplies bfloat16 natively (the bias then added in float32)."""
+    monkeypatch.setattr(fastair.functional, "native_bf16", lambda device: native_bf16)
     g = torch.Generator().manual_seed(0)
     h = torch.tanh(torch.randn(3, 7, 40, generator=g))
     weight = torch.randn(50, 40, generator=g) / 40 ** 0.5
     bias = torch.randn(50, generator=g)
     x = (torch.rand(7, 50, generator=g) < 0.4).float()
-    emulated = fastair.bernoulli_log_prob(nn.functional.linear(
-        _round_through(h, dtype), _round_through(weight, dtype), _round_through(bias, dtype)), x)
+    if native_bf16 and dtype == torch.bfloat16:  # the product rounded, the bias added in fp32
+        product = nn.functional.linear(h.to(dtype), weight.to(dtype)).float()
+        emulated = fastair.bernoulli_log_prob(product + _round_through(bias, dtype), x)
+    else:
+        emulated = fastair.bernoulli_log_prob(nn.functional.linear(
+            _round_through(h, dtype), _round_through(weight, dtype), _round_through(bias, dtype)),
+            x)
     with torch.autocast("cpu", dtype=dtype):
         got = fastair.linear_bernoulli_log_prob(h, weight, bias, x)
     assert got.dtype == torch.float32
