@@ -39,7 +39,7 @@ TRAIN_DEFAULTS = {
     "epochs": _T.epochs, "batch_size": _T.batch_size, "lr": _T.lr, "schedule": _T.schedule,
     "lr_decay": _T.lr_decay, "patience": _T.patience, "seed": _T.seed, "device": _T.device,
     "eval_k": None, "eval_batch_size": _T.eval_batch_size, "threads": None,
-    "precision": _T.precision,
+    "precision": _T.precision, "k_chunk": None,
 }
 """Defaults of ``fastair train`` (options left unset; on ``--resume`` the saved run's values)."""
 
@@ -47,7 +47,7 @@ _TRAIN_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                  "schedule": "schedule", "lr_decay": "lr_decay", "patience": "patience",
                  "seed": "seed", "device": "device", "eval_k": "eval_k",
                  "eval_batch_size": "eval_batch_size", "threads": "num_threads",
-                 "precision": "precision"}
+                 "precision": "precision", "k_chunk": "k_chunk"}
 
 
 def _hidden(text):
@@ -128,6 +128,10 @@ def _add_train(sub):
                         f"never (default: {d['patience']})")
     t.add_argument("--seed", type=int, default=None,
                    help=f"seed of torch, numpy, python and the shuffling (default: {d['seed']})")
+    t.add_argument("--k-chunk", type=int, default=None, dest="k_chunk",
+                   help="importance samples through the decoder at a time in the training bound, "
+                        "each chunk remade in the backward: memory flat in k, one more decoder "
+                        "forward a step, the same bound and gradients (default: all k at once)")
     t.add_argument("--eval-k", type=int, default=None,
                    help="importance samples of the validation bound (default: the model's k)")
     t.add_argument("--eval-batch-size", type=int, default=None,
@@ -166,6 +170,8 @@ def build_parser():
     add_sample(sub)
     from fastair.reproduce.command import add_parser as add_reproduce
     add_reproduce(sub)
+    _add_info(sub)
+    _add_build(sub)
     for command in sub.choices.values():
         command.add_argument(
             "--keep-denormals", action="store_true",
@@ -295,6 +301,55 @@ def _add_ais_options(p):
                         "bdmc.csv (default: %(default)s, none)")
     a.add_argument("--bdmc-init", choices=("prior", "encoder"), default="prior",
                    help="where BDMC's paths start (default: %(default)s)")
+
+
+def _add_info(sub):
+    p = sub.add_parser(
+        "info", help="versions, backends, C++ kernels, threads, CPU and GPUs: for a bug report",
+        description="Print what a bug report needs: the versions of python, torch, numpy, "
+                    "triton, ninja, the C++ compiler and fastair; the backend the ops use on "
+                    "CPU and CUDA tensors and why; whether the C++ kernels are built and where; "
+                    "threads; the CPU (model, AVX-512, AMX and bf16 flags); the CUDA devices. "
+                    "Builds nothing and imports no Triton (also `python -m fastair --info`).")
+    p.set_defaults(func=_info)
+
+
+def _info(args):
+    from fastair.info import main as info_main
+    return info_main()
+
+
+def _add_build(sub):
+    p = sub.add_parser(
+        "build", help="build the C++ CPU kernels now (the install runs it), not on first use",
+        description="Compile the C++ kernels of the native backend (csrc/cpu) into the cache "
+                    "that the ops load them from ($FASTAIR_BUILD_DIR, default "
+                    "~/.cache/fastair), so that the first op does not wait for the build (about "
+                    "a minute on two cores). Nothing to do when they are built already. Needs a "
+                    "C++ compiler and ninja; exit status 1 if the build fails (the ops then use "
+                    "the pure-torch reference on CPU tensors).")
+    p.set_defaults(func=_build)
+
+
+def _build(args):
+    from fastair.backends import native
+
+    try:
+        library, seconds = native.build()
+    except Exception as err:  # a compiler error, no compiler, no ninja: say so, no traceback
+        lines = str(err).strip().splitlines()
+        if len(lines) > 1:
+            print("\n".join(lines[-40:]), file=sys.stderr)
+        print(f"fastair build: error: the C++ kernels could not be built "
+              f"({type(err).__name__}: {lines[-1] if lines else ''}); the ops will use the "
+              f"pure-torch reference on CPU tensors (slower). The build needs a C++ compiler "
+              f"(c++) and ninja; `fastair info` shows what was found.", file=sys.stderr)
+        return 1
+    if seconds is None:
+        print(f"fastair build: the C++ kernels are built already: {library}")
+    else:
+        print(f"fastair build: C++ kernels built in {seconds:.0f} s: {library}")
+    return 0
 
 
 def _version():

@@ -146,3 +146,24 @@ def test_evaluate_precision_is_recorded(tiny_data, tmp_path):
                      "--precision", "bf16", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "iwsvi" / "summary.json").read_text())
     assert summary["precision"] == "bf16" and math.isfinite(summary["-ln p(x)"])
+
+
+def test_train_k_chunk_reaches_the_model_and_may_change_on_resume(tiny_data, tmp_path,
+                                                                   monkeypatch):
+    from fastair.training import Trainer
+    seen = []
+    setup = Trainer._setup
+
+    def spy(self, resume):
+        setup(self, resume)
+        seen.append(self.model.k_chunk)
+    monkeypatch.setattr(Trainer, "_setup", spy)
+    run = str(tmp_path)
+    assert cli.main(["train", "--epochs", "1", "--run-dir", run, "--k", "3", "--k-chunk", "2",
+                     *TINY]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["k_chunk"] == 2
+    assert cli.main(["train", "--run-dir", run, "--resume", "--epochs", "2", "--k-chunk", "3",
+                     *TINY]) == 0
+    assert seen == [2, 3]
+    assert cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "bad"),
+                     "--k-chunk", "0", *TINY]) == 2

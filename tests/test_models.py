@@ -254,3 +254,48 @@ def test_estimator_is_an_argument_of_the_model():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="estimator: expected one of"):
         _model(estimator="dreg-typo")
+
+
+def _bound_and_grads(model, x, k, seed=3):
+    model.zero_grad(set_to_none=True)
+    out = model.bound(x, k, generator=torch.Generator().manual_seed(seed))
+    out.sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("estimator", ["iwae", "stl", "dreg"])
+@pytest.mark.parametrize("kw", [dict(), dict(sigma=0.3, alpha=0.5), dict(H=1.0)])
+def test_training_through_the_fused_head_and_in_chunks_equals_the_logits_path(estimator, kw):
+    """The training bound through the decoder's trunk and fused head, whole or ``k_chunk`` at a
+    time (chunks not dividing k), gives the logits path's values and every gradient (float64)."""
+    model = _model(estimator=estimator, **kw).double()
+    x = _x().double()
+    model.train()
+    model.fused_head = False
+    want, want_grads = _bound_and_grads(model, x, 5)
+    for k_chunk in (None, 2, 5):
+        model.fused_head, model.k_chunk = True, k_chunk
+        got, grads = _bound_and_grads(model, x, 5)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+        for name in want_grads:
+            torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-9, atol=1e-9,
+                                       msg=f"{name}, k_chunk={k_chunk}")
+
+
+def test_fused_head_auto_takes_the_head_for_k_above_1_or_with_chunks(monkeypatch):
+    import fastair.models.vae as vae_module
+
+    def no_head(*args, **kwargs):
+        raise AssertionError("went through the head")
+    model, x = _model(), _x()
+    monkeypatch.setattr(vae_module, "iwae_loss", no_head)
+    assert model.fused_head == "auto"
+    model.bound(x, 1)  # the logits at k = 1
+    with pytest.raises(AssertionError, match="head"):
+        model.bound(x, 2)
+    model.k_chunk = 1
+    with pytest.raises(AssertionError, match="head"):
+        model.bound(x, 1)
+    model.fused_head = "yes"
+    with pytest.raises(ValueError, match="fused_head"):
+        model.bound(x, 2)

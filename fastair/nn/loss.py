@@ -42,7 +42,7 @@ from fastair.functional import (
     iwae_bound,
     linear_bernoulli_log_prob,
 )
-from fastair.nn.estimators import get_estimator, normalized_weights
+from fastair.nn.estimators import get_estimator, importance_bound, normalized_weights
 
 __all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES"]
 
@@ -267,11 +267,16 @@ class _ChunkedLogWeights(torch.autograd.Function):
 
 
 def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input, head, k_chunk,
-                    kl, state):
+                    kl, state, eps=None):
     """``-L_k(x)`` per example ``[B]`` (``-(E log p(x|z) - KL)`` for ``kl="analytic"``)."""
     if mu.dim() != 2 or logvar.shape != mu.shape:
         raise ValueError(f"mu, logvar: expected two [B, Z] tensors of one shape, got "
                          f"{list(mu.shape)} and {list(logvar.shape)}")
+    if eps is not None and (not isinstance(eps, torch.Tensor)
+                            or tuple(eps.shape) != (k,) + tuple(mu.shape)):
+        got = shape_str(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"eps: expected the standard normal draws [k, B, Z] = "
+                         f"{shape_str((k,) + tuple(mu.shape))}, got {got}")
     if x.dim() != 2 or x.shape[0] != mu.shape[0]:
         raise ValueError(f"x: expected [B, D] with B = {mu.shape[0]} from mu, got "
                          f"{list(x.shape)}")
@@ -283,8 +288,8 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
         check_bernoulli_targets("x", x)
     weight, bias = (None, None) if head is None else _head_params(head, x.shape[1])
     step = k if k_chunk is None else min(k_chunk, k)
-    replay = step < k and _draws_replayable(mu)
-    if not replay:  # one draw of all k samples, kept until the backward
+    replay = step < k and eps is None and _draws_replayable(mu)
+    if not replay and eps is None:  # one draw of all k samples, kept until the backward
         eps = torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device,
                           generator=generator)
     if head is None and k_chunk is None:  # the decoder's logits, whole, and the one-pass bound
@@ -313,6 +318,10 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
                              f"{shape_str(tuple(z.shape[:-1]) + (weight.shape[1],))} for z "
                              f"{shape_str(z.shape)} (H from head), got {got}")
         return linear_bernoulli_log_prob(h, weight, bias, x)
+
+    if k_chunk is None and kl is None:  # trunk and head, all k samples at once
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return -importance_bound(log_lik(z), z, mu, logvar, estimator)
 
     weights = {} if estimator == "dreg" else None  # DReG's softmax weights, once all are known
 
@@ -367,7 +376,7 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
 
 
 def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", generator=None,
-              check_input=True, *, head=None, k_chunk=None, kl=None):
+              check_input=True, *, head=None, k_chunk=None, kl=None, eps=None):
     """``-L_k(x)`` for a Gaussian encoder and a Bernoulli decoder (see :class:`IWAELoss`).
 
     Args:
@@ -398,6 +407,10 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
         kl: None (the sampled ``log p(z) - log q(z|x)``) or ``"analytic"``: the ELBO with the
             closed-form KL (:func:`analytic_kl`); only at ``k = 1`` with ``estimator="iwae"``
             (a ValueError naming ``kl`` and ``k`` otherwise).
+        eps: None (fresh draws from ``generator``) or the standard normal draws ``[k, B, Z]``
+            to use, ``z = mu + exp(logvar / 2) eps`` (kept until the backward, with or without
+            ``k_chunk``): how a model that makes its own draws (a DVAE's two terms, a rank's
+            rows of a global batch) calls the loss.
 
     {choosing}
 
@@ -409,7 +422,7 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
     """
     _check_options(k, estimator, reduction, k_chunk, kl)
     return _reduce(_negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input,
-                                   head, k_chunk, kl, None), reduction)
+                                   head, k_chunk, kl, None, eps), reduction)
 
 
 iwae_loss.__doc__ = iwae_loss.__doc__.replace("{choosing}", _CHOOSING)

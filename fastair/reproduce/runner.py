@@ -50,7 +50,8 @@ def _read_json(path):
     return read_json(path, "run file")
 
 
-_FREE = ("device", "progress", "num_threads")  # may change between calls; all else may not
+# may change between calls; all else may not
+_FREE = ("device", "progress", "num_threads", "k_chunk")
 
 
 def _spec_doc(spec, config):

@@ -14,7 +14,7 @@ SCHEDULES = ("constant", "exponential", "iwae")
 
 
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "num_threads", "lr",
-                     "precision")
+                     "precision", "k_chunk")
 """Settings that may differ when a run is resumed; any other change is an error. A new ``lr``
 (after a divergence, say) restarts the schedule's factor from it at the current epoch."""
 
@@ -65,6 +65,10 @@ class TrainConfig:
             matmuls in bfloat16, the fused ops reading bfloat16 logits and accumulating in
             float32; weights, gradients and Adam's state stay float32); ``"fp16"`` (the same in
             float16 with dynamic loss scaling, CUDA only).
+        k_chunk: None, or the number of importance samples that go through the decoder at a
+            time in the training bound, each chunk remade in the backward
+            (:attr:`fastair.models.VAE.k_chunk`): memory flat in k for one more decoder
+            forward a step; the same draws, bound and gradients (to rounding).
     """
 
     epochs: int = 100
@@ -83,6 +87,7 @@ class TrainConfig:
     progress: bool = True
     num_threads: int = None
     precision: str = "fp32"
+    k_chunk: int = None
 
     def __post_init__(self):
         def positive_int(name, allow_none=False, allow_zero=False):
@@ -105,6 +110,7 @@ class TrainConfig:
         positive_int("eval_k", allow_none=True)
         positive_int("eval_batch_size")
         positive_int("num_threads", allow_none=True)
+        positive_int("k_chunk", allow_none=True)
         positive_float("lr")
         positive_float("lr_decay", high=1.0)
         positive_float("adam_eps")

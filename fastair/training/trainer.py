@@ -276,6 +276,11 @@ class Trainer:
         self.device = (distributed.rank_device(cfg.device) if self.data_parallel
                        else torch.device(cfg.device))
         self.model.to(self.device)
+        if cfg.k_chunk is not None:
+            if not hasattr(self.model, "k_chunk"):
+                raise ValueError(f"k_chunk: {type(self.model).__name__} has no chunked bound "
+                                 f"(fastair.models.VAE has); leave k_chunk unset")
+            self.model.k_chunk = cfg.k_chunk
         self.train_x = self.train_x.to(self.device)
         self.valid_x = self.valid_x.to(self.device)
         if cfg.precision == "fp16" and self.device.type != "cuda":
