@@ -3,7 +3,7 @@ sentence that names the file or setting and says what to do. The command line pr
 ``str(err)`` and exits with ``err.exit_code``; a library user can catch :class:`FastairError`."""
 
 __all__ = ["FastairError", "RunDirBusy", "RunDirError", "RunMismatch", "CheckpointError",
-           "WriteError", "TrainingDiverged", "EmptyBatch"]
+           "WriteError", "TrainingDiverged", "EmptyBatch", "DataFileError"]
 
 
 class FastairError(Exception):
@@ -58,3 +58,9 @@ class EmptyBatch(FastairError, ValueError):
     """A loss asked of a batch without examples (``B = 0``), whose mean would be NaN."""
 
     exit_code = 2
+
+
+class DataFileError(FastairError, ValueError):
+    """A data file shipped inside fastair (e.g. ``fastair/data/mnist5k.npz``) whose bytes are not
+    the ones released: truncated, edited or damaged; the message gives both SHA-256 digests and
+    how to restore the file."""

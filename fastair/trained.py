@@ -8,6 +8,7 @@ disagree a note says so.
 """
 import importlib
 import math
+import operator
 import os
 import sys
 
@@ -259,19 +260,73 @@ def load_factory_model(spec, checkpoint):
     return model.eval()
 
 
+PAPER, INK = 255, 0
+"""The grey levels :func:`image_grid` gives the paper (pixel value 0) and the ink (value 1)."""
+
+
 def image_grid(images, shape, columns, pad=2):
-    """Tile ``images`` ``[N, D]`` in [0, 1] as ``shape = (h, w)`` pictures, ``columns`` per
-    row, with ``pad`` white pixels between them; returns a ``[H, W]`` uint8 array (ink dark)."""
-    h, w = shape
-    n = images.shape[0]
+    """Tile images into one grayscale picture, black ink on white paper, as in the paper's figures.
+
+    Args:
+        images: ``[N, D]`` with ``D = h * w`` (or ``[N, h, w]``), a tensor or array-like of
+            pixel values in ``[0, 1]``: 0 is paper, 1 is ink (a binarized digit, or the
+            decoder's Bernoulli probabilities). Values outside are clamped to ``[0, 1]``; NaN is
+            an error. Each row is one row-major ``h x w`` picture.
+        shape: ``(h, w)``, the picture size.
+        columns: pictures per row of the grid (``>= 1``); ``ceil(N / columns)`` rows, the last
+            one left white where it is short.
+        pad: white pixels (``>= 0``) between pictures and around the edge.
+
+    Returns:
+        uint8 numpy array ``[rows * (h + pad) + pad, columns * (w + pad) + pad]`` of grey levels
+        for an 8-bit grayscale PNG (:func:`fastair.io.atomic_write_png`): a pixel value ``v``
+        becomes ``round(255 * (1 - v))``, so 1 (ink) is 0 = black, 0 (paper) is 255 = white, and
+        the padding is 255. Picture ``i`` has its top-left corner at row
+        ``pad + (i // columns) * (h + pad)``, column ``pad + (i % columns) * (w + pad)``.
+
+    Raises:
+        ValueError: ``images`` not ``[N, h * w]`` or ``[N, h, w]`` with ``N >= 1``, NaN values,
+            or ``shape``, ``columns``, ``pad`` out of range; the message gives what was got.
+    """
+    x = torch.as_tensor(images).detach()
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_grid: shape must be (h, w), got {shape!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"image_grid: shape (h, w) must be positive, got ({h}, {w})")
+    columns, pad = _whole(columns, "columns", 1), _whole(pad, "pad", 0)
+    if x.dim() == 3 and tuple(x.shape[1:]) == (h, w):
+        x = x.reshape(len(x), h * w)
+    if x.dim() != 2 or x.shape[1] != h * w or x.shape[0] < 1:
+        raise ValueError(f"image_grid: images must be [N, {h * w}] (N >= 1 pictures of "
+                         f"{h} x {w} = {h * w} pixels, one per row) or [N, {h}, {w}], got "
+                         f"shape {list(x.shape)}")
+    x = x.to(device="cpu", dtype=torch.float32)
+    if bool(torch.isnan(x).any()):
+        raise ValueError("image_grid: images hold NaN values (expected pixel values in [0, 1])")
+    n = x.shape[0]
     rows = math.ceil(n / columns)
-    out = torch.full((rows * (h + pad) + pad, columns * (w + pad) + pad), 255, dtype=torch.uint8)
-    pics = ((1 - images.detach().float().clamp(0, 1)) * 255).round().to(torch.uint8)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        out[top:top + h, left:left + w] = pics[i].view(h, w)
+    pics = ((1 - x.clamp(0, 1)) * 255).round().to(torch.uint8)  # 1 (ink) -> 0 (black)
+    cells = torch.full((rows * columns, h + pad, w + pad), PAPER, dtype=torch.uint8)
+    cells[:n, :h, :w] = pics.view(n, h, w)
+    grid = cells.view(rows, columns, h + pad, w + pad).permute(0, 2, 1, 3)
+    out = torch.full((rows * (h + pad) + pad, columns * (w + pad) + pad), PAPER, dtype=torch.uint8)
+    out[pad:, pad:] = grid.reshape(rows * (h + pad), columns * (w + pad))
     return out.numpy()
+
+
+def _whole(value, name, least):
+    """``value`` as an int ``>= least``, else a ValueError naming ``name`` (bools refused)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"image_grid: {name} must be an int >= {least}, got {value!r}") from None
+    if value < least:
+        raise ValueError(f"image_grid: {name} must be an int >= {least}, got {value}")
+    return value
 
 
 def _image_shape(x_dim, given):
@@ -292,7 +347,7 @@ def add_sample_parser(sub):
         description="Draw samples z ~ N(0, I) from the best model of RUN_DIR and show the "
                     "decoder's pixel probabilities as a grid (RUN_DIR/samples.png), and show "
                     "test digits above their reconstructions, decoded from the encoder's mean "
-                    "(RUN_DIR/reconstructions.png). Dark is ink.")
+                    "(RUN_DIR/reconstructions.png). Black ink on white paper (fastair.image_grid).")
     p.add_argument("run_dir", help="a directory written by `fastair train`")
     p.add_argument("--n", type=int, default=64, help="samples and reconstructions "
                    "(default: %(default)s)")

