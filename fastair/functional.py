@@ -17,7 +17,7 @@ from fastair._checks import (
     check_tensor,
     shape_str,
 )
-from fastair.backends import get_backend, reference, resolve
+from fastair.backends import backend_setting, reference, resolve
 from fastair.backends.reference import accumulation_dtype
 from fastair.precision import native_bf16
 
@@ -28,7 +28,7 @@ _REDUCED = (torch.float16, torch.bfloat16)
 
 
 def _backend_for(t):
-    return resolve(get_backend(), t.device.type)
+    return resolve(backend_setting(), t.device.type)
 
 
 def _logits_in(logits, acc):

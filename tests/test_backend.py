@@ -13,13 +13,23 @@ from fastair.backends import native
 
 
 def test_default_is_auto_and_context_manager_restores():
-    assert fastair.get_backend() == "auto"
+    assert backends.backend_setting() == "auto"
     with fastair.use_backend("reference"):
-        assert fastair.get_backend() == "reference"
+        assert backends.backend_setting() == fastair.get_backend() == "reference"
         with fastair.use_backend("native"):
-            assert fastair.get_backend() == "native"
+            assert backends.backend_setting() == fastair.get_backend() == "native"
         assert fastair.get_backend() == "reference"
-    assert fastair.get_backend() == "auto"
+    assert backends.backend_setting() == "auto"
+
+
+def test_get_backend_names_the_backend_that_runs():
+    """Under ``auto`` fastair.get_backend() answers what runs, never ``auto``."""
+    assert backends.backend_setting() == "auto"
+    assert fastair.get_backend() in ("triton", "native", "reference")
+    assert fastair.get_backend() == backends.active_backend(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    assert backends.active_backend("cpu") == "native"
+    assert backends.plan("cpu") == ("native", "C++ kernels loaded")
 
 
 def test_set_backend_and_bad_names():
@@ -82,3 +92,37 @@ def test_import_builds_nothing():
             "'fastair.kernels' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_without_triton_nothing_imports_it_and_the_ops_run():
+    """With triton absent (None in sys.modules: ``import triton`` fails), fastair imports, runs
+    an op on the C++ kernels, says what ``auto`` does on CUDA tensors, and never sets
+    TRITON_INTERPRET nor imports its Triton kernels."""
+    code = """if True:
+        import sys, warnings
+        sys.modules["triton"] = None
+        import torch, fastair
+        from fastair import backends
+        x = torch.zeros(2, 3)
+        print(float(fastair.bernoulli_log_prob(x, x).sum()) < 0)
+        print(backends.active_backend("cpu"))
+        print(backends.plan("cuda")[0])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(backends.resolve("auto", "cuda"))
+        print(any("triton" in str(w.message) for w in caught))
+        try:
+            with fastair.use_backend("triton"):
+                fastair.bernoulli_log_prob(x, x)
+        except RuntimeError as err:
+            print("not installed" in str(err))
+        import os
+        print("TRITON_INTERPRET" in os.environ, "fastair.kernels" in sys.modules,
+              "fastair.backends.triton" in sys.modules)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTAIR_BACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "native", "reference", "reference", "True", "True",
+                                  "False", "False", "False"], (out.stdout, out.stderr[-2000:])

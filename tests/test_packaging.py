@@ -50,3 +50,34 @@ def test_a_plain_checkout_finds_the_kernels_and_sources(tmp_path):
     assert kernels == str(tmp_path / "kernels" / "__init__.py")
     assert sources == str(tmp_path / "csrc" / "cpu")
     assert (backend, found) == ("triton", "True")
+
+
+def _setup_arguments(monkeypatch):
+    """What setup.py passes to setup(), read by running it with setup() replaced."""
+    import setuptools
+    seen = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.chdir(ROOT)
+    code = compile((ROOT / "setup.py").read_text(), str(ROOT / "setup.py"), "exec")
+    exec(code, {"__file__": str(ROOT / "setup.py"), "__name__": "__main__"})
+    return seen
+
+
+def test_dependencies_by_need(monkeypatch):
+    """A plain install brings torch, numpy and ninja (the C++ build) only; triton comes with the
+    gpu and test extras, tqdm with progress and test; no torch among the build requirements."""
+    args = _setup_arguments(monkeypatch)
+    names = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in args["install_requires"]]
+    assert names == ["torch", "numpy", "ninja"]
+    for extra in ("gpu", "test"):
+        assert any(r.startswith("triton") for r in args["extras_require"][extra]), extra
+    assert "tqdm" in args["extras_require"]["test"]
+    assert args["package_data"]["fastair.data"] == ["mnist5k.npz", "README.md"]
+    tomllib = pytest.importorskip("tomllib")
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert not any(r.startswith(("torch", "triton")) for r in build)
+
+
+def test_makefile_install_builds_the_kernels():
+    text = (ROOT / "Makefile").read_text()
+    assert "-m fastair build" in text and "install: kernels" in text

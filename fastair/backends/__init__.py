@@ -1,11 +1,27 @@
 """Backends: ``reference`` (pure torch, the spec), ``native`` (C++ in csrc/), ``triton`` (kernels/),
-and the one place that says which of them runs: the backend in force (:func:`get_backend`,
+and the one place that says which of them runs: the backend in force (:func:`backend_setting`,
 :func:`set_backend`, :func:`use_backend`, ``$FASTAIR_BACKEND``), the table :data:`TABLE` of what
 each backend needs, and :func:`resolve`, which turns a name and a device into the backend used.
 
 ``auto`` (the default) picks :data:`AUTO_CHOICE` for the device (``triton`` for CUDA tensors,
 ``native`` for CPU tensors) and falls back to ``reference`` with one warning where that backend
 cannot be used (no Triton installed, a C++ build failure).
+
+Which name means what:
+
+- :func:`backend_setting` (which :mod:`fastair.functional` reads on every op, a plain global
+  read that torch.compile guards on): the setting, ``auto`` unless set.
+- :func:`active_backend`, also named :func:`get_backend` (``fastair.get_backend()``): the
+  backend that actually runs, never ``auto``: the setting where one is set, else what ``auto``
+  resolves to for tensors of the given device type (default: ``cuda`` where a CUDA device is
+  present, else ``cpu``). Like the first op, it may build the C++ kernels (announced on
+  stderr) or import Triton to find out.
+- :func:`plan`: the same answer without building or importing anything (``fastair info``): it
+  tells what will run and what the first op will have to build.
+
+Triton is optional (``pip install 'fastair[gpu]'``; CUDA builds of torch bring it): nothing
+imports it unless the ``triton`` backend is tried, and without it ``auto`` runs ``native`` on
+CPU tensors and, with one warning, ``reference`` on CUDA tensors.
 
 The fused backends (``native`` and ``triton``) expose the same raw functions. They take canonical,
 contiguous shapes prepared by :mod:`fastair.functional`, do no argument checking and no autograd
@@ -54,6 +70,7 @@ and allocate nothing of their size except ``dlogits``.
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import sys
 import warnings
@@ -62,8 +79,9 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["BACKENDS", "TABLE", "AUTO_CHOICE", "get_backend", "set_backend", "use_backend",
-           "resolve", "module", "describe"]
+__all__ = ["BACKENDS", "TABLE", "AUTO_CHOICE", "get_backend", "backend_setting",
+           "active_backend", "set_backend", "use_backend", "resolve", "plan", "module",
+           "describe"]
 
 BACKENDS = ("auto", "triton", "native", "reference")
 
@@ -78,9 +96,26 @@ def _check(name):
 _current = _check(os.environ.get("FASTAIR_BACKEND", "auto") or "auto")
 
 
-def get_backend():
-    """The backend name in force (``auto`` unless set)."""
+def backend_setting():
+    """The backend name in force as set (``auto`` unless set): one of :data:`BACKENDS`."""
     return _current
+
+
+def _default_device_type():
+    """``cuda`` where a CUDA device is present, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def active_backend(device_type=None):
+    """The backend that actually runs the ops on tensors of ``device_type`` (default: ``cuda``
+    where a CUDA device is present, else ``cpu``): the setting where one is set (``triton``,
+    ``native`` or ``reference``), else the backend ``auto`` resolves to (``native`` on CPU,
+    ``triton`` on CUDA, ``reference`` where those cannot run). Never ``auto``. To find out, it
+    does what the first op does: it may build the C++ kernels (one line on stderr says so) or
+    import Triton; :func:`plan` answers without either."""
+    if _current != "auto":
+        return _current
+    return _resolve(_current, device_type or _default_device_type())
 
 
 def set_backend(name):
@@ -102,6 +137,9 @@ def use_backend(name):
 
 def _prepare_triton(device_type):
     """Import the Triton kernels; on CPU tensors they run through the Triton interpreter."""
+    if not _triton_installed():
+        raise RuntimeError("the 'triton' package is not installed (pip install 'fastair[gpu]', "
+                           "or a CUDA build of torch, brings it)")
     if device_type == "cpu":
         if "fastair.kernels" not in sys.modules:
             # triton.jit reads TRITON_INTERPRET when the kernels are decorated, at import.
@@ -144,6 +182,14 @@ AUTO_CHOICE = {"cuda": "triton", "cpu": "native"}
 _warned = set()
 
 
+def _triton_installed():
+    """Whether ``import triton`` can work, found without importing it."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _warn_once(key, message):
     if key not in _warned:
         _warned.add(key)
@@ -182,13 +228,69 @@ def module(name):
     return importlib.import_module(path)
 
 
+def plan(device_type, name=None):
+    """``(backend, note)``: the backend that will run the ops on tensors of ``device_type`` for
+    ``name`` (default: the setting), found without building, loading or importing anything, and
+    a short note on what it needs (e.g. whether the C++ kernels are built). ``backend`` is
+    ``None`` where an explicitly set backend cannot run there (the op would raise). Never
+    raises (it is for reports such as ``fastair info``)."""
+    name = _current if name is None else name
+    try:
+        return _plan(name, device_type)
+    except Exception as err:  # pragma: no cover - a report must not fail
+        return name, f"unknown ({type(err).__name__}: {err})"
+
+
+def _plan(name, device_type):
+    explicit = name != "auto"
+    choice = name if explicit else AUTO_CHOICE.get(device_type, "reference")
+    problem, note = None, ""
+    if choice == "native":
+        from fastair.backends import native
+        if device_type != "cpu":
+            problem = f"C++ kernels for CPU tensors only, not {device_type}"
+        else:
+            st = native.status()
+            if st["error"]:
+                problem = f"C++ kernels unavailable ({st['error']})"
+            elif st["loaded"]:
+                note = "C++ kernels loaded"
+            elif st["built"]:
+                note = "C++ kernels built"
+            else:
+                note = ("C++ kernels not built yet: the first op builds them (about a minute), "
+                        "or run `fastair build`")
+    elif choice == "triton":
+        if not _triton_installed():
+            problem = "triton not installed"
+        elif device_type == "cpu":
+            if os.environ.get("TRITON_INTERPRET") != "1" and "fastair.kernels" in sys.modules:
+                problem = "Triton kernels imported without TRITON_INTERPRET=1"
+            else:
+                note = "through the Triton interpreter (slow)"
+        elif device_type != "cuda":
+            problem = f"Triton kernels for CUDA and CPU tensors only, not {device_type}"
+        else:
+            note = "Triton kernels compiled on first use"
+    if problem is None:
+        return choice, note
+    if explicit:
+        return None, f"{name} set but {problem}: the ops raise"
+    return "reference", f"{problem}; auto falls back to the pure-torch reference"
+
+
 def describe(device_type, name=None):
     """``name`` (default: the backend in force), with what ``auto`` resolves to on
     ``device_type``, e.g. ``"auto -> native"``; never raises (it is for reports)."""
-    name = get_backend() if name is None else name
+    name = backend_setting() if name is None else name
     if name != "auto":
         return name
     try:
         return f"auto -> {_resolve(name, device_type)}"
     except Exception:
         return name
+
+
+get_backend = active_backend
+"""The backend that actually runs (:func:`active_backend`), as ``fastair.get_backend()``; the
+setting as set, ``auto`` included, is :func:`backend_setting`."""

@@ -12,7 +12,7 @@ try:
     import triton  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "fastair.backends.triton needs the 'triton' package (pip install triton); "
+        "fastair.backends.triton needs the 'triton' package (pip install 'fastair[gpu]'); "
         "use the 'native' or 'reference' backend without it") from exc
 
 from fastair import kernels

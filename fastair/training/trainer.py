@@ -207,7 +207,7 @@ class Trainer:
                          "shuffle": cfg.seed, "eval": EVAL_SEED},
                "versions": {"fastair": fastair.__version__, "torch": torch.__version__,
                             "python": sys.version.split()[0]},
-               "backend": fastair.get_backend()}
+               "backend": fastair.backends.active_backend(self.device.type)}
         atomic_write_json(self._path("config.json"), doc)
 
     def _write_metrics(self):
