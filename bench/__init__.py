@@ -1,2 +1,3 @@
-"""fastair benchmarks: ``bench_ops.py`` (plain script, CSV + table) and ``test_bench_ops.py``
-(pytest-benchmark), sharing :mod:`bench.common`."""
+"""fastair benchmarks: timed, rerunnable measurements, each run from the repository root as
+``python -m bench.<name>`` (see bench/README.md), sharing :mod:`bench.common` (timing, memory,
+the machine and commit, writing CSV and markdown)."""

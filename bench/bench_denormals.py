@@ -36,7 +36,14 @@ import time
 import torch
 
 import fastair
-from bench.common import device_description, git_commit, time_ms, version_string, write_results
+from bench.common import (
+    command_line,
+    device_description,
+    git_commit,
+    time_ms,
+    version_string,
+    write_results,
+)
 
 K = 64
 COLUMNS = ("part", "impl", "precision", "flush", "case", "epoch", "ms", "ratio", "cpu", "commit",
@@ -151,9 +158,9 @@ def epoch_rows(epochs, quick):
     return rows
 
 
-def summary(rows, cpu, commit):
+def summary(rows, cpu, commit, command):
     lines = [f"# Denormal floats: epochs and op ({cpu}, commit {commit})", "",
-             f"{version_string()}. Command: `python -m bench.bench_denormals`.", "",
+             f"{version_string()}. Command: `{command}`.", "",
              "## Epochs (k = 64, mnist5k, batch 100, each epoch timed from a fresh model)", "",
              "| impl | precision | process flush | epochs (s) | later / first | median after "
              "the first (s) |", "|---|---|---|---|---|---|"]
@@ -196,7 +203,7 @@ def main(argv=None):
     rows += op_rows()
     for r in rows:
         r.update(cpu=cpu, commit=commit, versions=version_string())
-    text = summary(rows, cpu, commit)
+    text = summary(rows, cpu, commit, command_line("bench.bench_denormals", argv))
     print(text)
     print(f"({math.ceil(time.perf_counter() - start)} s)")
     if args.out:

@@ -2,8 +2,8 @@
 """Scaling of ``fastair evaluate`` and ``fastair reproduce`` from 1 to N processes under
 ``torchrun`` (gloo on CPU, NCCL on CUDA), on mnist5k, against one process with every core.
 
-    python bench/bench_distributed.py --out bench/results/distributed   # 1 and 2 processes
-    python bench/bench_distributed.py --quick                            # a smoke run
+    python -m bench.bench_distributed --out bench/results/distributed   # 1 and 2 processes
+    python -m bench.bench_distributed --quick                            # a smoke run
 
 One process gets ``--threads`` torch threads (default: all cores); ``N`` processes get
 ``threads / N`` each, so both use the same cores. Evaluation: IW-SVI on the 500 test digits of a
@@ -24,11 +24,10 @@ import time
 
 import torch
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
+import fastair
+from bench.common import command_line, report_header, write_results
 
-import fastair  # noqa: E402
-from bench.bench_train import write_results  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COLUMNS = ("job", "processes", "threads_each", "seconds", "speedup", "repeats", "torch",
            "fastair")
@@ -108,10 +107,8 @@ def main(argv=None):
                          "speedup": round(best[args.procs[0]] / best[n], 3),
                          "repeats": args.repeats, "torch": torch.__version__,
                          "fastair": fastair.__version__})
-    command = "python bench/bench_distributed.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    lines = [f"# torchrun scaling on this machine ({os.cpu_count()} cores), torch "
-             f"{torch.__version__}, fastair {fastair.__version__}\n", f"Command: `{command}`\n",
+    command = command_line("bench.bench_distributed", argv)
+    lines = [report_header(f"torchrun scaling on this machine ({os.cpu_count()} cores)", command),
              f"Wall time of each command (start-up included; fastest of {args.repeats}), one "
              f"process with {args.threads} threads against N processes sharing them. "
              + ("The evaluation's per-example ln p(x) are the same bit for bit on every "

@@ -55,9 +55,9 @@ provider, n_examples, k_eval, chunk, seconds, peak_mb, log_px_mean, ratio, torch
 notes``. ``ratio`` is seconds / fastair's seconds in ``vs_pythae`` (> 1: fastair faster) and
 peak_mb / the smaller k's peak_mb in the memory rows.
 
-    .venv/bin/python bench/bench_iwsvi.py                    # full run (several minutes)
-    .venv/bin/python bench/bench_iwsvi.py --quick            # smoke run (under 30 s)
-    .venv/bin/python bench/bench_iwsvi.py --run-dir runs/vae --threads 2 --n-examples 100
+    python -m bench.bench_iwsvi                    # full run (several minutes)
+    python -m bench.bench_iwsvi --quick            # smoke run (under 30 s)
+    python -m bench.bench_iwsvi --run-dir runs/vae --threads 2 --n-examples 100
 """
 import argparse
 import json
@@ -67,17 +67,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal
+
+from bench import common
+from fastair.data import load_dataset
+from fastair.evaluation import iwsvi_log_likelihood, streamed_log_mean_weight
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.distributions import Normal  # noqa: E402
-
-from bench import common  # noqa: E402
-from fastair.data import load_dataset  # noqa: E402
-from fastair.evaluation import iwsvi_log_likelihood, streamed_log_mean_weight  # noqa: E402
 
 COLUMNS = ("measurement", "provider", "n_examples", "k_eval", "chunk", "seconds", "peak_mb",
            "log_px_mean", "ratio", "torch", "threads", "notes")

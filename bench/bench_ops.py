@@ -6,8 +6,8 @@ it records the time (p50, p20, p80), the peak extra memory of one call, the larg
 error of the output and of each gradient against a float64 reference and, on CUDA, the achieved
 bandwidth. Results go to a CSV (one row per metric, written atomically) and a printed table.
 
-    python bench/bench_ops.py [--device cpu|cuda] [--quick] [--out CSV] [--backend auto]
-    python bench/bench_ops.py --summary bench/results/ops_cpu.csv     # reprint a table
+    python -m bench.bench_ops [--device cpu|cuda] [--quick] [--out CSV] [--backend auto]
+    python -m bench.bench_ops --summary bench/results/ops_cpu.csv     # reprint a table
 """
 import argparse
 import csv
@@ -17,15 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+import fastair
+from bench import common
+from fastair.io import progress_bar
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import fastair  # noqa: E402
-from bench import common  # noqa: E402
-from fastair.io import progress_bar  # noqa: E402
 
 COLUMNS = ("kernel", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20",
            "p80", "config", "device", "timestamp", "version")
@@ -283,7 +281,8 @@ def parse_args(argv=None):
                    help="a few small cases and a few repetitions (under a minute on a CPU)")
     p.add_argument("--out", default=None,
                    help="CSV to write (default bench/results/ops_<device>.csv)")
-    p.add_argument("--backend", default=fastair.get_backend(), choices=fastair.BACKENDS,
+    p.add_argument("--backend", default=fastair.backends.backend_setting(),
+                   choices=fastair.BACKENDS,
                    help="fastair backend of the 'fastair' provider (default: auto, or "
                         "$FASTAIR_BACKEND)")
     p.add_argument("--providers", type=_list, default=None,

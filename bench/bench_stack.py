@@ -4,8 +4,8 @@ reproduce grid's 13 runs of one k and seed (VAE; DVAE α = 0.5 and 1 at σ ∈ {
 0.8}; WNI at H ∈ {0.5, 1, 2, 4}) and a single VAE, on mnist5k, with the real trainer (the
 validation pass included), in the same process.
 
-    python bench/bench_stack.py --out bench/results/train_cpu      # k = 1, 8, 64; fp32, bf16
-    python bench/bench_stack.py --ks 1 --precisions bf16 --epochs 1  # a smoke run
+    python -m bench.bench_stack --out bench/results/train_cpu      # k = 1, 8, 64; fp32, bf16
+    python -m bench.bench_stack --ks 1 --precisions bf16 --epochs 2  # a smoke run
 
 Each run trains ``--epochs`` epochs; the first is not counted (kernels built, oneDNN primitives
 cached), the others are timed by the trainer's own per-epoch ``time_s`` (steps and validation;
@@ -15,19 +15,16 @@ the ratio, with the bmm rates of this run (the floor of a stacked step). Writes
 ``stack_cpu.csv`` and ``stack_cpu.md``.
 """
 import argparse
-import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import fastair  # noqa: E402
-from bench.bench_train import gemm_rates, write_results  # noqa: E402
-from fastair.data import load_dataset  # noqa: E402
-from fastair.models import VAE  # noqa: E402
-from fastair.training import Trainer, seed_everything  # noqa: E402
-from fastair.training.stack import StackTrainer  # noqa: E402
+import fastair
+from bench.common import command_line, gemm_rates, report_header, write_results
+from fastair.data import load_dataset
+from fastair.models import VAE
+from fastair.training import Trainer, seed_everything
+from fastair.training.stack import StackTrainer
 
 GRID = ([dict()] + [dict(sigma=s, alpha=0.5) for s in (0.1, 0.2, 0.4, 0.8)]
         + [dict(sigma=s, alpha=1.0) for s in (0.1, 0.2, 0.4, 0.8)]
@@ -79,9 +76,7 @@ def measure(k, precision, grid, data, epochs, repeats):
 
 
 def summary(rows, rates, command):
-    lines = [f"# A grid as one stacked model, mnist5k, CPU, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}, fastair {fastair.__version__}\n",
-             f"Command: `{command}`\n",
+    lines = [report_header("A grid as one stacked model, mnist5k", command),
              "Seconds per member-epoch (40 steps of batch 100 and the validation pass, the "
              "real trainer, each run's first epoch not counted), the 13 runs of one k and seed "
              "of `fastair reproduce` (the 4 runs with two encoder terms, DVAE α = 0.5, form "
@@ -116,9 +111,7 @@ def main(argv=None):
                 row = measure(k, precision, GRID[:members], data, args.epochs, args.repeats)
                 rows.append(row)
                 print(row, flush=True)
-    command = "python bench/bench_stack.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    text = summary(rows, rates, command.strip())
+    text = summary(rows, rates, command_line("bench.bench_stack", argv))
     print(text)
     if args.out:
         write_results(args.out, "stack_cpu", rows, COLUMNS, text)

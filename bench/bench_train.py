@@ -3,10 +3,10 @@
 plain-torch VAE of the same architecture written here (eager, ``torch.compile``, bfloat16
 autocast), on the same data in the same process.
 
-    python bench/bench_train.py --out bench/results/train_cpu          # k = 1, 8, 64
-    python bench/bench_train.py --ks 64 --epochs 2 --quick              # a smoke run
-    python bench/bench_train.py --iwsvi --out bench/results/train_cpu  # IW-SVI per precision
-    python bench/bench_train.py --stack --out bench/results/train_cpu  # stacks of 13 and 1
+    python -m bench.bench_train --out bench/results/train_cpu          # k = 1, 8, 64
+    python -m bench.bench_train --ks 64 --epochs 2 --quick              # a smoke run
+    python -m bench.bench_train --iwsvi --out bench/results/train_cpu  # IW-SVI per precision
+    python -m bench.bench_train --stack --out bench/results/train_cpu  # bench.bench_stack
 
 An epoch is the 40 Adam steps of batch 100 over the 4000 mnist5k training digits (the
 trainer's step: the bound under the precision's autocast, the float32 loss, backward, fused
@@ -16,7 +16,6 @@ included) and then ``--epochs`` timed epochs; the median and the spread are repo
 """
 import argparse
 import math
-import os
 import statistics
 import sys
 import time
@@ -25,14 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import fastair  # noqa: E402
-from bench.common import write_results  # noqa: E402,F401 (imported from here by other scripts)
-from fastair.data import load_dataset  # noqa: E402
-from fastair.io import atomic_write_text  # noqa: E402
-from fastair.models import VAE  # noqa: E402
-from fastair.precision import autocast  # noqa: E402
+import fastair
+from bench.common import command_line, gemm_rates, report_header, write_markdown, write_results
+from fastair.data import load_dataset
+from fastair.models import VAE
+from fastair.precision import autocast
 
 LOG_2PI = math.log(2 * math.pi)
 COLUMNS = ("k", "impl", "precision", "compiled", "epoch_ms_p50", "epoch_ms_min", "epoch_ms_max",
@@ -119,30 +115,13 @@ CONFIGS = [("fastair", "fp32", False), ("fastair", "bf16", False), ("fastair", "
            ("torch", "bf16", False), ("torch", "bf16", True)]
 
 
-def gemm_rates(repeats=10, a_shape=(6400, 200), b_shape=(200, 784)):
-    """GFLOP/s of ``[a_shape] x [b_shape]`` (default the decoder's largest product at k = 64,
-    batch 100; batched shapes go through ``torch.matmul``) in float32 and bfloat16: the floor
-    of the training step where it is mostly that product."""
-    flops = 2 * math.prod(a_shape) * b_shape[-1]
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(*a_shape, dtype=dtype), torch.randn(*b_shape, dtype=dtype)
-        for _ in range(3):
-            torch.matmul(a, b)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            torch.matmul(a, b)
-        out[name] = flops * repeats / (time.perf_counter() - start) / 1e9
-    return out
-
-
 def _label(row):
     return f"{row['impl']} {row['precision']}{' compiled' if row['compiled'] else ''}"
 
 
 def summary(rows):
-    """A markdown table per k with each configuration's epoch time and the ratios the issue
-    names: against fastair fp32 eager and against plain torch bf16 autocast (eager)."""
+    """A markdown table per k with each configuration's epoch time and two ratios: against
+    fastair fp32 eager and against plain torch bf16 autocast (eager)."""
     out = []
     for k in sorted({r["k"] for r in rows}):
         group = [r for r in rows if r["k"] == k]
@@ -205,21 +184,19 @@ def main(argv=None):
     p.add_argument("--iwsvi", action="store_true",
                    help="only IW-SVI per precision (writes iwsvi_precision.md)")
     p.add_argument("--stack", action="store_true",
-                   help="only the grid stacked against separate runs (bench/bench_stack.py)")
+                   help="only the grid stacked against separate runs (bench.bench_stack)")
     given = list(argv if argv is not None else sys.argv[1:])
     if "--stack" in given:  # every other option is bench_stack's (its --ks, --epochs, --out)
         from bench import bench_stack
         return bench_stack.main([a for a in given if a != "--stack"])
     args = p.parse_args(argv)
+    command = command_line("bench.bench_train", argv)
     if args.iwsvi:
-        text = (f"# IW-SVI time per precision, CPU, {torch.get_num_threads()} threads, torch "
-                f"{torch.__version__}, fastair {fastair.__version__}\n\nCommand: `python "
-                f"bench/bench_train.py --iwsvi --out bench/results/train_cpu`\n\n"
+        text = (report_header("IW-SVI time per precision", command) + "\n"
                 + iwsvi_precision())
         print(text)
         if args.out:
-            os.makedirs(args.out, exist_ok=True)
-            atomic_write_text(os.path.join(args.out, "iwsvi_precision.md"), text)
+            write_markdown(args.out, "iwsvi_precision", text)
         return 0
     train_x = load_dataset("mnist5k").train
     rates = gemm_rates()
@@ -231,12 +208,9 @@ def main(argv=None):
             rows.append(row)
             print(f"k={k:<3} {_label(row):<24} {row['epoch_ms_p50']:8.0f} ms "
                   f"({row['epoch_ms_min']:.0f}-{row['epoch_ms_max']:.0f})", flush=True)
-    text = (f"# Training epoch time, mnist5k (40 steps of batch 100), CPU, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}, fastair "
-            f"{fastair.__version__}\n\nCommand: `python bench/bench_train.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-            f"GEMM floor in this run ([6400, 200] x [200, 784]): {rates['fp32']:.0f} GFLOP/s in "
-            f"float32, {rates['bf16']:.0f} GFLOP/s in bfloat16 "
+    text = (report_header("Training epoch time, mnist5k (40 steps of batch 100)", command)
+            + "\nGEMM floor in this run ([6400, 200] x [200, 784]): "
+            f"{rates['fp32']:.0f} GFLOP/s in float32, {rates['bf16']:.0f} GFLOP/s in bfloat16 "
             f"({rates['bf16'] / rates['fp32']:.2f}x)"
             "; at k = 64 the step is mostly these products, so bf16 can be at most about that "
             "much faster than fp32.\n" + summary(rows))

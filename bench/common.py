@@ -1,7 +1,18 @@
-"""Shared pieces of the fastair benchmarks (the script ``bench_ops.py`` and the pytest-benchmark
-file ``test_bench_ops.py``): the cases, the inputs, the eager maths, the providers, and the
-measurements (time, peak memory, error against a float64 reference, bytes moved). Each op is
-described once, in :data:`OPS`; the rest of the harness is the same for all of them.
+"""Shared pieces of the fastair benchmarks (every ``bench/*.py``, run as ``python -m bench.NAME``
+from the repository root).
+
+- The op harness of ``bench_ops.py`` and the pytest-benchmark file ``test_bench_ops.py``: the
+  cases, the inputs, the eager maths, the providers, and the measurements (time, peak memory,
+  error against a float64 reference, bytes moved). Each op is described once, in :data:`OPS`.
+- Timing: :func:`time_ms` (p50/p20/p80 over an adaptive number of calls, CUDA events where
+  Triton is installed), :func:`median_ms` (median of a fixed number of calls, for slow
+  workloads), :func:`gemm_rates` (GFLOP/s of one product in float32 and bfloat16), :func:`sync`.
+- Memory: :func:`peak_memory_mb` (the allocator's events under ``torch.profiler`` on the CPU).
+- What ran where: :func:`cpu_model` (``lscpu``), :func:`device_description`,
+  :func:`version_string`, :func:`git_commit`, :func:`machine_line`, :func:`command_line` and
+  :func:`report_header` (the first lines of a result's markdown).
+- Writing: :func:`write_results` (``stem.csv`` and ``stem.md`` atomically), :func:`write_csv`,
+  :func:`write_markdown`.
 """
 import contextlib
 import functools
@@ -9,6 +20,9 @@ import gc
 import math
 import os
 import platform
+import shlex
+import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -443,7 +457,8 @@ def max_abs_errors(outputs, ref, chunk_elems=1 << 24):
 # Time, memory, bandwidth
 
 
-def _sync(device):
+def sync(device):
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -471,10 +486,10 @@ def synced(step, device):
 
 def time_call(step, device):
     """Seconds one call of ``step`` takes (synchronized on CUDA)."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     step()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -513,6 +528,37 @@ def time_ms(step, device, target_s=0.75, min_reps=5, max_reps=100_000, warmed=Fa
     return percentile(samples, 0.5), percentile(samples, 0.2), percentile(samples, 0.8), reps
 
 
+def median_ms(fn, repeats=5, warmup=2):
+    """Median wall time (ms) of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones: for
+    workloads that take long enough (a training step, an epoch, IW-SVI) that a fixed count is
+    enough. ``fn`` synchronizes itself where it runs on a GPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def gemm_rates(repeats=10, a_shape=(6400, 200), b_shape=(200, 784)):
+    """GFLOP/s of ``[a_shape] x [b_shape]`` (default the decoder's largest product at k = 64,
+    batch 100; batched shapes go through ``torch.matmul``) in float32 and bfloat16 on the CPU:
+    the floor of a training step that is mostly that product. ``{"fp32": ..., "bf16": ...}``."""
+    flops = 2 * math.prod(a_shape) * b_shape[-1]
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(*a_shape, dtype=dtype), torch.randn(*b_shape, dtype=dtype)
+        for _ in range(3):
+            torch.matmul(a, b)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.matmul(a, b)
+        out[name] = flops * repeats / (time.perf_counter() - start) / 1e9
+    return out
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Send the process's file descriptor 2 (C++ logging included) to /dev/null for a moment."""
@@ -538,11 +584,11 @@ def peak_memory_mb(step, device):
     """
     gc.collect()
     if torch.device(device).type == "cuda":
-        _sync(device)
+        sync(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         out = step()
-        _sync(device)
+        sync(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         del out
         return peak / MB
@@ -597,21 +643,32 @@ def copy_bandwidth_gbs(device, size_mb=1024):
 # Run description
 
 
+def cpu_model():
+    """The CPU's model name: ``Model name`` from ``lscpu``, else ``model name`` from
+    ``/proc/cpuinfo``, else ``platform.processor()`` or the architecture."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.strip().startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device):
     """``cpu (<model>, <n> threads)`` or the CUDA device name."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def version_string():
@@ -626,7 +683,6 @@ def version_string():
 
 def git_commit():
     """The short hash of the checkout's HEAD (``unknown`` outside git)."""
-    import subprocess
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -635,10 +691,35 @@ def git_commit():
         return "unknown"
 
 
+def machine_line(device="cpu"):
+    """``Machine: cpu (<model>, <n> threads); fastair X / torch Y / triton Z; commit abc1234.``"""
+    return (f"Machine: {device_description(device)}; {version_string()}; "
+            f"commit {git_commit()}.")
+
+
+def command_line(module, argv=None):
+    """``python -m <module> <args>``: the command that reruns this run (``argv`` as given to
+    ``main``, else ``sys.argv[1:]``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m", module] + [shlex.quote(str(a)) for a in args])
+
+
+def report_header(title, command, device="cpu"):
+    """The first lines of a result's markdown: the title, :func:`machine_line` and the
+    command."""
+    return f"# {title}\n\n{machine_line(device)}\n\nCommand: `{command}`\n"
+
+
 def write_results(out, stem, rows, columns, text):
     """``out/stem.csv`` (the rows) and ``out/stem.md`` (the summary), atomically."""
-    from fastair.io import atomic_write_text
     write_csv(rows, os.path.join(out, f"{stem}.csv"), columns)
+    write_markdown(out, stem, text)
+
+
+def write_markdown(out, stem, text):
+    """``out/stem.md`` atomically, creating ``out``."""
+    from fastair.io import atomic_write_text
+    os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, f"{stem}.md"), text)
 
 

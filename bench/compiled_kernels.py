@@ -10,9 +10,9 @@ For the kernels that stream the logits, the instructions of the loop over D are 
 logits one thread handles per iteration (``BLOCK_R * BLOCK_D / (32 * num_warps)``): the
 instructions per logit.
 
-    python bench/compiled_kernels.py                       # table on stdout
-    python bench/compiled_kernels.py --json out.json --arch 90
-    python bench/compiled_kernels.py --out bench/results   # compiled_kernels.md and .csv
+    python -m bench.compiled_kernels                       # table on stdout
+    python -m bench.compiled_kernels --json out.json --arch 90
+    python -m bench.compiled_kernels --out bench/results   # compiled_kernels.md and .csv
 
 Must run without ``TRITON_INTERPRET=1`` (the kernels are compiled, not interpreted).
 """
@@ -26,7 +26,7 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.common import command_line, machine_line, write_results
 
 COLUMNS = ("kernel", "arch", "signature", "num_warps", "registers", "spill_stores",
            "spill_loads", "shared", "sass", "loop_sass", "logits_per_iteration",
@@ -308,10 +308,10 @@ def measure(archs=(90, 80), workers=None):
         return list(pool.map(lambda job: _row(*job), jobs))
 
 
-def summary(rows):
+def summary(rows, command):
     import triton
     lines = [f"# fastair's Triton kernels compiled without a GPU (Triton {triton.__version__})\n",
-             "Command: `python bench/compiled_kernels.py --out bench/results`\n",
+             machine_line() + "\n", f"Command: `{command}`\n",
              "Each distinct launch of the launchers at the shapes of `_cases()` (k = 64, B = "
              "100, D = 784, Z = 50; logsumexp at n = 64 and 5000; capped weight norm at 200 x "
              "784, 784 x 200 and 4096 x 4096; the decoder head at 6400 and 100 rows), compiled "
@@ -345,10 +345,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)
-    text = summary(rows)
+    text = summary(rows, command_line("bench.compiled_kernels", argv))
     print(text)
     if args.out:
-        from bench.bench_train import write_results
         write_results(args.out, "compiled_kernels", rows, COLUMNS + ("case", "constexprs"),
                       text)
     return 0

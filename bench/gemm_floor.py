@@ -4,9 +4,9 @@
 dtypes), replayed alone, in the workload's precision. The replay is the time the workload would
 take if everything else (activations, the bound, the draws, Adam, Python) were free.
 
-    python bench/gemm_floor.py --out bench/results/train_cpu     # all workloads below
-    python bench/gemm_floor.py --workloads train64 --repeats 3   # one of them
-    python bench/gemm_floor.py --rates --out bench/results/train_cpu  # GEMM rates by layout
+    python -m bench.gemm_floor --out bench/results/train_cpu     # all workloads below
+    python -m bench.gemm_floor --workloads train64 --repeats 3   # one of them
+    python -m bench.gemm_floor --rates --out bench/results/train_cpu  # GEMM rates by layout
 
 Workloads (mnist5k shapes, the real model code):
 
@@ -23,7 +23,6 @@ runs the same kernels); the ``other`` column (full minus replay) shows how large
 Writes ``gemm_floor.csv`` and ``gemm_floor.md``.
 """
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -31,14 +30,11 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import fastair  # noqa: E402
-from bench.bench_train import write_results  # noqa: E402
-from fastair.data import load_dataset  # noqa: E402
-from fastair.io import atomic_write_text  # noqa: E402
-from fastair.models import VAE  # noqa: E402
-from fastair.precision import autocast  # noqa: E402
+import fastair
+from bench.common import command_line, median_ms, report_header, write_markdown, write_results
+from fastair.data import load_dataset
+from fastair.models import VAE
+from fastair.precision import autocast
 
 COLUMNS = ("workload", "precision", "full_ms", "gemm_ms", "other_ms", "gemm_share", "gemms",
            "gflop", "gflops", "adam_ms", "casts_ms", "draws_ms", "likelihood_ms", "torch",
@@ -106,17 +102,6 @@ def replay_ms(calls, repeats=5):
     return statistics.median(times), gflop
 
 
-def time_ms(fn, repeats=5, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def _row(workload, precision, full, gemm, gflop, n):
     return {"workload": workload, "precision": precision, "full_ms": round(full, 2),
             "gemm_ms": round(gemm, 2), "other_ms": round(full - gemm, 2),
@@ -147,7 +132,7 @@ def workload_train(k, data, repeats):
         model = VAE(k=k)
         model.init_decoder_bias(data.train)
         step = train_step_fn(model, x, precision)
-        full = time_ms(step, repeats)
+        full = median_ms(step, repeats)
         calls = record(step)
         gemm, gflop = replay_ms(calls, repeats)
         rows.append(_row(f"train{k}", precision, full, gemm, gflop, len(calls)))
@@ -165,7 +150,7 @@ def workload_stack(data, repeats, precision="bf16"):
     for m in members:
         m.init_decoder_bias(data.train)
         step = train_step_fn(m, x, precision)
-        alone_full += time_ms(step, repeats)
+        alone_full += median_ms(step, repeats)
         calls = record(step)
         g, f = replay_ms(calls, repeats)
         alone_gemm, alone_flop, alone_n = alone_gemm + g, alone_flop + f, alone_n + len(calls)
@@ -182,17 +167,17 @@ def workload_stack(data, repeats, precision="bf16"):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    full = time_ms(step, repeats)
+    full = median_ms(step, repeats)
     calls = record(step)
     gemm, gflop = replay_ms(calls, repeats)
     # the rest of a member's unavoidable work: its Adam step, the casts of its float32 master
     # weights to bf16 and of its bf16 weight gradients back, and its random draws
     params = list(stacked.parameters())
-    adam = time_ms(opt.step, repeats)
+    adam = median_ms(opt.step, repeats)
     low = [q.detach().to(torch.bfloat16) for q in params]
-    casts = time_ms(lambda: ([q.detach().to(torch.bfloat16) for q in params],
+    casts = median_ms(lambda: ([q.detach().to(torch.bfloat16) for q in params],
                              [g.float() for g in low]), repeats)
-    draws = time_ms(lambda: stacked.draws(xs, gens), repeats)
+    draws = median_ms(lambda: stacked.draws(xs, gens), repeats)
     rows = [_row(f"stack1 alone, per member ({n})", precision, alone_full / n, alone_gemm / n,
                  alone_flop / n, alone_n // n),
             _row(f"stack1 stacked, per member ({n})", precision, full / n, gemm / n, gflop / n,
@@ -213,7 +198,7 @@ def workload_iwsvi(data, repeats):
         def run(precision=precision):
             iwsvi_log_likelihood(model, x, max_steps=20, k_eval=1000, progress=False,
                                  warn=False, precision=precision)
-        full = time_ms(run, repeats=max(1, repeats // 2), warmup=1)
+        full = median_ms(run, repeats=max(1, repeats // 2), warmup=1)
         calls = record(run)
         gemm, gflop = replay_ms(calls, repeats=max(1, repeats // 2))
         rows.append(_row("iwsvi", precision, full, gemm, gflop, len(calls)))
@@ -223,7 +208,7 @@ def workload_iwsvi(data, repeats):
                  if _out_cols(spec) == model.x_dim)
     block = torch.randn(64, 100, model.x_dim).to(torch.bfloat16)
     xs = (torch.rand(100, model.x_dim) < 0.5).float()
-    per_logit = time_ms(lambda: fastair.bernoulli_log_prob(block, xs), repeats) / block.numel()
+    per_logit = median_ms(lambda: fastair.bernoulli_log_prob(block, xs), repeats) / block.numel()
     rows[-1]["likelihood_ms"] = round(per_logit * logits, 1)
     return rows
 
@@ -238,9 +223,7 @@ def _out_cols(spec):
 
 
 def summary(rows, command):
-    lines = [f"# The matmul floor of each workload, CPU, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, fastair {fastair.__version__}\n",
-             f"Command: `{command}`\n",
+    lines = [report_header("The matmul floor of each workload", command),
              "`full`: the workload as users run it; `GEMMs`: its matmuls alone, replayed with "
              "the same shapes, strides and dtypes (median of the repeats); `other` = full - "
              "GEMMs.\n",
@@ -287,11 +270,10 @@ WORKLOADS = ("train64", "train1", "stack1", "iwsvi")
 RATE_SHAPES = ((2048, 2048, 2048), (6400, 200, 784), (6400, 784, 200), (784, 6400, 200))
 
 
-def rates_text(repeats=10):
+def rates_text(command, repeats=10):
     """GFLOP/s of ``[m, k] x [k, n]`` in float32 and bfloat16, plain and with either operand
     transposed (as autograd passes them), a markdown table."""
-    lines = [f"# GEMM rates, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}\n",
-             "Command: `python bench/gemm_floor.py --rates --out bench/results/train_cpu`\n",
+    lines = [report_header("GEMM rates", command),
              "| m, k, n | layout | fp32 GFLOP/s | bf16 GFLOP/s | bf16 / fp32 |",
              "|---|---|---|---|---|"]
     for m, k, n in RATE_SHAPES:
@@ -302,7 +284,7 @@ def rates_text(repeats=10):
                     m, k, dtype=dtype)
                 b = torch.randn(n, k, dtype=dtype).t() if layout == "a @ b.T" else torch.randn(
                     k, n, dtype=dtype)
-                ms = time_ms(lambda a=a, b=b: a @ b, repeats, warmup=3)
+                ms = median_ms(lambda a=a, b=b: a @ b, repeats, warmup=3)
                 got[dtype] = 2 * m * k * n / ms / 1e6
             lines.append(f"| {m}, {k}, {n} | {layout} | {got[torch.float32]:.0f} | "
                          f"{got[torch.bfloat16]:.0f} | "
@@ -318,12 +300,12 @@ def main(argv=None):
     p.add_argument("--rates", action="store_true",
                    help="only the GEMM rates of a few shapes and layouts (gemm_rates.md)")
     args = p.parse_args(argv)
+    command = command_line("bench.gemm_floor", argv)
     if args.rates:
-        text = rates_text()
+        text = rates_text(command)
         print(text)
         if args.out:
-            os.makedirs(args.out, exist_ok=True)
-            atomic_write_text(os.path.join(args.out, "gemm_rates.md"), text)
+            write_markdown(args.out, "gemm_rates", text)
         return 0
     data = load_dataset("mnist5k")
     rows = []
@@ -337,9 +319,7 @@ def main(argv=None):
         for r in new:
             print(r, flush=True)
         rows += new
-    command = "python bench/gemm_floor.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    text = summary(rows, command.strip())
+    text = summary(rows, command)
     print(text)
     if args.out:
         write_results(args.out, "gemm_floor", rows, COLUMNS, text)

@@ -2,8 +2,8 @@
 """End-to-end timings on a device: a training epoch eager and replayed as one CUDA graph, and
 IW-SVI, for the VAE of ``fastair reproduce``. Part of ``bench/gpu_run.sh``.
 
-    python bench/gpu_bench.py --device cuda --out results/   # the real run
-    python bench/gpu_bench.py --device cpu --quick            # the dry run's smoke test
+    python -m bench.gpu_bench --device cuda --out results/   # the real run
+    python -m bench.gpu_bench --device cpu --quick            # the dry run's smoke test
 
 Data: random binary images of MNIST's shape on the device (timings do not depend on the
 pixels, and a GPU machine may have no data set). An epoch is ``--steps`` Adam steps of batch 100
@@ -13,24 +13,16 @@ its static input. IW-SVI runs on ``--n-test`` digits of a freshly initialized VA
 ``gpu_bench.csv`` and ``gpu_bench.md``; a configuration that fails writes its error instead.
 """
 import argparse
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import fastair  # noqa: E402
-from bench.gemm_floor import time_ms  # noqa: E402
-from fastair.models import VAE  # noqa: E402
+import fastair
+from bench.common import machine_line, median_ms, sync, write_results
+from fastair.models import VAE
 
 COLUMNS = ("what", "k", "mode", "ms", "note", "device", "torch", "fastair")
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _data(n, device, seed=0):
@@ -58,8 +50,8 @@ def epoch_eager_ms(k, device, steps, repeats):
         for i in range(steps):
             opt.zero_grad(set_to_none=True)
             step(data[i * 100:(i + 1) * 100])
-        _sync(device)
-    return time_ms(epoch, repeats, warmup=1)  # the warm-up compiles the kernels
+        sync(device)
+    return median_ms(epoch, repeats, warmup=1)  # the warm-up compiles the kernels
 
 
 def epoch_graph_ms(k, device, steps, repeats):
@@ -86,8 +78,8 @@ def epoch_graph_ms(k, device, steps, repeats):
         for i in range(steps):
             static_x.copy_(data[i * 100:(i + 1) * 100])
             graph.replay()
-        _sync(device)
-    return time_ms(epoch, repeats, warmup=1)
+        sync(device)
+    return median_ms(epoch, repeats, warmup=1)
 
 
 def iwsvi_ms(device, n_test, max_steps, k_eval):
@@ -96,11 +88,11 @@ def iwsvi_ms(device, n_test, max_steps, k_eval):
     model = VAE(k=1).to(device)
     x = _data(n_test, device, seed=1)
     iwsvi_log_likelihood(model, x[:2], max_steps=2, k_eval=8, progress=False, warn=False)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     iwsvi_log_likelihood(model, x, max_steps=max_steps, k_eval=k_eval, progress=False,
                          warn=False)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) * 1e3
 
 
@@ -113,8 +105,8 @@ def _attempt(rows, base, fn, *args):
 
 
 def summary(rows, device):
-    lines = [f"# End-to-end on {device}, torch {torch.__version__}, fastair {fastair.__version__}"
-             "\n", "| what | k | mode | ms | note |", "|---|---|---|---|---|"]
+    lines = [f"# End-to-end on {device}\n", machine_line(device) + "\n",
+             "| what | k | mode | ms | note |", "|---|---|---|---|---|"]
     for r in rows:
         ms = f"{r['ms']:.1f}" if r["ms"] != "" else ""
         lines.append(f"| {r['what']} | {r['k']} | {r['mode']} | {ms} | {r['note']} |")
@@ -145,7 +137,6 @@ def main(argv=None):
     text = summary(rows, device)
     print(text)
     if args.out:
-        from bench.bench_train import write_results
         write_results(args.out, "gpu_bench", rows, COLUMNS, text)
     return 0 if all(r["ms"] != "" for r in rows) else 1
 

@@ -9,9 +9,9 @@
 # Stages, each under its own time limit so that a slow one cannot starve the others:
 #   tests  pytest -m cuda (tests/test_cuda.py, tests/test_op_contract.py: the six ops' values,
 #          gradients and torch.compile on CUDA) -> tests.log (skipped if pytest is missing)
-#   ops    bench/bench_ops.py: each op against eager and torch.compile, with the measured copy
-#          bandwidth -> ops.csv, ops.log
-#   e2e    bench/gpu_bench.py: a training epoch eager and as a CUDA graph, IW-SVI
+#   ops    python -m bench.bench_ops: each op against eager and torch.compile, with the measured
+#          copy bandwidth -> ops.csv, ops.log
+#   e2e    python -m bench.gpu_bench: a training epoch eager and as a CUDA graph, IW-SVI
 #          -> gpu_bench.csv, gpu_bench.md, e2e.log
 # summary.md holds the machine, the versions, each stage's exit code and time, and the tables in
 # markdown: at most 7 files, none in a subfolder. The exit code is 0 only if every stage passed.
@@ -82,15 +82,15 @@ if "$PY" -c "import pytest" 2> /dev/null; then
 else
   echo "| tests | not run: pytest is not installed | 0 | $T_TESTS |" >> "$OUT/summary.md"
 fi
-stage ops "$T_OPS" "$PY" bench/bench_ops.py --device "$DEV" --out "$OUT/ops.csv" "${OPS_ARGS[@]}"
-stage e2e "$T_E2E" "$PY" bench/gpu_bench.py --device "$DEV" --out "$OUT" "${E2E_ARGS[@]}"
+stage ops "$T_OPS" "$PY" -m bench.bench_ops --device "$DEV" --out "$OUT/ops.csv" "${OPS_ARGS[@]}"
+stage e2e "$T_E2E" "$PY" -m bench.gpu_bench --device "$DEV" --out "$OUT" "${E2E_ARGS[@]}"
 
 {  # the tables, in markdown, below the stages
   echo
   echo "## Ops (each op against eager and torch.compile; % of the measured copy bandwidth)"
   echo
   echo '```'
-  [ -f "$OUT/ops.csv" ] && "$PY" bench/bench_ops.py --summary "$OUT/ops.csv" 2>&1
+  [ -f "$OUT/ops.csv" ] && "$PY" -m bench.bench_ops --summary "$OUT/ops.csv" 2>&1
   echo '```'
   echo
   [ -f "$OUT/gpu_bench.md" ] && sed 's/^# /## /' "$OUT/gpu_bench.md"

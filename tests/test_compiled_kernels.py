@@ -21,9 +21,9 @@ def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("compiled") / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns unless it is set
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "compiled_kernels.py"), "--arch",
-                          "90", "80", "--json", str(out)], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=900)
+    run = subprocess.run([sys.executable, "-m", "bench.compiled_kernels", "--arch", "90", "80",
+                          "--json", str(out)], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=900)
     if run.returncode == 3:
         pytest.skip(run.stderr.strip())
     assert run.returncode == 0, run.stderr[-3000:]

@@ -205,9 +205,9 @@ def test_the_trainer_refuses_data_outside_0_1():
         Trainer(_model("iwae", 1), x, bad, progress=False)
 
 
-def test_the_snr_benchmark_writes_its_table_and_plot(tmp_path):
-    from bench import bench_snr
-    assert bench_snr.main(["--quick", "--out", str(tmp_path)]) == 0
+def test_the_snr_experiment_writes_its_table_and_plot(tmp_path):
+    from experiments.snr import snr as snr_experiment
+    assert snr_experiment.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "snr.md").read_text()
     assert "| dreg | encoder |" in text and "| dreg | encoder-vector |" in text
     assert "| slope | slope, last 3 | expected |" in text
@@ -219,8 +219,8 @@ def test_the_snr_benchmark_writes_its_table_and_plot(tmp_path):
 def test_the_snr_check_on_the_linear_gaussian_model_shows_the_decoder_rate(tmp_path):
     """The toy model reaches the asymptotic regime: even a short run sees the decoder's SNR
     grow like sqrt(k) (+0.5 on a log-log scale) and DReG's encoder SNR above IWAE's."""
-    from bench import bench_snr
-    assert bench_snr.main(["--model", "toy", "--ks", "1", "16", "--repeats", "60",
+    from experiments.snr import snr as snr_experiment
+    assert snr_experiment.main(["--model", "toy", "--ks", "1", "16", "--repeats", "60",
                            "--name", "toy", "--out", str(tmp_path)]) == 0
     rows = (tmp_path / "toy.csv").read_text().splitlines()[1:]
     snr = {(r.split(",")[0], r.split(",")[1], int(r.split(",")[2])): float(r.split(",")[3])
@@ -265,7 +265,7 @@ def test_importance_bound_refuses_mismatched_shapes():
 
 
 def test_the_estimator_comparison_tabulates_seeds_and_the_paired_difference(tmp_path):
-    from bench import compare_estimators
+    from experiments.estimators_k64 import compare_estimators
     for est, base in (("iwae", 100.0), ("dreg", 99.0)):
         for seed in range(2):
             run = tmp_path / "runs" / f"{est}-seed{seed}"

@@ -1,5 +1,5 @@
 """Figure 2's numbers: gains over IWAE-k paired by seed, the two claims' verdicts, the figure and
-the report section, and bench/figure2.py merging records."""
+the report section, and experiments/figure2_mnist5k/figure2.py merging records."""
 import csv
 import json
 import math
@@ -104,7 +104,7 @@ def _record(path, dataset, runs):
 
 
 def test_figure2_script_merges_records_and_refuses_mixtures(tmp_path):
-    from bench.figure2 import load, main
+    from experiments.figure2_mnist5k.figure2 import load, main
     runs = _grid({1: 100.0, 8: 90.0}, {1: {0.2: 1.0, 0.8: -3.0}, 8: {0.2: 1.5, 0.8: -1.0}})
     _record(tmp_path / "a", "toy", [r for r in runs if r["k"] == 1])
     _record(tmp_path / "b", "toy", [r for r in runs if r["k"] == 8])
@@ -119,7 +119,7 @@ def test_figure2_script_merges_records_and_refuses_mixtures(tmp_path):
 
 
 def test_row_norms_script_reads_trained_runs(tmp_path, tiny_data):
-    from bench.row_norms import main as row_norms
+    from experiments.wni_exam_mnist5k.row_norms import main as row_norms
     from fastair import cli
     tiny = ["--hidden", "8", "--z-dim", "2", "--batch-size", "40", "--no-progress", "--epochs",
             "1"]
@@ -144,7 +144,7 @@ def test_the_grid_table_gives_each_value_its_paired_gain():
 
 
 def test_paired_gains_script_writes_beside_the_record(tmp_path):
-    from bench.paired_gains import main as paired
+    from experiments.reproduce_mnist5k_bf16_stack.paired_gains import main as paired
     runs = _grid({1: 100.0}, {1: {0.2: 1.0, 0.8: -3.0}})
     _record(tmp_path, "toy", runs)
     assert paired([str(tmp_path)]) == 0

@@ -1,7 +1,7 @@
-"""bench/land_runs.py: finished runs copied without checkpoints, and read back as done."""
+"""experiments/land_runs.py: finished runs copied without checkpoints, and read back as done."""
 import os
 
-from bench import land_runs
+from experiments import land_runs
 from fastair.reproduce import ReproduceConfig, plan_runs, reproduce
 
 TINY = dict(seeds=1, sigmas=(0.3,), Hs=(1.0,), families=("vae", "wni"), epochs=2, patience=0,

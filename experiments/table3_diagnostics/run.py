@@ -1,7 +1,7 @@
 """Table 3's chosen k = 64 models, trained again and evaluated with the diagnostics the published
 table lacks: PSIS k-hat and the split of the inference gap (approximation and amortization).
 
-The landed Table 3 runs (bench/results/table3_mnist5k/runs) kept no checkpoints, so the four
+The landed Table 3 runs (experiments/table3_mnist5k/runs) kept no checkpoints, so the four
 chosen models (IWAE; DIWAE alpha 0.5, sigma 0.4; alpha 1, sigma 0.2; WNI-IWAE H 2) of seeds 0-2
 are trained again with the settings of their spec.json (bf16, at most 1000 epochs, patience 30,
 one torch thread each, as the grid ran), then evaluated on the mnist5k test digits by
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
-PUBLISHED = os.path.join(ROOT, "bench", "results", "table3_mnist5k", "runs", "k64")
+PUBLISHED = os.path.join(ROOT, "experiments", "table3_mnist5k", "runs", "k64")
 CHOSEN = [  # (label, reproduce family, strength dir, fastair train arguments)
     ("IWAE", "vae", "base", ["--model", "iwae"]),
     ("DIWAE (α=0.5)", "dvae-a0.5", "sigma0.4", ["--model", "diwae", "--sigma", "0.4",
