@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastair-installed
 
-.PHONY: install kernels demo test lint bench bench-quick clean
+.PHONY: install kernels demo test lint docs bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# The manual (docs/, mkdocs.yml) with the API reference from the docstrings, into build/site;
+# any warning fails it. The docs extra (mkdocs, mkdocstrings) is installed here, once, on top of
+# the existing install (the stamp), not by install.
+docs: $(STAMP)
+	$(PY) -c "import mkdocs, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(PY) -m pip install --quiet -e ".[docs]"
+	$(PY) -m mkdocs build --strict --site-dir build/site
 
 bench: install
 	$(PY) -m bench.bench_ops --out bench/results/ops_cpu.csv

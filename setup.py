@@ -55,5 +55,6 @@ setup(
         # the libraries bench/bench_peers.py compares with (pyro-ppl 1.9.2 and pythae 0.1.2
         # install against torch 2.13 CPU without replacing it); skipped where absent
         "peers": ["pyro-ppl>=1.9", "pythae>=0.1.2"],
+        "docs": ["mkdocs", "mkdocstrings[python]"],
     },
 )

@@ -94,7 +94,8 @@ def gaussian_log_prob(z, mu=None, logvar=None):
 
     Args:
         z: [..., Z].
-        mu, logvar: None or broadcastable to ``z`` (e.g. [B, Z] against [k, B, Z]).
+        mu: None or broadcastable to ``z`` (e.g. [B, Z] against [k, B, Z]).
+        logvar: None or broadcastable to ``z``, as ``mu``.
     Returns:
         [...] (``z.shape[:-1]``); gradients flow to ``z``, ``mu`` and ``logvar``.
     """
@@ -165,7 +166,8 @@ def iwae_bernoulli_gaussian(x, logits, z, mu, logvar, *, return_log_w=False):
         x: [B, D] binary data (no gradient).
         logits: [k, B, D] decoder logits.
         z: [k, B, Z] latent samples.
-        mu, logvar: [B, Z] encoder outputs.
+        mu: [B, Z] encoder output, the mean.
+        logvar: [B, Z] encoder output, the log-variance.
         return_log_w: also return the log weights ``log w`` [k, B] (differentiable too, from
             the same fused pass), for estimators that weight the samples themselves.
     Returns:

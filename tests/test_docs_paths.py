@@ -90,6 +90,10 @@ def test_every_cited_path_exists(doc):
 def test_the_documents_are_found():
     names = {d.relative_to(ROOT).as_posix() for d in documents()}
     assert {"README.md", "bench/README.md", "docs/design.md", "experiments/README.md"} <= names
+    # the manual's pages (docs/index.md links them all)
+    assert {f"docs/{page}.md" for page in (
+        "index", "install", "loss", "training", "reproduce", "evaluation", "ops", "data", "gpu",
+        "distributed", "layout", "adding_an_op", "api")} <= names
 
 
 def test_a_made_up_path_is_caught():

@@ -84,8 +84,8 @@ def read_mnist5k_csv(path):
         ``(pixels, labels)``: float64 ``[N, 784]`` grey levels and int64 ``[N]`` labels.
 
     Raises:
-        ValueError naming the file: wrong number of values on a line, values out of range or not
-        integers.
+        ValueError: naming the file, for a wrong number of values on a line, or values out of
+            range or not integers.
     """
     rows = read_text_table(path, n_values=X_DIM + 1, delimiter=",")
     pixels, labels = rows[:, :X_DIM], rows[:, X_DIM]
@@ -239,7 +239,8 @@ def load_mnist5k_grey(path=None, *, per_class=PER_CLASS, name="mnist5k-grey"):
     :func:`load_mnist5k` binarizes into its row ``i``).
 
     Args:
-        path, per_class: as for :func:`load_mnist5k`.
+        path: as for :func:`load_mnist5k`.
+        per_class: as for :func:`load_mnist5k`.
         name: the ``.name`` of the result.
 
     Returns:

@@ -560,8 +560,9 @@ def bdmc(model, n, *, steps=STEPS, chains=CHAINS, leapfrog=LEAPFROG, init="prior
     Args:
         model: a model of :mod:`fastair.evaluation.protocol` with a known latent size.
         n: number of simulated examples.
-        steps, chains, leapfrog, precision, batch_size, step_size, adapt, adapt_rate, pilot: as
-            :func:`ais_log_likelihood`, for both directions.
+        steps: as :func:`ais_log_likelihood`, for both directions; so are ``chains``,
+            ``leapfrog``, ``precision``, ``batch_size``, ``step_size``, ``adapt``,
+            ``adapt_rate`` and ``pilot``.
         init: ``q0`` of both directions: ``"prior"`` (Grosse et al.'s choice) or ``"encoder"``.
         seed: the data are drawn from ``torch.Generator(device).manual_seed(seed)`` on the
             model's device; block ``b`` of the forward (reverse) runs from

@@ -69,10 +69,12 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check
             ``log_weights`` or a fused decoder head where present).
         x: ``[B, D]`` data; mu, logvar: ``[B, Z]`` starting point (not modified).
         k: samples of the bound optimized (and of the fixed check draws).
-        lr, betas, eps: Adam's settings (``lr`` is each example's starting step size).
+        lr: Adam's learning rate, each example's starting step size.
+        betas: Adam's ``betas``.
+        eps: Adam's ``eps``.
         max_steps: the cap on steps per example.
-        check_every, patience, tol, decay: the stopping rule of the module docstring
-            (``decay = 1`` keeps the step size fixed).
+        check_every: the stopping rule of the module docstring, with ``patience``, ``tol``
+            and ``decay`` (``decay = 1`` keeps the step size fixed).
         generator: the torch.Generator of every draw.
         on_check: optional ``f(step, n_running)`` after each check (progress reporting).
         path: the log-weights path of the checks (:data:`~fastair.evaluation.protocol.PATHS`);

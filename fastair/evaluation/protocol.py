@@ -215,7 +215,9 @@ def log_weights(model, x, mu, logvar, z, *, path=None):
     Args:
         model: a model of the protocol (module docstring).
         x: ``[B, D]`` binary data.
-        mu, logvar: ``[B, Z]``: the Gaussian ``q = N(mu, exp(logvar))`` the draws come from.
+        mu: ``[B, Z]``: the mean of the Gaussian ``q = N(mu, exp(logvar))`` the draws come
+            from.
+        logvar: ``[B, Z]``: its log-variance.
         z: ``[n, B, Z]`` draws (any number ``n``; the caller keeps it at its ``chunk``).
         path: one of :data:`PATHS` (:func:`check_model`'s choice); None: :func:`weights_path`.
     Returns:

@@ -31,7 +31,8 @@ def quadrature_log_likelihood(model, x, qs=(), lim=8.0, n=1201, rows=200):
         model: anything with ``decode_logits(z [G, 2]) -> [G, D]`` (Bernoulli logits); called
             on float64 grid points ``rows * n`` at a time.
         x: ``[B, D]`` binary data.
-        lim, n: the grid, ``n x n`` points on ``[-lim, lim]^2``.
+        lim: the grid is ``n x n`` points on ``[-lim, lim]^2``.
+        n: points per axis of the grid.
     Returns:
         ``(log_px [B], [elbo [B] for each q])``.
     """

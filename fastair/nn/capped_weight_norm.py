@@ -68,7 +68,8 @@ class CappedWeightNormLinear(nn.Linear):
     """``nn.Linear`` whose weight rows have norm at most ``H`` (WNI, AIR eq. 17-18).
 
     Args:
-        in_features, out_features, bias, device, dtype: as for ``nn.Linear``.
+        in_features: as for ``nn.Linear``; so are ``out_features``, ``bias``, ``device`` and
+            ``dtype``.
         H: float > 0, the bound on every row norm of the weight.
     Shapes: input [..., in_features] -> output [..., out_features].
     """

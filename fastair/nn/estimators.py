@@ -83,7 +83,8 @@ def importance_bound(log_lik, z, mu, logvar, estimator="iwae"):
         log_lik: ``[k, B]`` ``log p(x|z_k)`` computed by the user from ``z`` (so its graph runs
             through ``z`` to the encoder and to the decoder's parameters).
         z: ``[k, B, Z]`` the draws ``mu + exp(logvar / 2) * eps`` that ``log_lik`` used.
-        mu, logvar: ``[B, Z]`` the encoder's outputs.
+        mu: ``[B, Z]`` the encoder's output, the mean.
+        logvar: ``[B, Z]`` the encoder's output, the log-variance.
         estimator: ``"iwae"``, ``"stl"`` or ``"dreg"``.
     Returns:
         ``[B]``; float32 for float16/bfloat16 inputs.

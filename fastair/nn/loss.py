@@ -381,7 +381,8 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
 
     Args:
         x: ``[B, D]`` data in [0, 1] (binary for the Bernoulli likelihood).
-        mu, logvar: ``[B, Z]`` the encoder's outputs.
+        mu: ``[B, Z]`` the encoder's output, the mean.
+        logvar: ``[B, Z]`` the encoder's output, the log-variance.
         decoder: a callable ``z [k, B, Z] -> logits [k, B, D]`` (an ``nn.Module`` applying
             Linear layers over the last dim works as it is); with ``head``, the decoder's
             trunk: ``z [k, B, Z] -> h [k, B, H]``, the input of its last layer.

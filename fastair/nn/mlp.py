@@ -33,7 +33,8 @@ class GaussianMLPEncoder(nn.Module):
     """``x [..., x_dim] -> (mu, logvar)``, each ``[..., z_dim]``, of a diagonal Gaussian ``q(z|x)``.
 
     Args:
-        x_dim, z_dim: data and latent sizes.
+        x_dim: the data size.
+        z_dim: the latent size.
         hidden: sizes of the tanh trunk (may be empty: then the heads read ``x`` directly).
     """
 

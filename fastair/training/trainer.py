@@ -157,7 +157,8 @@ class Trainer:
     Args:
         model: the model; its weights are updated in place, and hold the best model (by the
             validation bound) when :meth:`fit` returns.
-        train_x, valid_x: ``[N, D]`` tensors (moved to ``config.device``).
+        train_x: ``[N, D]`` training data (moved to ``config.device``).
+        valid_x: ``[N, D]`` validation data (moved to ``config.device``).
         config: a :class:`TrainConfig` (default settings if None); keyword ``settings`` override
             its fields, e.g. ``Trainer(model, tx, vx, epochs=5)``.
         run_dir: directory for config, metrics and checkpoints (None: keep nothing on disk).
