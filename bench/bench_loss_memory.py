@@ -4,7 +4,7 @@ fused head, and the fused head with k-chunking.
     python -m bench.bench_loss_memory --out bench/results/loss_memory     # about 2 minutes
     python -m bench.bench_loss_memory --ks 64 256 --out /tmp/lm           # a smoke run
 
-The model is the PyTorch examples' VAE at the sizes of issue 32: B = 64, D = 784, H = 200,
+The model is the PyTorch examples' VAE at the sizes of the memory targets: B = 64, D = 784, H = 200,
 Z = 20 (encoder ``784-200`` ReLU then two ``200-20`` heads; decoder trunk ``20-200`` ReLU and
 head ``nn.Linear(200, 784)``), float32, random binary ``x``. One step is the encoder, the loss
 (:class:`fastair.nn.IWAELoss`, ``estimator="dreg"``), its backward and an Adam step. Paths:
@@ -27,7 +27,8 @@ The subprocess then runs one more step at ``k`` under the torch profiler and rec
 events), which the allocator's reuse does not blur.
 
 Writes ``loss_memory.csv``, ``loss_memory.png`` and ``loss_memory.md`` (the table, the targets
-of issue 32, the CPU from ``lscpu`` and the command).
+(head <= 0.6x plain at k = 2048, head + k_chunk <= 0.15x and flat), the CPU from ``lscpu`` and
+the command).
 """
 import argparse
 import json
@@ -143,7 +144,7 @@ def _div(a, b):
 
 def table(rows, args, command):
     """The markdown report: growth per path and k (median over the repeats, and the range),
-    the tensors' live peak, ratios to plain, and the targets of issue 32."""
+    the tensors' live peak, ratios to plain, and the targets."""
     ks = sorted({r["k"] for r in rows})
     got, live = medians(rows), medians(rows, "live_mb")
     spread = {}
@@ -198,7 +199,7 @@ def table(rows, args, command):
     over = ", ".join(map(str, flat_ks))
     lines += [
         "",
-        "| target (issue 32) | measured (RSS growth, medians) | |",
+        "| target | measured (RSS growth, medians) | |",
         "|---|---|---|",
         f"| head <= 0.6x plain at k = 2048 | {_times(head_2048)} | {verdict(head_2048, 0.6)} |",
         f"| head + k_chunk={args.k_chunk} <= 0.15x plain at k = 2048 | {_times(chunk_2048)} | "

@@ -76,10 +76,11 @@ over the rounds. In each subprocess, after ``--warmup`` untimed steps (compilati
   the memory that grows with k; the memory targets are read on it.
 
 Writes ``peers_cpu.csv`` (a row per provider, k and round) and ``peers_cpu.md`` (the table, the
-targets of issue 32 beside the measurements, the machine, the commit and the command). Exit
-status 1 if a configuration failed (the others still run). ``--profile PROVIDER:K ...`` runs
-instead torch.profiler over a few steps of each named configuration in this process and writes
-``profile_<provider>_k<k>.txt`` (operators by self CPU time) to ``--out``.
+targets (ahead of every peer in time at each k, half the best peer's memory at k >= 64) beside the
+measurements, the machine, the commit and the command). Exit status 1 if a configuration failed (the
+others still run). ``--profile PROVIDER:K ...`` runs instead torch.profiler over a few steps of each
+named configuration in this process and writes ``profile_<provider>_k<k>.txt`` (operators by self
+CPU time) to ``--out``.
 """
 import argparse
 import copy
@@ -99,11 +100,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     device_description,
     git_commit,
     peak_memory_mb,
@@ -111,6 +108,9 @@ from bench.common import (  # noqa: E402
     version_string,
     write_results,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: fresh processes run ``python -m bench.bench_peers`` from here."""
 
 B, D, H, Z = 100, 784, 200, 50
 KS = (1, 8, 64, 512)
@@ -580,11 +580,12 @@ def medians(rows, column):
 
 
 def targets(rows):
-    """The targets of issue 32 per k, at equal precision: ``[(k, precision, kind, fastair value,
-    best peer, its value, ratio, met)]``; ``kind`` is ``time`` (fastair's median step time below
-    every peer's: ratio = fastair / fastest peer < 1) or ``memory`` (k >= 64: fastair's live
-    peak at most half the lowest peer's: ratio <= 0.5), read on the ``fastair-chunk`` rows
-    (``k_chunk``, the option for memory) where they were run, and named so."""
+    """The targets per k (ahead of every peer; half the memory at k >= 64), at equal precision:
+    ``[(k, precision, kind, fastair value, best peer, its value, ratio, met)]``; ``kind`` is
+    ``time`` (fastair's median step time below every peer's: ratio = fastair / fastest peer
+    < 1) or ``memory`` (k >= 64: fastair's live peak at most half the lowest peer's: ratio
+    <= 0.5), read on the ``fastair-chunk`` rows (``k_chunk``, the option for memory) where
+    they were run, and named so."""
     t, m = medians(rows, "step_ms"), medians(rows, "live_mb")
     out = []
     for k in sorted({int(r["k"]) for r in rows}):
@@ -668,7 +669,7 @@ def report(rows, machine, command, skipped, failed, note=""):
                 f"{float(r['per_example']):.4f}{flag} | {float(r['truth']):.4f} | "
                 f"{float(r['error']):+.2e} | {r['reports']} |")
         lines.append("")
-    lines += ["### Targets (issue 32), at equal precision", "",
+    lines += ["### Targets, at equal precision", "",
               "| k | precision | target | fastair | best peer | peer | fastair / peer | |",
               "|---|---|---|---|---|---|---|---|"]
     for k, prec, kind, ours, best, theirs, ratio, met in targets(rows):
