@@ -11,6 +11,7 @@ import torch
 
 from fastair import ops
 from fastair._checks import (
+    check_bernoulli_targets,
     check_broadcasts_to,
     check_same_device,
     check_shape,
@@ -22,7 +23,7 @@ from fastair.backends.reference import accumulation_dtype
 from fastair.precision import native_bf16
 
 __all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-           "capped_weight_norm", "linear_bernoulli_log_prob"]
+           "capped_weight_norm", "linear_bernoulli_log_prob", "continuous_bernoulli_log_prob"]
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -83,6 +84,47 @@ def bernoulli_log_prob(logits, x):
     x_rows, m, n = _rows_of(x.detach().to(acc), shape)
     logits3 = _logits_in(logits, acc).reshape(m, n, shape[-1]).contiguous()
     out = ops.bernoulli_log_prob(logits3, x_rows.contiguous(), backend)
+    return out.reshape(shape[:-1])
+
+
+def continuous_bernoulli_log_prob(logits, x, *, check_x=False):
+    """Continuous Bernoulli log-density (Loaiza-Ganem and Cunningham, NeurIPS 2019) from logits,
+    summed over the last dim: the density on [0, 1] of data that is not binary.
+
+    ``log p(x|l) = sum_d x_d * l_d - softplus(l_d) + log C(l_d)``, ``C(l) = l / tanh(l / 2)``
+    (``C(0) = 2``), evaluated as ``(x - 1/2) l - log(sinh(l/2) / (l/2))``: a series near
+    ``l = 0``, a form that cannot overflow elsewhere, accurate to float64 rounding for every
+    finite ``l`` (docs/design.md §1.13). Its gradient ``x - E[x | l]`` is finite everywhere
+    and exactly ``x - 1/2`` at ``l = 0``.
+
+    Args:
+        logits: [..., D] floating tensor.
+        x: data in [0, 1] broadcastable to ``logits`` (e.g. [B, D] against [k, B, D]); float or
+            bool. It gets no gradient.
+        check_x: also check that ``x`` is finite and in [0, 1] (a ValueError naming ``x``
+            otherwise, as the losses and the trainer raise for Bernoulli targets). Off by
+            default, like every op: the check reads ``x`` on the host, which synchronizes with
+            a GPU.
+    Returns:
+        [...] (``logits.shape[:-1]``), float32 for float16/bfloat16 logits.
+    """
+    check_tensor("logits", logits)
+    check_tensor("x", x, allow_bool=True)
+    if logits.dim() == 0:
+        raise ValueError("logits: expected shape [..., D] with at least one dim, got []")
+    check_same_device(logits=logits, x=x)
+    check_broadcasts_to("x", x, logits.shape, "logits")
+    if check_x:
+        check_bernoulli_targets("x", x)
+    backend = _backend_for(logits)
+    if backend == "reference" or logits.numel() == 0:
+        return reference.continuous_bernoulli_log_prob(logits, x)
+    x_dtype = x.dtype if x.is_floating_point() else torch.float32
+    acc = accumulation_dtype(logits.dtype, x_dtype)
+    shape = logits.shape
+    x_rows, m, n = _rows_of(x.detach().to(acc), shape)
+    logits3 = _logits_in(logits, acc).reshape(m, n, shape[-1]).contiguous()
+    out = ops.continuous_bernoulli_log_prob(logits3, x_rows.contiguous(), backend)
     return out.reshape(shape[:-1])
 
 

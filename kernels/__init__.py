@@ -11,6 +11,7 @@ so a new module needs no list edited elsewhere:
 - ``iwae_bernoulli_gaussian``: ``iwae_bg_fwd``, ``iwae_bg_bwd`` (the whole k-sample bound)
 - ``capped_weight_norm``: ``capped_weight_norm_fwd``, ``capped_weight_norm_bwd``
 - ``linear_bernoulli``: ``linear_bernoulli_fwd``, ``linear_bernoulli_bwd`` (the fused decoder head)
+- ``continuous_bernoulli``: ``continuous_bernoulli_fwd``, ``continuous_bernoulli_bwd``
 
 ``_common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid).
 """

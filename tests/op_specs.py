@@ -33,6 +33,19 @@ def _bits(g, dtype, device, *shape):
     return (torch.rand(*shape, generator=g) < 0.4).to(dtype).to(device)
 
 
+def _unit(g, dtype, device, *shape):
+    """Data in [0, 1], not binary, with exact 0s and 1s among it (continuous Bernoulli)."""
+    u = torch.rand(*shape, generator=g, dtype=torch.float64)
+    return torch.where(u < 0.15, 0.0, torch.where(u > 0.85, 1.0, u)).to(dtype).to(device)
+
+
+def _cb_logits(g, dtype, device, *shape):
+    """Logits on both sides of the series' switch (|l| < 1 or 2) and exact zeros among them."""
+    l = torch.randn(*shape, generator=g, dtype=torch.float64) * 2.5
+    l[..., 0] = 0.0
+    return l.to(dtype).to(device)
+
+
 def _capped_rows(dtype, device, g):
     """Rows of norm 0.5 to 3 against caps ``H sigmoid(u)`` near 1: some capped, none tied."""
     v = torch.randn(6, 5, generator=g, dtype=torch.float64)
@@ -62,6 +75,9 @@ SPECS = [
            lambda dt, dev, g: (_randn(g, dt, dev, 2, 3, 6), _randn(g, dt, dev, 7, 6),
                                _randn(g, dt, dev, 7), _bits(g, dt, dev, 3, 7)),
            (True, True, True, False)),
+    OpSpec("continuous_bernoulli_log_prob", fastair.continuous_bernoulli_log_prob,
+           lambda dt, dev, g: (_cb_logits(g, dt, dev, 3, 4, 7), _unit(g, dt, dev, 4, 7)),
+           (True, False)),
 ]
 BY_NAME = {spec.name: spec for spec in SPECS}
 

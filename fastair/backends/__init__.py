@@ -55,6 +55,11 @@ function                                           returns
                                                    row r % N), never stored whole
 ``linear_bernoulli_bwd(grad[R], h, weight, bias,``  ``(dh[R,H], dweight[D,H], dbias[D])``,
 ``x)``                                             recomputing the logits tile by tile
+``continuous_bernoulli_fwd(logits[M,N,D],``        ``[M,N]``: ``sum_d (x - 1/2) l -``
+``x[N,D])``                                        ``log(sinh(l/2) / (l/2))``, the continuous
+                                                   Bernoulli log-density
+``continuous_bernoulli_bwd(grad[M,N],``            ``dlogits[M,N,D]`` (logits' dtype):
+``logits, x)``                                     ``grad * (x - 1/(1 - e^-l) + 1/l)``
 =================================================  ==============================================
 
 with ``log_w = bernoulli(logits, x) + log N(z; 0, I) - log N(z; mu, exp(logvar))``, so that

@@ -5,6 +5,7 @@ autograd and exact in float64. Shapes follow docs/design.md §1.1: ``x`` [B, D],
 [k, B, D], ``z`` [k, B, Z], ``mu`` and ``logvar`` [B, Z].
 """
 import math
+from fractions import Fraction
 
 import torch
 
@@ -28,6 +29,59 @@ def bernoulli_log_prob(logits, x):
     # gradient sigmoid(l) (F.softplus returns l itself above l = 20, an error of up to 2e-9).
     softplus = torch.logaddexp(logits, torch.zeros_like(logits))
     return (x * logits - softplus).sum(-1)
+
+
+def _bernoulli_numbers(n):
+    """``[B_0, ..., B_n]`` as exact fractions (``B_1 = -1/2``), from
+    ``sum_{k <= m} binomial(m + 1, k) B_k = 0``."""
+    b = [Fraction(1)]
+    for m in range(1, n + 1):
+        b.append(-sum(math.comb(m + 1, k) * b[k] for k in range(m)) / (m + 1))
+    return b
+
+
+_B = _bernoulli_numbers(24)
+CB_VALUE_SERIES = tuple(float(_B[2 * n] / (2 * n * math.factorial(2 * n))) for n in range(1, 12))
+"""``d_n = B_2n / (2n (2n)!)``, n = 1..11: ``log(sinh(l/2) / (l/2)) = sum_n d_n l^2n``
+(1/24, -1/2880, 1/181440, ...; docs/design.md §1.13)."""
+CB_GRAD_SERIES = tuple(float(_B[2 * n] / math.factorial(2 * n)) for n in range(1, 12))
+"""``c_n = 2n d_n = B_2n / (2n)!``: ``coth(l/2)/2 - 1/l = sum_n c_n l^(2n-1)`` (1/12, -1/720,
+...), the derivative."""
+CB_SWITCH = {torch.float64: (1.0, 11), torch.float32: (2.0, 8)}
+"""Per accumulation dtype: ``(s, terms)``, the series for ``|l| < s`` with that many terms (its
+first dropped term is below 0.2 ulp at ``|l| = s``), the closed form for ``|l| >= s``."""
+
+
+def continuous_bernoulli_log_prob(logits, x):
+    """Continuous Bernoulli log-density (Loaiza-Ganem and Cunningham, 2019) over the last dim:
+    ``sum_d x_d l_d - softplus(l_d) + log C(l_d)``, ``C(l) = l / tanh(l / 2)`` (``C(0) = 2``),
+    [..., D] -> [...].
+
+    Written as ``(x - 1/2) l - log(sinh(l/2) / (l/2))``, since ``log C(l) - softplus(l) =
+    -l/2 - log(sinh(l/2) / (l/2))`` exactly (no ``log 2 - log 2`` cancelling near ``l = 0``):
+    for ``|l| < s`` the series of :data:`CB_VALUE_SERIES`, else ``x l - max(l, 0) + log|l| -
+    log1p(-exp(-|l|))`` (no overflow: ``exp(-|l|) <= e^-s``).
+    Autograd gives ``x - 1/2 - sum_n c_n l^(2n-1)`` (exactly ``x - 1/2`` at ``l = 0``) and
+    ``x - [l >= 0] + sign(l) (1/|l| - e / (1 - e))`` with ``e = exp(-|l|)``: the gradient
+    ``x - mean(l)``. Computed in the accumulation dtype; ``x`` gets no gradient.
+    """
+    acc = accumulation_dtype(logits.dtype, x.dtype)
+    s, terms = CB_SWITCH[acc]
+    l = logits.to(acc)
+    x = x.detach().to(acc)
+    a = l.abs()
+    small = a < s
+    ls = torch.where(small, l, 0.0)  # each branch sees only arguments where it is finite
+    l2 = ls * ls
+    p = torch.full_like(l2, CB_VALUE_SERIES[terms - 1])
+    for c in reversed(CB_VALUE_SERIES[:terms - 1]):
+        p = p * l2 + c
+    series = (x - 0.5) * ls - l2 * p
+    ac = torch.where(small, s, a)
+    # log|l| - log1p(-e) rather than log of a ratio or log(-expm1(-|l|)), so that autograd forms
+    # 1/|l| - e / (1 - e) from e itself (expm1's backward would take e as expm1(-|l|) + 1)
+    closed = x * l - l.clamp(min=0) + (torch.log(ac) - torch.log1p(-torch.exp(-ac)))
+    return torch.where(small, series, closed).sum(-1)
 
 
 def gaussian_log_prob(z, mu=None, logvar=None):
