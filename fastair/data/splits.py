@@ -1,4 +1,4 @@
-"""The train / validation / test splits of one binary data set."""
+"""The train / validation / test splits of one image data set (binary, or grey levels)."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,11 +7,12 @@ import torch
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """A binarized data set split three ways.
+    """A data set split three ways: binarized, or grey levels (``"mnist5k-grey"``).
 
     Attributes:
         name: the data set's name, as given to :func:`fastair.data.load_dataset`.
-        train: ``[N_train, D]`` float32 CPU tensor of exact 0/1 values (``D = 784``).
+        train: ``[N_train, D]`` float32 CPU tensor of exact 0/1 values (``D = 784``), or of
+            grey levels in [0, 1] for a grey data set (:func:`fastair.data.load_mnist5k_grey`).
         valid: ``[N_valid, D]``, likewise (validation data).
         test: ``[N_test, D]``, likewise.
     """
@@ -23,7 +24,8 @@ class Splits:
 
     @classmethod
     def from_arrays(cls, name, train, valid, test):
-        """Build from 0/1 (or bool) numpy arrays ``[N, D]``; each becomes a float32 tensor."""
+        """Build from 0/1 (or bool) numpy arrays ``[N, D]``, or grey levels in [0, 1]; each
+        becomes a float32 tensor."""
         return cls(name, *(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
                            for a in (train, valid, test)))
 

@@ -7,8 +7,13 @@ importance-weighted versions (IWAE, DIWAE, WNI-IWAE), one class with three knobs
   encoder input only; the decoder always scores the clean ``x``.
 - ``H``: capped weight norm (WNI, AIR eq. 17-18) on every Linear of the encoder.
 
-The training objective comes from an estimator of :mod:`fastair.models.estimators` (``iwae``,
-``stl`` or ``dreg``, each one fused :func:`fastair.iwae_bernoulli_gaussian`); the decoder scores
+``likelihood`` picks ``p(x|z)``: ``"bernoulli"`` (default; binary data), ``"continuous_bernoulli"``
+(data in [0, 1], grey levels) or ``"gaussian"`` (a learned scale); the decoder is the matching
+class of :data:`fastair.nn.DECODERS`.
+
+The training objective comes from an estimator of :mod:`fastair.nn.estimators` (``iwae``,
+``stl`` or ``dreg``, each one fused :func:`fastair.iwae_bernoulli_gaussian` for the Bernoulli
+likelihood, :func:`fastair.nn.iwae_loss` with ``likelihood=`` for the others); the decoder scores
 data through its own ``log_prob(z, x)`` (:mod:`fastair.nn`), and :meth:`VAE.log_weights` is the
 one place the model forms log importance weights.
 """
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from fastair.functional import gaussian_log_prob
-from fastair.nn import BernoulliMLPDecoder, GaussianMLPEncoder, capped_weight_norm_, iwae_loss
+from fastair.nn import DECODERS, LIKELIHOODS, GaussianMLPEncoder, capped_weight_norm_, iwae_loss
 from fastair.nn.estimators import get_estimator
 
 __all__ = ["VAE", "H_LAYERS"]
@@ -27,6 +32,26 @@ H_LAYERS = ("all", "hidden")
 """Where a VAE's ``H`` caps the encoder: every Linear, or the tanh trunk only."""
 
 _BIAS_EPS = 1e-3  # the data mean is clamped to [eps, 1 - eps] before the logit
+
+
+def _cb_mean(lam):
+    """The continuous Bernoulli's mean at logits ``lam`` (float64): ``1 / (1 - exp(-l)) - 1/l``,
+    ``1/2 + l/12`` near 0."""
+    small = lam.abs() < 1e-4
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    return torch.where(small, 0.5 + lam / 12, -1 / torch.expm1(-safe) - 1 / safe)
+
+
+def _cb_logit_of_mean(m, iters=200):
+    """The logits whose continuous Bernoulli mean is ``m`` in (0, 1) (float64, by bisection:
+    the mean rises from 0 to 1 with the logit, ``|l| < 1 / min(m, 1 - m) + 2``)."""
+    hi = 1 / torch.minimum(m, 1 - m) + 2
+    lo = -hi
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = _cb_mean(mid) > m
+        lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
+    return (lo + hi) / 2
 
 
 def _check_k(k):
@@ -48,10 +73,12 @@ def _check_float(name, value, low=None, high=None, low_open=False):
 
 
 class VAE(nn.Module):
-    """Bernoulli-decoder, Gaussian-encoder VAE/IWAE with optional denoising and WNI encoders.
+    """Bernoulli-decoder (or continuous Bernoulli, Gaussian), Gaussian-encoder VAE/IWAE with
+    optional denoising and WNI encoders.
 
     Encoder ``D-h1-h2`` (tanh) with linear heads for ``mu`` and ``logvar`` ``[B, Z]``; decoder
-    ``Z-h2-h1... -D`` (tanh) giving Bernoulli logits; prior ``N(0, I)``.
+    ``Z-h2-h1... -D`` (tanh) giving Bernoulli logits (the likelihood's parameter: continuous
+    Bernoulli logits, or the Gaussian mean); prior ``N(0, I)``.
 
     Args:
         x_dim: data size ``D`` (784 for 28x28 images).
@@ -64,12 +91,18 @@ class VAE(nn.Module):
         H_layers: which encoder Linears ``H`` caps: ``"all"`` (default; the trunk and the
             ``mu``/``logvar`` heads) or ``"hidden"`` (the trunk only, the heads free).
         estimator: the gradient estimator of the training objective, a name of
-            :data:`fastair.models.estimators.ESTIMATORS`: ``"iwae"`` (default), ``"stl"``,
+            :data:`fastair.nn.estimators.ESTIMATORS`: ``"iwae"`` (default), ``"stl"``,
             ``"dreg"``.
+        likelihood: ``p(x|z)``, one of :data:`fastair.nn.LIKELIHOODS`: ``"bernoulli"``
+            (default; binary data), ``"continuous_bernoulli"`` (data in [0, 1] such as grey
+            levels, :class:`fastair.nn.ContinuousBernoulliMLPDecoder`) or ``"gaussian"``
+            (:class:`fastair.nn.GaussianMLPDecoder`, whose learned ``log_scale``, one for all
+            pixels, is a parameter of the model).
 
     Attributes:
         encoder: :class:`fastair.nn.GaussianMLPEncoder`.
-        decoder: :class:`fastair.nn.BernoulliMLPDecoder`.
+        decoder: :class:`fastair.nn.BernoulliMLPDecoder` (the likelihood's class of
+            :data:`fastair.nn.DECODERS`).
         hparams: the constructor arguments as a dict (enough to rebuild the model).
         fused_head: ``"auto"`` (default), True or False. True: the training bound goes
             through the decoder's trunk and its output layer fused with the Bernoulli term
@@ -80,15 +113,19 @@ class VAE(nn.Module):
             costs about 1 ms a step (a k = 1 step on the 784-200-200-50 nets: 3.9 ms through
             the logits, 4.8 through the head; at k = 64 the two are within 2%, the head 7%
             faster for a DVAE; Intel Xeon, one thread). The same bound and gradients either
-            way, to rounding.
+            way, to rounding. The Bernoulli likelihood's alone: the others score the decoder's
+            ``[k, B, D]`` output unfused (:func:`fastair.nn.iwae_loss`), whatever it says.
         k_chunk: None (default) or ``c``: the training bound's samples go through the decoder
             ``c`` at a time, each chunk remade in the backward, so that memory stays flat in k
             (``fastair train --k-chunk``); the same draws, bound and gradients.
     """
 
     def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), k=1, sigma=0.0, alpha=1.0, H=None,
-                 estimator="iwae", H_layers="all"):
+                 estimator="iwae", H_layers="all", likelihood="bernoulli"):
         super().__init__()
+        if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
+        self.likelihood = likelihood
         self.estimator = estimator
         self._estimate = get_estimator(estimator)
         self.k = _check_k(k)
@@ -105,7 +142,7 @@ class VAE(nn.Module):
             raise ValueError("H_layers='hidden' needs at least one hidden layer")
         self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, hidden
         self.encoder = GaussianMLPEncoder(x_dim, z_dim, hidden)
-        self.decoder = BernoulliMLPDecoder(z_dim, x_dim, hidden[::-1])
+        self.decoder = DECODERS[likelihood](z_dim, x_dim, hidden[::-1])
         if H is not None:
             capped_weight_norm_(self.encoder if H_layers == "all" else self.encoder.trunk, H)
         self.k_chunk = None
@@ -113,14 +150,16 @@ class VAE(nn.Module):
 
     @property
     def hparams(self):
-        """The constructor's arguments (``estimator`` and ``H_layers`` only where they are not
-        the default, so that runs saved before they existed compare equal)."""
+        """The constructor's arguments (``estimator``, ``H_layers`` and ``likelihood`` only where
+        they are not the default, so that runs saved before they existed compare equal)."""
         out = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(self.hidden), k=self.k,
                    sigma=self.sigma, alpha=self.alpha, H=self.H)
         if self.estimator != "iwae":
             out["estimator"] = self.estimator
         if self.H_layers != "all":
             out["H_layers"] = self.H_layers
+        if self.likelihood != "bernoulli":
+            out["likelihood"] = self.likelihood
         return out
 
     def extra_repr(self):
@@ -156,19 +195,29 @@ class VAE(nn.Module):
         return self.encoder(x)
 
     def decode_logits(self, z):
-        """``z [..., Z] -> logits [..., D]`` of ``p(x|z)``."""
+        """``z [..., Z] -> logits [..., D]`` of ``p(x|z)`` (the decoder's output: the continuous
+        Bernoulli's logits, the Gaussian's mean, for those likelihoods)."""
         return self.decoder(z)
 
     @torch.no_grad()
     def init_decoder_bias(self, train_x, eps=_BIAS_EPS):
-        """Set the decoder output bias to ``logit(clamp(mean(train_x, 0), eps, 1 - eps))``.
+        """Set the decoder output bias from the training data's mean ``m = mean(train_x, 0)``:
+        ``logit(clamp(m, eps, 1 - eps))`` (Bernoulli); the logits whose continuous Bernoulli
+        mean is ``clamp(m, eps, 1 - eps)`` (continuous Bernoulli: not the plain logit, the
+        distribution's mean is not ``sigmoid(l)``); ``m`` itself (Gaussian).
 
         ``train_x``: ``[N, D]`` training data (any device). Returns the bias ``[D]``.
         """
         self._check_x(train_x, "train_x")
-        mean = train_x.double().mean(0).clamp(eps, 1 - eps)
+        mean = train_x.double().mean(0)
+        if self.likelihood == "bernoulli":
+            value = torch.logit(mean.clamp(eps, 1 - eps))
+        elif self.likelihood == "continuous_bernoulli":
+            value = _cb_logit_of_mean(mean.clamp(eps, 1 - eps))
+        else:
+            value = mean
         bias = self.decoder.out.bias
-        bias.copy_(torch.logit(mean).to(bias))
+        bias.copy_(value.to(bias))
         return bias
 
     def _randn(self, shape, like, generator):
@@ -182,6 +231,12 @@ class VAE(nn.Module):
         """
         self._check_x(x)
         mu, logvar = self.encode(x_enc)
+        if self.likelihood != "bernoulli":  # the decoder's output whole (per chunk), unfused
+            logvar_x = self.decoder.logvar_x if self.likelihood == "gaussian" else None
+            return -iwae_loss(x, mu, logvar, self.decoder, k=eps.shape[0],
+                              estimator=self.estimator, reduction="none", check_input=False,
+                              k_chunk=self.k_chunk, eps=eps, likelihood=self.likelihood,
+                              logvar_x=logvar_x)
         if not self._through_head(eps.shape[0]):
             z = mu + torch.exp(0.5 * logvar) * eps
             return self._estimate(x, self.decode_logits(z), z, mu, logvar)

@@ -18,6 +18,18 @@ trunk and head a chunk at a time, recomputed in the backward, so that memory sta
     loss_fn = fastair.nn.IWAELoss(k=2048, estimator="dreg", k_chunk=128)
     loss = loss_fn(x, mu, logvar, decoder.trunk, head=decoder.out)
 
+The likelihood (``likelihood=``) is ``"bernoulli"`` (default: binary data, the decoder's output
+the Bernoulli logits), ``"continuous_bernoulli"`` (data in [0, 1] such as grey levels, the output
+the continuous Bernoulli logits, :func:`fastair.continuous_bernoulli_log_prob`) or ``"gaussian"``
+(real data, the output the mean of ``N(mean, exp(logvar_x))``; :class:`IWAELoss` owns a learned
+log-scale ``log_scale``, ``logvar_x = 2 log_scale``, so give the optimizer its parameters too)::
+
+    loss_fn = fastair.nn.IWAELoss(k=64, estimator="dreg", likelihood="gaussian")
+    opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()))
+
+The fused head serves the Bernoulli likelihood; with the other two, ``head`` is applied to the
+trunk's output unfused and the ``[k, B, D]`` output is stored (per chunk with ``k_chunk``).
+
 All paths draw the same ``eps`` (that of one ``torch.randn`` of ``[k, B, Z]``), so one generator
 seed gives the same loss and gradients on every path and for every ``k_chunk``. With
 ``k_chunk`` on CPU, where ``B * Z`` is a multiple of 16, the draws are made a chunk at a time
@@ -27,6 +39,7 @@ kept. An ``nn.Module`` decoder (or trunk) is chunked by a custom autograd functi
 builds no graph; any other callable by ``torch.utils.checkpoint``. Either way the global RNG
 state is restored when a chunk is remade, so dropout draws the same masks.
 """
+import math
 import warnings
 
 import torch
@@ -34,22 +47,29 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from fastair._checks import check_bernoulli_targets, shape_str
+from fastair._checks import check_broadcasts_to, check_likelihood_data, shape_str
 from fastair.errors import EmptyBatch
 from fastair.functional import (
     bernoulli_log_prob,
+    continuous_bernoulli_log_prob,
     gaussian_log_prob,
     iwae_bound,
     linear_bernoulli_log_prob,
 )
 from fastair.nn.estimators import get_estimator, importance_bound, normalized_weights
+from fastair.nn.mlp import GAUSSIAN_SCALES
 
-__all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES"]
+__all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES", "LIKELIHOODS",
+           "GAUSSIAN_SCALES"]
 
 REDUCTIONS = ("mean", "sum", "none")
 KL_CHOICES = (None, "analytic")
 """``kl=None``: the sampled ``log p(z) - log q(z|x)`` in every log weight (any k);
 ``kl="analytic"``: the closed-form ``KL(q(z|x) || N(0, I))`` (k = 1 only)."""
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+"""``p(x|z)`` and what the decoder outputs: Bernoulli logits (binary data), continuous
+Bernoulli logits (data in [0, 1]), the Gaussian mean (finite data; with a log-variance
+``logvar_x``)."""
 
 
 _CHOOSING = """Which to choose (the three estimators give one value, ``L_k``, on the same draws):
@@ -77,8 +97,10 @@ def analytic_kl(mu, logvar):
     return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
-def _check_options(k, estimator, reduction, k_chunk, kl):
+def _check_options(k, estimator, reduction, k_chunk, kl, likelihood="bernoulli"):
     get_estimator(estimator)
+    if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -111,13 +133,57 @@ def _head_params(head, d):
     return weight, bias
 
 
-def _decoder_logits(decoder, z, x):
+_OUTPUTS = {"bernoulli": "logits", "continuous_bernoulli": "continuous Bernoulli logits",
+            "gaussian": "Gaussian means"}
+
+
+def _decoder_logits(decoder, z, x, likelihood="bernoulli"):
     logits = decoder(z)
     want = (z.shape[0], x.shape[0], x.shape[1])
-    if tuple(logits.shape) != want:
-        raise ValueError(f"decoder: expected logits of shape [k, B, D] = {list(want)} for z "
-                         f"{list(z.shape)}, got {list(logits.shape)}")
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
+        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"decoder: expected {_OUTPUTS[likelihood]} of shape [k, B, D] = "
+                         f"{list(want)} for z {list(z.shape)}, got {got}")
     return logits
+
+
+def _logvar_x(logvar_x, x, likelihood):
+    """The Gaussian's log-variance, checked: a tensor (or number) broadcastable to ``x [B, D]``
+    for ``"gaussian"``, None for the other likelihoods."""
+    if likelihood != "gaussian":
+        if logvar_x is not None:
+            raise ValueError(f"logvar_x: the log-variance of the Gaussian likelihood; got one "
+                             f"with likelihood={likelihood!r} (pass likelihood='gaussian', or "
+                             f"drop logvar_x)")
+        return None
+    if logvar_x is None:
+        raise ValueError("logvar_x: likelihood='gaussian' needs the log-variance of p(x|z), a "
+                         "tensor of shape [], [D] or [B, D] (IWAELoss(likelihood='gaussian') "
+                         "learns its own)")
+    if not isinstance(logvar_x, torch.Tensor):
+        if isinstance(logvar_x, bool) or not isinstance(logvar_x, (int, float)):
+            raise TypeError(f"logvar_x: expected a tensor or a number, got "
+                            f"{type(logvar_x).__name__}")
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        logvar_x = torch.tensor(float(logvar_x), dtype=dtype, device=x.device)
+    if not logvar_x.is_floating_point():
+        raise TypeError(f"logvar_x: expected a floating-point tensor, got {logvar_x.dtype}")
+    check_broadcasts_to("logvar_x", logvar_x, x.shape, "x [B, D]")
+    if logvar_x.device != x.device:
+        raise ValueError(f"logvar_x: on {logvar_x.device}, x on {x.device}: put them on one "
+                         f"device (an IWAELoss's log_scale: move the loss, loss_fn.to(device))")
+    return logvar_x
+
+
+def _scorer(likelihood, x, logvar_x):
+    """``out [n, B, D] -> log p(x|z) [n, B]`` for the decoder's (or head's) output ``out``."""
+    if likelihood == "bernoulli":
+        return lambda out: bernoulli_log_prob(out, x)
+    if likelihood == "continuous_bernoulli":
+        return lambda out: continuous_bernoulli_log_prob(out, x)
+    # N(x; mean, v) = N(mean; x, v): the means take gaussian_log_prob's sample slot, the data
+    # [B, D] (and logvar_x) broadcast against them; gradients reach all three
+    return lambda out: gaussian_log_prob(out, x, logvar_x)
 
 
 def _check_probabilities(logits, state):
@@ -157,15 +223,16 @@ def _draws_replayable(mu):
     return _SPLIT_DRAWS_MATCH[mu.dtype]
 
 
-def _parameters(decoder, weight, bias):
-    """What a chunked decoder's gradient goes to: the decoder's (or trunk's) parameters and the
-    head's weight and bias; None for a decoder that is not an ``nn.Module`` (its parameters
-    are unknown: its chunks are checkpointed with ``torch.utils.checkpoint`` instead)."""
+def _parameters(decoder):
+    """What a chunked decoder's gradient goes to, besides the tensors the log-likelihood reads
+    (the head's weight and bias, the Gaussian's ``logvar_x``): the decoder's (or trunk's)
+    parameters; None for a decoder that is not an ``nn.Module`` (its parameters are unknown:
+    its chunks are checkpointed with ``torch.utils.checkpoint`` instead)."""
     if not isinstance(decoder, nn.Module):
         return None
     params, seen = [], set()
-    for t in list(decoder.parameters()) + [weight, bias]:
-        if t is not None and id(t) not in seen:
+    for t in decoder.parameters():
+        if id(t) not in seen:
             seen.add(id(t))
             params.append(t)
     return params
@@ -177,9 +244,10 @@ class _Chunks:
     decoder saw (so that dropout draws the same masks when the chunk is remade) and the
     autocast state of the forward."""
 
-    def __init__(self, k, step, log_weights, params, source, eps):
+    def __init__(self, k, step, log_weights, params, extras, source, eps):
         self.starts = [(i, min(step, k - i)) for i in range(0, k, step)]
         self.log_weights, self.params, self.source, self.eps = log_weights, params, source, eps
+        self.extras = extras  # the tensors log_weights reads besides the decoder's parameters
         self.k = k
 
     def _draws(self, j, mu, generator):
@@ -210,7 +278,7 @@ class _Chunks:
                 self.rng_states = [r.new_empty((len(self.starts),) + r.shape) for r in rng]
             for buf, r in zip(self.rng_states, rng):
                 buf[j].copy_(r)
-            log_w = self.log_weights(mu, logvar, eps, start)
+            log_w = self.log_weights(mu, logvar, eps, start, self.extras)
             if out is None:
                 out = log_w.new_empty((self.k,) + tuple(log_w.shape[1:]))
             out[start:start + n] = log_w
@@ -219,7 +287,12 @@ class _Chunks:
     def backward(self, grad, mu, logvar, needs):
         mu = mu.detach().requires_grad_(needs[0])
         logvar = logvar.detach().requires_grad_(needs[1])
-        inputs = [mu, logvar] + self.params
+        # the extras (head weight and bias, logvar_x) cut from the graph that made them, which
+        # may run through the decoder's own parameters (a Gaussian decoder's log_scale): their
+        # gradients go back through it once, from this function's output
+        n = 2 + len(self.params)
+        extras = [t.detach().requires_grad_(needs[n + i]) for i, t in enumerate(self.extras)]
+        inputs = [mu, logvar] + self.params + extras
         wanted = [i for i, t in enumerate(inputs) if needs[i] and t.requires_grad]
         total = [torch.zeros_like(inputs[i]) for i in wanted]
         generator = None
@@ -236,7 +309,7 @@ class _Chunks:
                 torch.set_rng_state(self.rng_states[0][j].clone())
                 if self.cuda:
                     torch.cuda.set_rng_state(self.rng_states[1][j].clone(), self.device)
-                log_w = self.log_weights(mu, logvar, eps, start)
+                log_w = self.log_weights(mu, logvar, eps, start, extras)
                 grads = torch.autograd.grad(log_w, [inputs[i] for i in wanted],
                                             grad[start:start + n], allow_unused=True)
                 for acc, g in zip(total, grads):
@@ -250,8 +323,9 @@ class _Chunks:
 
 class _ChunkedLogWeights(torch.autograd.Function):
     """``log_w [k, B]`` from :class:`_Chunks`: the forward keeps no chunk's activations, the
-    backward remakes one chunk at a time and sums its gradients for ``mu``, ``logvar`` and the
-    decoder's parameters (``torch.autograd.grad`` of each chunk: first-order only)."""
+    backward remakes one chunk at a time and sums its gradients for ``mu``, ``logvar``, the
+    decoder's parameters and the extras (``torch.autograd.grad`` of each chunk: first-order
+    only)."""
 
     @staticmethod
     def forward(ctx, chunks, mu, logvar, *params):
@@ -267,7 +341,7 @@ class _ChunkedLogWeights(torch.autograd.Function):
 
 
 def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input, head, k_chunk,
-                    kl, state, eps=None):
+                    kl, state, eps=None, likelihood="bernoulli", logvar_x=None):
     """``-L_k(x)`` per example ``[B]`` (``-(E log p(x|z) - KL)`` for ``kl="analytic"``)."""
     if mu.dim() != 2 or logvar.shape != mu.shape:
         raise ValueError(f"mu, logvar: expected two [B, Z] tensors of one shape, got "
@@ -284,15 +358,19 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
         raise EmptyBatch(f"x: the batch is empty (x of shape {shape_str(x.shape)}, mu "
                          f"{shape_str(mu.shape)}): the loss of no examples is undefined (its "
                          f"mean would be NaN); skip empty batches before calling the loss")
+    bernoulli = likelihood == "bernoulli"
+    logvar_x = _logvar_x(logvar_x, x, likelihood)
     if check_input:
-        check_bernoulli_targets("x", x)
+        check_likelihood_data("x", x, likelihood)
+    if likelihood == "gaussian" and not x.is_floating_point():
+        x = x.to(mu.dtype)
     weight, bias = (None, None) if head is None else _head_params(head, x.shape[1])
     step = k if k_chunk is None else min(k_chunk, k)
     replay = step < k and eps is None and _draws_replayable(mu)
     if not replay and eps is None:  # one draw of all k samples, kept until the backward
         eps = torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device,
                           generator=generator)
-    if head is None and k_chunk is None:  # the decoder's logits, whole, and the one-pass bound
+    if bernoulli and head is None and k_chunk is None:  # the logits, whole, and the one-pass bound
         z = mu + torch.exp(0.5 * logvar) * eps
         logits = _decoder_logits(decoder, z, x)
         if check_input:
@@ -301,15 +379,23 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
             return analytic_kl(mu, logvar) - bernoulli_log_prob(logits, x)[0]
         return -get_estimator(estimator)(x, logits, z, mu, logvar)
 
-    pending_check = [check_input and head is None]
+    pending_check = [check_input and head is None and bernoulli]
+    # the tensors log p(x|z) reads besides the decoder: a chunked backward cuts them from
+    # their graph and returns their gradients (_Chunks.backward)
+    extras = [t for t in (weight, bias, logvar_x) if t is not None]
 
-    def log_lik(z):  # log p(x|z) [n, B] for z [n, B, Z]
+    def log_lik(z, given=None):  # log p(x|z) [n, B] for z [n, B, Z]; given: extras to use
+        w, b, lv = weight, bias, logvar_x
+        if given is not None:
+            it = iter(given)
+            w, b, lv = (None if t is None else next(it) for t in (weight, bias, logvar_x))
+        score = _scorer(likelihood, x, lv)
         if head is None:
-            logits = _decoder_logits(decoder, z, x)
+            logits = _decoder_logits(decoder, z, x, likelihood)
             if pending_check[0]:  # the first chunk's forward only, not its recomputation
                 pending_check[0] = False
                 _check_probabilities(logits, state)
-            return bernoulli_log_prob(logits, x)
+            return score(logits)
         h = decoder(z)
         if (not isinstance(h, torch.Tensor) or tuple(h.shape[:-1]) != tuple(z.shape[:-1])
                 or h.dim() != 3 or h.shape[-1] != weight.shape[1]):
@@ -317,20 +403,22 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
             raise ValueError(f"trunk: expected h of shape [k, B, H] = "
                              f"{shape_str(tuple(z.shape[:-1]) + (weight.shape[1],))} for z "
                              f"{shape_str(z.shape)} (H from head), got {got}")
-        return linear_bernoulli_log_prob(h, weight, bias, x)
+        if bernoulli:
+            return linear_bernoulli_log_prob(h, w, b, x)
+        return score(nn.functional.linear(h, w, b))  # unfused: the [n, B, D] output stored
 
-    if k_chunk is None and kl is None:  # trunk and head, all k samples at once
+    if k_chunk is None and kl is None:  # all k samples at once
         z = mu + torch.exp(0.5 * logvar) * eps
         return -importance_bound(log_lik(z), z, mu, logvar, estimator)
 
     weights = {} if estimator == "dreg" else None  # DReG's softmax weights, once all are known
 
-    def log_weights(mu, logvar, eps, start):  # [n, B] for the samples start, ..., start + n - 1
+    def log_weights(mu, logvar, eps, start, given=None):  # [n, B]: samples start, ..., start+n-1
         z = mu + torch.exp(0.5 * logvar) * eps
         if weights is not None and z.requires_grad:
             stop = start + z.shape[0]
             z.register_hook(lambda g: g * weights["w"][start:stop].unsqueeze(-1).to(g.dtype))
-        out = log_lik(z)
+        out = log_lik(z, given)
         if kl is None:
             q_mu, q_logvar = (mu, logvar) if estimator == "iwae" else (mu.detach(),
                                                                        logvar.detach())
@@ -350,13 +438,13 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
         return fn(*args)
 
     pieces, end_states = [], {}
-    params = _parameters(decoder, weight, bias)
+    params = _parameters(decoder)
     if k_chunk is not None and torch.is_grad_enabled() and params is not None:
         # chunks made without a graph and remade one at a time in the backward
         source = generator if generator is not None else torch.default_generator
-        chunks = _Chunks(k, step, log_weights, params, source if replay else None,
+        chunks = _Chunks(k, step, log_weights, params, extras, source if replay else None,
                          None if replay else eps)
-        pieces = [_ChunkedLogWeights.apply(chunks, mu, logvar, *params)]
+        pieces = [_ChunkedLogWeights.apply(chunks, mu, logvar, *params, *extras)]
     elif replay:  # no [k, B, Z] draws kept: each chunk's are remade from the generator's state
         source = generator if generator is not None else torch.default_generator
         rng_state = source.get_state()
@@ -376,28 +464,36 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
 
 
 def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", generator=None,
-              check_input=True, *, head=None, k_chunk=None, kl=None, eps=None):
-    """``-L_k(x)`` for a Gaussian encoder and a Bernoulli decoder (see :class:`IWAELoss`).
+              check_input=True, *, head=None, k_chunk=None, kl=None, eps=None,
+              likelihood="bernoulli", logvar_x=None):
+    """``-L_k(x)`` for a Gaussian encoder and a Bernoulli (continuous Bernoulli, Gaussian)
+    decoder (see :class:`IWAELoss`).
 
     Args:
-        x: ``[B, D]`` data in [0, 1] (binary for the Bernoulli likelihood).
+        x: ``[B, D]`` data: in [0, 1] (binary for the Bernoulli likelihood, any value in [0, 1]
+            for the continuous Bernoulli), finite for the Gaussian.
         mu: ``[B, Z]`` the encoder's output, the mean.
         logvar: ``[B, Z]`` the encoder's output, the log-variance.
-        decoder: a callable ``z [k, B, Z] -> logits [k, B, D]`` (an ``nn.Module`` applying
-            Linear layers over the last dim works as it is); with ``head``, the decoder's
-            trunk: ``z [k, B, Z] -> h [k, B, H]``, the input of its last layer.
+        decoder: a callable ``z [k, B, Z] -> out [k, B, D]``, ``out`` the likelihood's
+            parameter (``likelihood``; an ``nn.Module`` applying Linear layers over the last dim
+            works as it is); with ``head``, the decoder's trunk: ``z [k, B, Z] -> h [k, B, H]``,
+            the input of its last layer.
         k: importance samples (1: the ELBO).
         estimator: ``"iwae"``, ``"stl"`` or ``"dreg"`` (:mod:`fastair.nn.estimators`).
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` (``[B]``).
         generator: an optional ``torch.Generator`` for the draws.
-        check_input: raise a ValueError for non-finite ``x`` or values outside [0, 1], and warn
-            where the decoder's outputs (its first sample's) all lie in [0, 1]: probabilities
-            given as logits (without ``head``; each call that finds it warns, while
-            :class:`IWAELoss` warns once per instance).
+        check_input: raise a ValueError naming ``x`` for non-finite ``x`` or (Bernoulli and
+            continuous Bernoulli) values outside [0, 1], and, for the Bernoulli likelihood,
+            warn where the decoder's outputs (its first sample's) all lie in [0, 1]:
+            probabilities given as logits (without ``head``; each call that finds it warns,
+            while :class:`IWAELoss` warns once per instance).
         head: the decoder's last ``nn.Linear(H, D)`` (anything with ``weight [D, H]`` and
-            ``bias [D]`` or None): the layer and the Bernoulli term are then one fused op
-            (:func:`fastair.linear_bernoulli_log_prob`) and the ``[k, B, D]`` logits are never
-            stored, in the forward or the backward, under autocast too.
+            ``bias [D]`` or None). Bernoulli: the layer and the Bernoulli term are then one
+            fused op (:func:`fastair.linear_bernoulli_log_prob`) and the ``[k, B, D]`` logits
+            are never stored, in the forward or the backward, under autocast too. The other
+            likelihoods: ``linear(trunk(z), head.weight, head.bias)`` unfused, its ``[k, B,
+            D]`` output stored (per chunk with ``k_chunk``); the fused head serves the
+            Bernoulli likelihood only.
         k_chunk: None (all k samples at once) or ``c``: the samples go through the decoder (or
             trunk and head) ``c`` at a time and each chunk is recomputed in the backward
             (module docstring), so that activations are held for one chunk only; the ``[k, B]``
@@ -412,6 +508,14 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
             to use, ``z = mu + exp(logvar / 2) eps`` (kept until the backward, with or without
             ``k_chunk``): how a model that makes its own draws (a DVAE's two terms, a rank's
             rows of a global batch) calls the loss.
+        likelihood: ``p(x|z)``, one of :data:`LIKELIHOODS`: ``"bernoulli"`` (default; the
+            decoder's output the Bernoulli logits), ``"continuous_bernoulli"`` (its output the
+            continuous Bernoulli logits, :func:`fastair.continuous_bernoulli_log_prob`) or
+            ``"gaussian"`` (its output the mean; ``log p(x|z) = gaussian_log_prob(x, mean,
+            logvar_x)``, with gradients to the mean and ``logvar_x``).
+        logvar_x: the Gaussian's log-variance, required for ``likelihood="gaussian"`` (and
+            only there): a tensor (or number) of shape ``[]``, ``[D]`` or ``[B, D]``,
+            broadcast against the ``[k, B, D]`` means; it gets a gradient where it requires one.
 
     {choosing}
 
@@ -421,9 +525,9 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
         fastair.errors.EmptyBatch: (a ValueError) ``x`` has no rows (``B = 0``), whatever
             ``check_input`` and ``reduction`` say.
     """
-    _check_options(k, estimator, reduction, k_chunk, kl)
+    _check_options(k, estimator, reduction, k_chunk, kl, likelihood)
     return _reduce(_negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input,
-                                   head, k_chunk, kl, None, eps), reduction)
+                                   head, k_chunk, kl, None, eps, likelihood, logvar_x), reduction)
 
 
 iwae_loss.__doc__ = iwae_loss.__doc__.replace("{choosing}", _CHOOSING)
@@ -437,49 +541,102 @@ class IWAELoss(nn.Module):
     """``-L_k(x)``, the negative k-sample IWAE bound, from a user's encoder outputs and decoder.
 
     ``L_k(x) = log (1/k) sum_k p(x|z_k) p(z_k) / q(z_k|x)``, ``z_k = mu + exp(logvar/2) eps_k``,
-    with a standard normal prior and a Bernoulli decoder, in one fused pass over the logits.
+    with a standard normal prior and a Bernoulli decoder (one fused pass over the logits), or a
+    continuous Bernoulli or Gaussian one (``likelihood``).
 
     Args:
         k: importance samples (1: the ELBO).
         estimator: the gradient estimator: ``"iwae"``, ``"stl"`` or ``"dreg"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        check_input: check that ``x`` is finite and in [0, 1] on every call, and warn (once per
-            instance) where the decoder's outputs all lie in [0, 1]: probabilities passed as
-            logits (the first sample's ``[B, D]`` outputs are read, until it has warned).
+        check_input: check that ``x`` is finite (and, but for the Gaussian, in [0, 1]) on every
+            call, and, for the Bernoulli likelihood, warn (once per instance) where the
+            decoder's outputs all lie in [0, 1]: probabilities passed as logits (the first
+            sample's ``[B, D]`` outputs are read, until it has warned).
         k_chunk: None, or the number of samples that go through the decoder (or trunk and
             head) at a time, each chunk recomputed in the backward: memory flat in k, one more
             decoder forward per step, the same loss and gradients (:func:`iwae_loss`).
         kl: None, or ``"analytic"`` for the ELBO with the closed-form Gaussian KL (k = 1 and
             ``estimator="iwae"`` only; a ValueError naming ``kl`` and ``k`` otherwise).
+        likelihood: ``"bernoulli"`` (default: binary data, the decoder's output the logits),
+            ``"continuous_bernoulli"`` (data in [0, 1] such as grey levels, the output the
+            continuous Bernoulli logits) or ``"gaussian"`` (finite data, the output the mean of
+            ``N(mean, exp(2 log_scale))``, the scale learned by the loss: below).
+        gaussian_scale: the Gaussian's learned scale, an ``nn.Parameter`` ``log_scale`` (the
+            log standard deviation, ``logvar_x = 2 log_scale``, starting at ``init_log_scale``):
+            ``"scalar"`` (default, shape ``[]``) or ``"pixel"`` (shape ``[x_dim]``, one per
+            pixel; ``x_dim`` required). A per-pixel scale can shrink without bound on pixels
+            that are constant in the data. Ignored unless ``likelihood="gaussian"``.
+        x_dim: ``D``, for ``gaussian_scale="pixel"``.
+        init_log_scale: the starting ``log_scale`` (default 0: unit standard deviation).
+
+    With ``likelihood="gaussian"`` the loss has parameters: give the optimizer the model's and
+    the loss's, ``torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()))``, and
+    move the loss with the model (``loss_fn.to(device)``).
 
     {choosing}
 
     Shapes: ``forward(x [B, D], mu [B, Z], logvar [B, Z], decoder, generator=None)``, the decoder
     mapping ``[k, B, Z] -> [k, B, D]``, or ``forward(x, mu, logvar, trunk, head=head,
     generator=None)`` with ``trunk: [k, B, Z] -> [k, B, H]`` and ``head`` the decoder's last
-    ``nn.Linear(H, D)``, whose ``[k, B, D]`` logits are then never stored (fp32, and under
-    bf16/fp16 autocast, where the head's matmul runs in the autocast dtype tile by tile with
-    float32 sums); returns a scalar (``[B]`` for ``"none"``). ``k``, ``estimator``, ``reduction``,
-    ``k_chunk`` and ``kl`` are checked here (a ValueError naming the argument); an empty batch
-    (``B = 0``) raises :class:`fastair.errors.EmptyBatch` on the call.
+    ``nn.Linear(H, D)``, whose ``[k, B, D]`` logits are then never stored for the Bernoulli
+    likelihood (fp32, and under bf16/fp16 autocast, where the head's matmul runs in the autocast
+    dtype tile by tile with float32 sums; the other likelihoods apply the head unfused and store
+    its output); returns a scalar (``[B]`` for ``"none"``). ``k``, ``estimator``, ``reduction``,
+    ``k_chunk``, ``kl``, ``likelihood`` and ``gaussian_scale`` are checked here (a ValueError
+    naming the argument); an empty batch (``B = 0``) raises :class:`fastair.errors.EmptyBatch`
+    on the call.
     """
 
     def __init__(self, k=1, estimator="iwae", reduction="mean", check_input=True, k_chunk=None,
-                 kl=None):
+                 kl=None, likelihood="bernoulli", *, gaussian_scale="scalar", x_dim=None,
+                 init_log_scale=0.0):
         super().__init__()
-        _check_options(k, estimator, reduction, k_chunk, kl)
+        _check_options(k, estimator, reduction, k_chunk, kl, likelihood)
         self.k, self.estimator, self.reduction = k, estimator, reduction
         self.check_input, self.k_chunk, self.kl = check_input, k_chunk, kl
+        self.likelihood = likelihood
         self._warned_probabilities = False
+        self.gaussian_scale = None
+        if likelihood == "gaussian":
+            if gaussian_scale not in GAUSSIAN_SCALES:
+                raise ValueError(f"gaussian_scale: expected one of {GAUSSIAN_SCALES}, got "
+                                 f"{gaussian_scale!r}")
+            if gaussian_scale == "pixel" and (isinstance(x_dim, bool) or not isinstance(x_dim, int)
+                                              or x_dim < 1):
+                raise ValueError(f"x_dim: gaussian_scale='pixel' learns one scale per pixel and "
+                                 f"needs the data size D, an int >= 1; got {x_dim!r}")
+            if isinstance(init_log_scale, bool) or not isinstance(init_log_scale, (int, float)) \
+                    or not math.isfinite(init_log_scale):
+                raise ValueError(f"init_log_scale: expected a finite float, got "
+                                 f"{init_log_scale!r}")
+            self.gaussian_scale = gaussian_scale
+            shape = () if gaussian_scale == "scalar" else (x_dim,)
+            self.log_scale = nn.Parameter(torch.full(shape, float(init_log_scale)))
+
+    @property
+    def logvar_x(self):
+        """The Gaussian's log-variance ``2 * log_scale`` (``[]`` or ``[D]``); None for the other
+        likelihoods."""
+        return 2 * self.log_scale if self.likelihood == "gaussian" else None
 
     def forward(self, x, mu, logvar, decoder, generator=None, *, head=None):
+        logvar_x = self.logvar_x
+        if logvar_x is not None and logvar_x.dim() == 1 and isinstance(x, torch.Tensor) \
+                and x.dim() == 2 and x.shape[1] != logvar_x.shape[0]:
+            raise ValueError(f"x: expected [B, D] with D = {logvar_x.shape[0]}, the x_dim of "
+                             f"the loss's per-pixel log_scale, got {list(x.shape)}")
         return _reduce(_negative_bound(x, mu, logvar, decoder, self.k, self.estimator, generator,
-                                       self.check_input, head, self.k_chunk, self.kl, self),
+                                       self.check_input, head, self.k_chunk, self.kl, self,
+                                       likelihood=self.likelihood, logvar_x=logvar_x),
                        self.reduction)
 
     def extra_repr(self):
         extra = "".join(f", {name}={getattr(self, name)!r}" for name in ("k_chunk", "kl")
                         if getattr(self, name) is not None)
+        if self.likelihood != "bernoulli":
+            extra += f", likelihood={self.likelihood!r}"
+        if self.gaussian_scale == "pixel":
+            extra += f", gaussian_scale={self.gaussian_scale!r}"
         return f"k={self.k}, estimator={self.estimator!r}, reduction={self.reduction!r}{extra}"
 
 

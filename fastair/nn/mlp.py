@@ -1,16 +1,32 @@
 """The encoder and decoder MLPs of the VAE family (the IWAE paper's architecture by default).
 
 ``GaussianMLPEncoder``: ``x [..., D] -> (mu, logvar)``, each ``[..., Z]``: a tanh trunk
-``D-h1-...-hn`` and two linear heads. ``BernoulliMLPDecoder``: ``z [..., Z] -> logits [..., D]``:
-``Z-h1-...-hn-D`` with tanh between the layers and none on the output; its ``log_prob(z, x)`` is
-the likelihood seam: a decoder knows how it scores data (a Gaussian decoder would bring its own).
+``D-h1-...-hn`` and two linear heads. The decoders map ``z [..., Z] -> [..., D]`` through
+``Z-h1-...-hn-D`` with tanh between the layers and none on the output (``trunk``, then the
+``nn.Linear`` ``out``), and each scores data with its own ``log_prob(z, x)``, the likelihood
+seam (:data:`DECODERS`, by likelihood name):
+
+- ``BernoulliMLPDecoder``: Bernoulli logits, binary data (the output layer fused with the
+  Bernoulli term);
+- ``ContinuousBernoulliMLPDecoder``: continuous Bernoulli logits, data in [0, 1] (grey levels);
+- ``GaussianMLPDecoder``: the Gaussian mean, with a learned log-scale ``log_scale`` (one, or
+  one per pixel), real-valued data.
 """
 import torch
 from torch import nn
 
-from fastair.functional import bernoulli_log_prob, linear_bernoulli_log_prob
+from fastair.functional import (
+    bernoulli_log_prob,
+    continuous_bernoulli_log_prob,
+    gaussian_log_prob,
+    linear_bernoulli_log_prob,
+)
 
-__all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder"]
+__all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder",
+           "ContinuousBernoulliMLPDecoder", "GaussianMLPDecoder", "DECODERS", "GAUSSIAN_SCALES"]
+
+GAUSSIAN_SCALES = ("scalar", "pixel")
+"""The Gaussian likelihood's learned scale: one for all pixels, or one per pixel."""
 
 
 def _check_sizes(**sizes):
@@ -52,12 +68,8 @@ class GaussianMLPEncoder(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
-class BernoulliMLPDecoder(nn.Module):
-    """``z [..., z_dim] -> logits [..., x_dim]`` of a factorized Bernoulli ``p(x|z)``.
-
-    The output layer is ``self.out``; its bias is usually set from the data mean
-    (:meth:`fastair.models.VAE.init_decoder_bias`).
-    """
+class _MLPDecoder(nn.Module):
+    """``z [..., z_dim] -> [..., x_dim]``: the tanh ``trunk`` then the ``nn.Linear`` ``out``."""
 
     def __init__(self, z_dim, x_dim, hidden=(200, 200)):
         super().__init__()
@@ -69,6 +81,16 @@ class BernoulliMLPDecoder(nn.Module):
     def forward(self, z):
         return self.out(self.trunk(z))
 
+
+class BernoulliMLPDecoder(_MLPDecoder):
+    """``z [..., z_dim] -> logits [..., x_dim]`` of a factorized Bernoulli ``p(x|z)``.
+
+    The output layer is ``self.out``; its bias is usually set from the data mean
+    (:meth:`fastair.models.VAE.init_decoder_bias`).
+    """
+
+    likelihood = "bernoulli"
+
     def log_prob(self, z, x):
         """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` broadcastable to
         ``[..., B, D]``: the output layer and the Bernoulli term fused
@@ -78,3 +100,58 @@ class BernoulliMLPDecoder(nn.Module):
         if torch.is_autocast_enabled(z.device.type):
             return bernoulli_log_prob(self(z), x)
         return linear_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias, x)
+
+
+class ContinuousBernoulliMLPDecoder(_MLPDecoder):
+    """``z [..., z_dim] -> logits [..., x_dim]`` of a factorized continuous Bernoulli ``p(x|z)``
+    (Loaiza-Ganem and Cunningham, 2019): a normalized density for data in [0, 1] such as grey
+    levels (:func:`fastair.continuous_bernoulli_log_prob`, docs/design.md §1.13)."""
+
+    likelihood = "continuous_bernoulli"
+
+    def log_prob(self, z, x):
+        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` in [0, 1]
+        broadcastable to ``[..., B, D]``: ``continuous_bernoulli_log_prob(self(z), x)`` (the
+        ``[..., B, D]`` logits are formed; float32 under autocast)."""
+        return continuous_bernoulli_log_prob(self(z), x)
+
+
+class GaussianMLPDecoder(_MLPDecoder):
+    """``z [..., z_dim] -> mean [..., x_dim]`` of a diagonal Gaussian ``p(x|z) = N(mean,
+    exp(log_scale)^2)`` with a learned log standard deviation ``log_scale`` (a parameter of the
+    decoder, so the model's optimizer trains it): one for every pixel (``scale="scalar"``, shape
+    ``[]``) or one per pixel (``"pixel"``, ``[x_dim]``), starting at ``init_log_scale``.
+
+    A per-pixel scale lets the likelihood grow without bound on pixels that are constant in
+    the data (MNIST's border: the scale shrinks towards 0); the scalar one does not.
+    """
+
+    likelihood = "gaussian"
+
+    def __init__(self, z_dim, x_dim, hidden=(200, 200), scale="scalar", init_log_scale=0.0):
+        super().__init__(z_dim, x_dim, hidden)
+        if scale not in GAUSSIAN_SCALES:
+            raise ValueError(f"scale: expected one of {GAUSSIAN_SCALES}, got {scale!r}")
+        self.scale = scale
+        shape = () if scale == "scalar" else (x_dim,)
+        self.log_scale = nn.Parameter(torch.full(shape, float(init_log_scale)))
+
+    @property
+    def logvar_x(self):
+        """``2 * log_scale``: the log-variance of ``p(x|z)``, ``[]`` or ``[x_dim]``."""
+        return 2 * self.log_scale
+
+    def log_prob(self, z, x):
+        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and finite data ``x``
+        broadcastable to ``[..., B, D]``: ``gaussian_log_prob(x, self(z), 2 * log_scale)``
+        (the ``[..., B, D]`` means are formed; float32 under autocast)."""
+        return gaussian_log_prob(self(z), x, self.logvar_x)
+
+    def extra_repr(self):
+        return f"scale={self.scale!r}"
+
+
+DECODERS = {"bernoulli": BernoulliMLPDecoder,
+            "continuous_bernoulli": ContinuousBernoulliMLPDecoder,
+            "gaussian": GaussianMLPDecoder}
+"""Likelihood name -> decoder class (what :class:`fastair.models.VAE` builds)."""

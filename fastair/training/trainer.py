@@ -30,7 +30,7 @@ import torch
 
 import fastair
 from fastair import distributed
-from fastair._checks import check_bernoulli_targets
+from fastair._checks import check_likelihood_data
 from fastair.errors import CheckpointError, RunMismatch, TrainingDiverged
 from fastair.evaluation.bound import EVAL_SEED, evaluate_bound
 from fastair.io import atomic_write_csv, atomic_write_json, progress_bar
@@ -150,6 +150,13 @@ def signal_guard(owner):
         _commit["held"] = None
 
 
+def _likelihood(model):
+    """The likelihood whose data check the trainer applies: the model's ``likelihood``
+    (:class:`fastair.models.VAE`'s), ``"bernoulli"`` for a model without one."""
+    likelihood = getattr(model, "likelihood", "bernoulli")
+    return likelihood if likelihood in ("continuous_bernoulli", "gaussian") else "bernoulli"
+
+
 class Trainer:
     """Train ``model`` (a :class:`fastair.models.VAE` or any module with ``bound(x) -> [B]`` and
     ``hparams``) by maximizing ``model.bound(x).mean()`` with Adam.
@@ -181,7 +188,9 @@ class Trainer:
             if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) == 0:
                 raise ValueError(f"{name}: expected a non-empty [N, D] tensor, got "
                                  f"{getattr(x, 'shape', type(x).__name__)}")
-            check_bernoulli_targets(name, x)  # once per run: NaN, 0-255 pixels, logits
+            # once per run: NaN, 0-255 pixels, logits; grey levels in [0, 1] pass (the
+            # Bernoulli op takes them too), and a Gaussian model's data need only be finite
+            check_likelihood_data(name, x, _likelihood(model))
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.meta = dict(meta or {})
         self.on_batch_end, self.on_epoch_end = on_batch_end, on_epoch_end
