@@ -116,12 +116,12 @@ def _cases():
 
 def _as_on_gpu(module, call):
     """``call()`` with the head's ``tl.dot`` mode chosen as for CUDA tensors."""
-    original = module._dot_mode
-    module._dot_mode = lambda dtype, on_gpu: original(dtype, True)
+    original = module.dot_mode
+    module.dot_mode = lambda dtype, on_gpu: original(dtype, True)
     try:
         return call()
     finally:
-        module._dot_mode = original
+        module.dot_mode = original
 
 
 def _with_tf32(call):

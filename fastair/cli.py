@@ -20,9 +20,8 @@ from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, read_json
 from fastair.models import PRESETS, preset_kwargs
 from fastair.nn.estimators import ESTIMATORS
-from fastair.precision import PRECISIONS, flush_denormals
+from fastair.precision import flush_denormals
 from fastair.training import (
-    SCHEDULES,
     TrainConfig,
     Trainer,
     bounds_table,
@@ -30,6 +29,7 @@ from fastair.training import (
     seed_everything,
     split_bounds,
 )
+from fastair.training.options import add_run_options
 
 __all__ = ["main", "build_parser", "TRAIN_DEFAULTS"]
 
@@ -105,27 +105,32 @@ def _add_train(sub):
                    help=f"hidden sizes of the encoder, reversed for the decoder "
                         f"(default: {d['hidden']})")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None,
-                   help=f"data set for fastair.data.load_dataset (default: {d['dataset']})")
-    g.add_argument("--data-root", default=None,
-                   help="directory of the data files (default: $FASTAIR_DATA or "
-                        "~/.cache/fastair/data; mnist5k needs none)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None,
-                   help=f"largest number of epochs (default: {d['epochs']})")
+    r = p.add_argument_group("run")
+    add_run_options(p, groups={"--dataset": g, "--data-root": g, "--epochs": t, "--patience": t,
+                               "--schedule": t, "--device": r, "--threads": r, "--precision": r,
+                               "--no-progress": r}, help={
+        "--dataset": f"data set for fastair.data.load_dataset (default: {d['dataset']})",
+        "--data-root": "directory of the data files (default: $FASTAIR_DATA or "
+                       "~/.cache/fastair/data; mnist5k needs none)",
+        "--epochs": f"largest number of epochs (default: {d['epochs']})",
+        "--patience": "stop after this many epochs without a better validation bound, 0 = "
+                      f"never (default: {d['patience']})",
+        "--schedule": "learning-rate schedule, per epoch: constant; exponential (lr * "
+                      "lr_decay**epoch); iwae (stage i lasts 3**i epochs at lr * 10**(-i/7), "
+                      f"i = 0..7) (default: {d['schedule']})",
+        "--device": f"cpu, cuda, cuda:N (default: {d['device']})",
+        "--threads": "torch.set_num_threads for the run (default: torch's own choice)",
+        "--precision": "fp32; bf16: the forward under bfloat16 autocast (matmuls in bfloat16, "
+                       "the fused ops accumulate in float32, weights and Adam in float32); "
+                       f"fp16: float16 with loss scaling, CUDA only (default: {d['precision']})",
+        "--no-progress": "no progress bar (default: a tqdm bar if tqdm is installed)"})
     t.add_argument("--batch-size", type=int, default=None,
                    help=f"examples per step (default: {d['batch_size']})")
     t.add_argument("--lr", type=float, default=None,
                    help=f"Adam learning rate (default: {d['lr']})")
-    t.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="learning-rate schedule, per epoch: constant; exponential (lr * "
-                        "lr_decay**epoch); iwae (stage i lasts 3**i epochs at lr * 10**(-i/7), "
-                        f"i = 0..7) (default: {d['schedule']})")
     t.add_argument("--lr-decay", type=float, default=None,
                    help=f"per-epoch factor of the exponential schedule (default: {d['lr_decay']})")
-    t.add_argument("--patience", type=int, default=None,
-                   help="stop after this many epochs without a better validation bound, 0 = "
-                        f"never (default: {d['patience']})")
     t.add_argument("--seed", type=int, default=None,
                    help=f"seed of torch, numpy, python and the shuffling (default: {d['seed']})")
     t.add_argument("--k-chunk", type=int, default=None, dest="k_chunk",
@@ -136,7 +141,6 @@ def _add_train(sub):
                    help="importance samples of the validation bound (default: the model's k)")
     t.add_argument("--eval-batch-size", type=int, default=None,
                    help=f"examples per evaluation batch (default: {d['eval_batch_size']})")
-    r = p.add_argument_group("run")
     r.add_argument("--run-dir", default=None,
                    help="directory of the run (default: runs/<model>-<dataset>-seed<seed>)")
     r.add_argument("--resume", action="store_true",
@@ -144,16 +148,6 @@ def _add_train(sub):
                         "take the saved run's values; only --epochs, --patience, --device, "
                         "--threads and --lr may differ from them (a smaller --lr after a "
                         "divergence continues from the last good epoch) (default: off)")
-    r.add_argument("--device", default=None,
-                   help=f"cpu, cuda, cuda:N (default: {d['device']})")
-    r.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads for the run (default: torch's own choice)")
-    r.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
-                   help="fp32; bf16: the forward under bfloat16 autocast (matmuls in bfloat16, "
-                        "the fused ops accumulate in float32, weights and Adam in float32); "
-                        f"fp16: float16 with loss scaling, CUDA only (default: {d['precision']})")
-    r.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (default: a tqdm bar if tqdm is installed)")
     p.set_defaults(func=_train)
     return p
 
@@ -186,13 +180,16 @@ _METHODS = ("iwsvi", "ais", "both")
 
 
 def _add_evaluate(sub):
+    from fastair.evaluation import INITS, IWSVISettings
+    from fastair.evaluation.iwsvi import FIT_PRECISIONS
+    d = IWSVISettings()  # the defaults of IW-SVI's options
     p = sub.add_parser(
         "evaluate", help="test log-likelihood (IW-SVI, AIS) of a trained run or of your own model",
         description="Estimate ln p(x) of a run's best model, or of your own VAE (--model-factory "
                     "with --checkpoint), by IW-SVI (fastair.evaluation): each example's q is "
-                    "fitted until its bound stops improving, then 5000 importance samples give "
-                    "ln p(x). Per example log_px, the amortized bound, the gap, the steps taken, "
-                    "the effective sample size, the standard error and the split of the gap "
+                    f"fitted until its bound stops improving, then {d.k_eval} importance samples "
+                    "give ln p(x). Per example log_px, the amortized bound, the gap, the steps "
+                    "taken, the effective sample size, the standard error and the split of the gap "
                     "(elbo_enc, elbo_fit, approx_gap, amort_gap) go to "
                     "RUN_DIR/iwsvi/per_example.csv; the means and the diagnostics (median ESS, "
                     "largest standard error, examples at the step cap or unreliable) to "
@@ -227,33 +224,33 @@ def _add_evaluate(sub):
                           "RUN_DIR/iwsvi, or iwsvi beside the --checkpoint file)")
     p.add_argument("--split", choices=("test", "valid", "train"), default="test",
                    help="which split to evaluate (default: %(default)s)")
-    p.add_argument("--k-svi", type=int, default=16,
+    p.add_argument("--k-svi", type=int, default=d.k_svi,
                    help="samples of the bound q is fitted on (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=2000,
+    p.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="cap on Adam steps per example; each example stops earlier, once its "
                         "bound stops improving (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.05,
-                   help="Adam's starting step size, halved at each check without a gain "
-                        "(default: %(default)s)")
-    p.add_argument("--init", choices=("encoder", "prior"), default="encoder",
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help=f"Adam's starting step size, times {d.decay:g} at each check without a "
+                        "gain (default: %(default)s)")
+    p.add_argument("--init", choices=INITS, default=d.init,
                    help="where each q starts: the encoder's output or N(0, I) (default: "
                         "%(default)s)")
-    p.add_argument("--k-eval", type=int, default=5000,
+    p.add_argument("--k-eval", type=int, default=d.k_eval,
                    help="importance samples of the final estimate (default: %(default)s)")
-    p.add_argument("--chunk", type=int, default=100,
+    p.add_argument("--chunk", type=int, default=d.chunk,
                    help="samples drawn at once; memory follows it, not --k-eval "
                         "(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=500,
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="examples optimized together; AIS and BDMC hold (chains + 4 pilots) x "
                         "this many rows of the decoder at once (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the draws: IW-SVI's from SEED and SEED+1, AIS's from SEED+3, "
                         "BDMC's from SEED to SEED+2 (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default: "
                                                    "%(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the evaluation (default: torch's own choice)")
-    p.add_argument("--precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
+    p.add_argument("--precision", choices=FIT_PRECISIONS, default=d.precision,
                    help="the decoder's matmuls in this precision (q, the draws and the sums stay "
                         "float32): auto = bf16 where the device multiplies bf16 natively "
                         "(AVX512-BF16, AMX, CUDA), else fp32; bf16 moves a digit's estimate by "
@@ -261,13 +258,13 @@ def _add_evaluate(sub):
                         "(bench/results/iwsvi_accuracy); fp32 for machine-independent numbers. "
                         "AIS and BDMC run in fp32 unless this names bf16 or fp16 "
                         "(default: %(default)s)")
-    p.add_argument("--fit-precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
+    p.add_argument("--fit-precision", choices=FIT_PRECISIONS, default=d.fit_precision,
                    help="precision of the fit of q alone: auto = --precision unless fp32, else "
                         "bf16 where the device multiplies bf16 natively (AVX512-BF16, AMX, "
                         "CUDA), else fp32 (default: %(default)s)")
-    p.add_argument("--elbo-samples", type=int, default=1000,
+    p.add_argument("--elbo-samples", type=int, default=d.elbo_samples,
                    help="samples per example of the amortized bound (default: %(default)s)")
-    p.add_argument("--se-target", type=float, default=None,
+    p.add_argument("--se-target", type=float, default=d.se_target,
                    help="stop each example's final estimate once its standard error is at most "
                         "this many nats (--k-eval is then the cap; default: every example draws "
                         "--k-eval)")

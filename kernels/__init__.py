@@ -13,5 +13,6 @@ so a new module needs no list edited elsewhere:
 - ``linear_bernoulli``: ``linear_bernoulli_fwd``, ``linear_bernoulli_bwd`` (the fused decoder head)
 - ``continuous_bernoulli``: ``continuous_bernoulli_fwd``, ``continuous_bernoulli_bwd``
 
-``_common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid).
+``common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid) and
+no launchers.
 """

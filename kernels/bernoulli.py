@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (
+from .common import (
     bernoulli_term,
     iw_grad,
     iw_pointers,

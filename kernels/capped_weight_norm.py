@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, TILE, min_programs, on_input_device, sigmoid_pair
+from .common import MIN_PROGRAMS, TILE, min_programs, on_input_device, sigmoid_pair
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["capped_weight_norm_fwd", "capped_weight_norm_bwd"]

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import min_programs, on_input_device, row_blocks
+from .common import min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["continuous_bernoulli_fwd", "continuous_bernoulli_bwd"]

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TILE, iw_grad, iw_pointers, min_programs, on_input_device, row_blocks
+from .common import TILE, iw_grad, iw_pointers, min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["gaussian_fwd", "gaussian_bwd"]

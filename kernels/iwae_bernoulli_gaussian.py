@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import min_programs, on_input_device, row_blocks
 from .bernoulli import bernoulli_bwd_launch, bernoulli_rows
+from .common import min_programs, on_input_device, row_blocks
 from .gaussian import gaussian_bwd_launch, gaussian_rows
 from .logsumexp import logsumexp_launch
 

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import MIN_PROGRAMS, bernoulli_term, min_programs, on_input_device, sigmoid_pair
+from .common import MIN_PROGRAMS, bernoulli_term, min_programs, on_input_device, sigmoid_pair
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
@@ -171,7 +171,7 @@ def _warps(block_ho):
     return 8 if block_ho >= 64 else 4
 
 
-def _dot_mode(dtype, on_gpu):
+def dot_mode(dtype, on_gpu):
     """``DOT`` of :func:`_mm` for inputs of ``dtype``: 0 for float64; 3 for bfloat16/float16 on
     a GPU; else 2 where the user allows TF32 in float32 matmuls
     (``torch.get_float32_matmul_precision() != "highest"``) and 1 where not."""
@@ -201,7 +201,7 @@ def _configs(R, D, H, dtype, programs=MIN_PROGRAMS, on_gpu=False):
     else:
         block_r = fit(triton.cdiv(R, programs), 32)
         d_fwd, d_dw, ho_dh, ho_dw = fit(D, 32), fit(D, 32), fit(H, 128), fit(H, 128)
-    dot = _dot_mode(dtype, on_gpu)
+    dot = dot_mode(dtype, on_gpu)
     common = dict(BLOCK_H=16, DOT=dot, num_stages=1)
     fwd = dict(common, BLOCK_R=block_r, BLOCK_D=d_fwd, num_warps=4)
     dh = dict(common, BLOCK_R=block_r, BLOCK_D=16, BLOCK_HO=ho_dh, num_warps=_warps(ho_dh))

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import min_programs, on_input_device
+from .common import min_programs, on_input_device
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["logsumexp_fwd", "logsumexp_bwd"]

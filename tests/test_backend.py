@@ -56,7 +56,7 @@ def test_triton_runs_on_cpu_through_the_interpreter():
 
 def test_native_refuses_cuda_tensors():
     with pytest.raises(RuntimeError, match=r"CPU tensors only"):
-        backends._resolve("native", "cuda")
+        backends.resolve("native", "cuda")
 
 
 def test_environment_variable_sets_the_default():

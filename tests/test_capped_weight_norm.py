@@ -215,3 +215,22 @@ def test_row_norm_stats_reports_the_effective_norms_and_the_rows_held_at_their_c
     assert stats["quantiles"][2] <= 2.5 + 1e-5 and stats["quantiles"][2] > 2.49
     held = row_norm_stats(net, quantiles=(0.0,))[0]["quantiles"][0]
     assert held == pytest.approx(1.0, rel=1e-5)  # the shortest row is untouched
+
+
+def test_capped_scale_is_the_factor_of_the_op():
+    """The factor that a layer applying the cap itself uses (the stacked models) is the op's:
+    ``capped_scale(||v_i||^2, u, H) v_i == capped_weight_norm(v, u, H)_i``; a NaN cap is none."""
+    from fastair.nn.capped_weight_norm import capped_scale, is_capped
+    v, u, H = make(300, 50, dtype=torch.float64, seed=4)
+    v[7] = 0.0  # a zero row keeps a zero row
+    scale = capped_scale((v * v).sum(1), u, H)
+    with fastair.use_backend("reference"):
+        w = fastair.capped_weight_norm(v, u, H)
+    torch.testing.assert_close(scale[:, None] * v, w, rtol=1e-12, atol=0)
+    assert 0 < (scale < 1).float().mean() < 1 and scale[7] == 1
+    caps = torch.full((300,), H, dtype=torch.float64)
+    caps[::2] = math.nan
+    mixed = capped_scale((v * v).sum(1), u, caps)
+    assert (mixed[::2] == 1).all() and torch.equal(mixed[1::2], scale[1::2])
+    layer = nn.Linear(3, 2)
+    assert not is_capped(layer) and is_capped(capped_weight_norm_(layer, 1.0))

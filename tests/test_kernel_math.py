@@ -5,7 +5,7 @@ import torch
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
-from fastair.kernels._common import log1p_small  # noqa: E402
+from fastair.kernels.common import log1p_small  # noqa: E402
 
 pytestmark = pytest.mark.interpreter
 

@@ -105,10 +105,10 @@ def test_launches_fill_the_gpu_they_are_given(monkeypatch):
     dweight launch at least that many programs (they launched 20 and 150 at a fixed 128)."""
     from triton.runtime.interpreter import InterpretedFunction
 
-    from fastair.kernels import _common
+    from fastair.kernels import common
     from fastair.kernels.linear_bernoulli import linear_bernoulli_bwd
     from fastair.kernels.logsumexp import logsumexp_fwd
-    monkeypatch.setattr(_common, "MIN_PROGRAMS", 264)  # what min_programs gives a 132-SM GPU
+    monkeypatch.setattr(common, "MIN_PROGRAMS", 264)  # what min_programs gives a 132-SM GPU
     grids = []
 
     def record(self, *args, grid, **kwargs):

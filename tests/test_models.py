@@ -243,7 +243,7 @@ def test_log_weights_of_a_given_q_and_draws_follow_the_definition():
 
 def test_estimator_is_an_argument_of_the_model():
     """The estimator seam: VAE(estimator=...) picks the objective by name."""
-    from fastair.models.estimators import ESTIMATORS
+    from fastair.nn.estimators import ESTIMATORS
     assert "iwae" in ESTIMATORS
     m, plain, x = _model(k=3, estimator="iwae"), _model(k=3), _x()
     assert m.estimator == "iwae" and "estimator" not in m.hparams  # the default is not saved

@@ -101,7 +101,7 @@ def test_streamed_equals_one_shot_exactly():
             streamed.update(chunk.float() if tail == 50 else chunk)
         assert streamed.count == 5000
         kept = streamed.tail + 1
-        assert streamed._top.shape == (kept, 7)  # memory O(M B)
+        assert streamed.top.shape == (kept, 7)  # memory O(M B)
         assert streamed.tail == (tail_size(5000) if tail is None else 50)
         ref = log_w.float() if tail == 50 else log_w
         expected = pareto_khat(ref, tail=streamed.tail)

@@ -262,21 +262,22 @@ def test_cli_no_stack_reaches_the_config(monkeypatch, tmp_path):
 
 
 def test_the_schedule_is_part_of_a_runs_identity_and_of_the_report(tmp_path):
-    from fastair.reproduce import _header
-    from fastair.reproduce.runner import _check_spec, _spec_doc
+    from fastair.reproduce import report_header
+    from fastair.reproduce.runner import check_spec, spec_doc
 
     spec = plan_runs(ReproduceConfig(**TINY))[0]
-    _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY)))
+    check_spec(str(tmp_path), spec_doc(spec, ReproduceConfig(**TINY)))
     with pytest.raises(ValueError, match="other settings"):
-        _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY, schedule="iwae")))
-    assert "(iwae schedule)" in _header(ReproduceConfig(**TINY, schedule="iwae"), [], 0.0, True)
-    assert "schedule" not in _header(ReproduceConfig(**TINY), [], 0.0, True)
+        check_spec(str(tmp_path), spec_doc(spec, ReproduceConfig(**TINY, schedule="iwae")))
+    iwae = ReproduceConfig(**TINY, schedule="iwae")
+    assert "(iwae schedule)" in report_header(iwae, [], 0.0, True)
+    assert "schedule" not in report_header(ReproduceConfig(**TINY), [], 0.0, True)
 
 
 def test_eval_precision_reaches_the_evaluator_resolved_and_is_part_of_a_runs_identity(
         tmp_path, monkeypatch):
     import fastair.reproduce as rep
-    from fastair.reproduce.runner import _check_spec, _spec_doc
+    from fastair.reproduce.runner import check_spec, spec_doc
 
     assert ReproduceConfig(**TINY).evaluator()["precision"] == "fp32"
     ev = ReproduceConfig(**TINY, eval_precision="bf16").evaluator()
@@ -284,9 +285,9 @@ def test_eval_precision_reaches_the_evaluator_resolved_and_is_part_of_a_runs_ide
     monkeypatch.setattr("fastair.evaluation.iwsvi.native_bf16", lambda device: False)
     assert ReproduceConfig(**TINY, eval_precision="auto").evaluator()["precision"] == "fp32"
     spec = plan_runs(ReproduceConfig(**TINY))[0]
-    _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY)))
+    check_spec(str(tmp_path), spec_doc(spec, ReproduceConfig(**TINY)))
     with pytest.raises(ValueError, match="other settings"):
-        _check_spec(str(tmp_path), _spec_doc(spec, ReproduceConfig(**TINY, eval_precision="bf16")))
+        check_spec(str(tmp_path), spec_doc(spec, ReproduceConfig(**TINY, eval_precision="bf16")))
     seen = {}
     monkeypatch.setattr(rep, "reproduce", lambda config, root, progress=True: (
         seen.setdefault("ev", config.evaluator()), ({"table": [], "grid": []}, []))[1])

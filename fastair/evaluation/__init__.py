@@ -9,7 +9,9 @@ head where it has them.
 - :func:`amortized_bound`: ``L_k(x)`` of the encoder, averaged over many draws (``bound``).
 - :func:`iwsvi_log_likelihood`: IW-SVI with a stopping rule, per-example ESS and standard errors
   (``iwsvi``, built on ``fit_q`` and ``weights``); :func:`sharded_iwsvi_log_likelihood` the
-  same over the ranks of a ``torchrun`` process group (``sharded``).
+  same over the ranks of a ``torchrun`` process group (``sharded``); :class:`IWSVISettings` its
+  settings and their defaults (``settings``), read by ``fastair evaluate`` and
+  ``fastair reproduce`` too.
 """
 from fastair.evaluation.ais import (
     AIS_INITS,
@@ -31,6 +33,7 @@ from fastair.evaluation.iwsvi import INITS, iwsvi_log_likelihood
 from fastair.evaluation.protocol import PATHS, check_model, log_weights
 from fastair.evaluation.quadrature import quadrature_log_likelihood
 from fastair.evaluation.result import ESS_WARN, SE_WARN, IWSVIResult
+from fastair.evaluation.settings import IWSVISettings
 from fastair.evaluation.sharded import sharded_iwsvi_log_likelihood
 from fastair.evaluation.weights import (
                                       WeightStats,
@@ -40,7 +43,8 @@ from fastair.evaluation.weights import (
 )
 
 __all__ = ["AIS_INITS", "AISResult", "BDMCResult", "ais_log_likelihood", "bdmc",
-           "sigmoid_schedule", "ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "PATHS", "QFit",
+           "sigmoid_schedule", "ESS_WARN", "EVAL_SEED", "INITS", "IWSVIResult", "IWSVISettings",
+           "PATHS", "QFit",
            "SE_WARN",
            "WeightStats", "amortized_bound", "bounds_table", "check_model", "evaluate_bound",
            "fit_gaussian_q", "log_weights",

@@ -69,6 +69,7 @@ from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.hmc import hmc_transition
 from fastair.evaluation.protocol import check_model, log_weights
 from fastair.evaluation.result import SE_WARN
+from fastair.evaluation.settings import IWSVISettings
 from fastair.io import progress_bar
 from fastair.precision import autocast, check_precision
 
@@ -99,7 +100,7 @@ ADAPTS = ("pilot", "chain", "fixed")
 
 _LOG_STEP_MIN, _LOG_STEP_MAX = math.log(1e-6), math.log(1e3)
 
-_FIT = dict(k=16, lr=0.05, max_steps=2000, check_every=25, patience=3, tol=0.01, decay=0.5)
+_FIT = IWSVISettings().fit_kwargs()
 """IW-SVI's defaults for fitting ``q`` (:func:`~fastair.evaluation.iwsvi_log_likelihood`)."""
 
 

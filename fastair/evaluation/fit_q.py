@@ -27,9 +27,12 @@ from dataclasses import dataclass
 import torch
 
 from fastair.evaluation.protocol import log_weights, resolve_path
+from fastair.evaluation.settings import IWSVISettings
 from fastair.functional import iwae_bernoulli_gaussian
 
 __all__ = ["QFit", "fit_gaussian_q"]
+
+_D = IWSVISettings()  # IW-SVI's defaults: the fit's own
 
 
 @dataclass
@@ -55,9 +58,10 @@ def _scores(model, x, params, eps, path):
     return torch.stack([torch.logsumexp(log_w, 0) - math.log(eps.shape[0]), log_w.mean(0)])
 
 
-def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check_every=25,
-                   patience=3, tol=0.01, decay=0.5, generator=None, betas=(0.9, 0.999),
-                   eps=1e-8, on_check=None, path=None):
+def fit_gaussian_q(model, x, mu, logvar, *, k=_D.k_svi, lr=_D.lr, max_steps=_D.max_steps,
+                   check_every=_D.check_every, patience=_D.patience, tol=_D.tol,
+                   decay=_D.decay, generator=None, betas=(0.9, 0.999), eps=1e-8, on_check=None,
+                   path=None):
     """Maximize ``L_k(x; q)`` over ``mu, logvar`` of each example, decoder frozen.
 
     Args:
@@ -74,7 +78,8 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=16, lr=0.05, max_steps=2000, check
         eps: Adam's ``eps``.
         max_steps: the cap on steps per example.
         check_every: the stopping rule of the module docstring, with ``patience``, ``tol``
-            and ``decay`` (``decay = 1`` keeps the step size fixed).
+            and ``decay`` (``decay = 1`` keeps the step size fixed). Each default is IW-SVI's
+            (:class:`~fastair.evaluation.settings.IWSVISettings`, ``k`` its ``k_svi``).
         generator: the torch.Generator of every draw.
         on_check: optional ``f(step, n_running)`` after each check (progress reporting).
         path: the log-weights path of the checks (:data:`~fastair.evaluation.protocol.PATHS`);

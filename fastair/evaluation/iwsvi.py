@@ -21,6 +21,7 @@ from fastair.evaluation.bound import amortized_bound, at_least_float32, batches,
 from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.protocol import check_model
 from fastair.evaluation.result import IWSVIResult
+from fastair.evaluation.settings import IWSVISettings
 from fastair.evaluation.weights import streamed_weight_stats
 from fastair.io import progress_bar
 from fastair.precision import PRECISIONS, autocast, native_bf16
@@ -32,6 +33,10 @@ INITS = ("encoder", "prior")
 
 
 FIT_PRECISIONS = ("auto",) + tuple(PRECISIONS)
+"""The values of ``precision`` and ``fit_precision``: ``"auto"`` or one of
+:data:`fastair.precision.PRECISIONS`."""
+
+_D = IWSVISettings()  # the defaults of iwsvi_log_likelihood
 
 
 def resolve_precision(precision, device):
@@ -57,21 +62,25 @@ def resolve_fit_precision(fit_precision, precision, device):
     return "bf16" if native_bf16(device) else "fp32"
 
 
-def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=5000, chunk=100,
-                         batch_size=500, elbo_samples=1000, seed=0, progress=True, *,
-                         check_every=25, patience=3, tol=0.01, init="encoder", warn=True,
-                         decay=0.5, precision="auto", fit_precision="auto", se_target=None,
-                         blocks=None, keep_q=False):
+def iwsvi_log_likelihood(model, x, k_svi=_D.k_svi, max_steps=_D.max_steps, lr=_D.lr,
+                         k_eval=_D.k_eval, chunk=_D.chunk, batch_size=_D.batch_size,
+                         elbo_samples=_D.elbo_samples, seed=_D.seed, progress=True, *,
+                         check_every=_D.check_every, patience=_D.patience, tol=_D.tol,
+                         init=_D.init, warn=True, decay=_D.decay, precision=_D.precision,
+                         fit_precision=_D.fit_precision, se_target=_D.se_target, blocks=None,
+                         keep_q=False):
     """IW-SVI estimate of ``ln p(x)`` per example, with the amortized bound, the gap, its split
     and the diagnostics of :class:`~fastair.evaluation.result.IWSVIResult`.
 
-    Defaults: Adam from ``lr = 0.05`` on a 16-sample bound, checked every 25 steps on fixed
-    draws; a check without a gain of ``tol = 0.01`` nat halves the step size, three in a row stop
-    the example, at most ``max_steps = 2000`` (:mod:`fastair.evaluation.fit_q`). A trained
-    encoder stops after about 100-300 steps, an untrained one or the prior start after several
-    hundred; hitting the cap is reported, never silent.
-    ``chunk = 100`` samples of a 500-point batch keep each decoder activation at 100 x 500 x 200
-    floats (40 MB).
+    The settings that change the numbers, every argument but ``model``, ``x``, ``progress``,
+    ``warn``, ``blocks`` and ``keep_q``, are the fields of
+    :class:`~fastair.evaluation.settings.IWSVISettings`, which documents each and holds its
+    default; ``iwsvi_log_likelihood(model, x, **settings.kwargs())`` runs with an
+    ``IWSVISettings``. The fit: Adam from ``lr`` on a ``k_svi``-sample bound, checked every
+    ``check_every`` steps on fixed draws; a check without a gain of ``tol`` nat multiplies the
+    step size by ``decay``, ``patience`` such checks in a row stop the example, at most
+    ``max_steps`` (:mod:`fastair.evaluation.fit_q`). Then ``k_eval`` importance samples from the
+    fitted ``q``, ``chunk`` at a time.
 
     Args:
         model: any ``nn.Module`` of :mod:`fastair.evaluation.protocol`: ``encode(x [B, D]) ->
@@ -85,30 +94,8 @@ def iwsvi_log_likelihood(model, x, k_svi=16, max_steps=2000, lr=0.05, k_eval=500
             or misbehaving method), run in eval mode, its parameters frozen during the call and
             restored afterwards.
         x: ``[N, D]`` data on the model's device.
-        init: ``"encoder"`` or ``"prior"`` (``mu = 0, logvar = 0``).
+        progress: a progress bar (tqdm, where installed).
         warn: emit a ``UserWarning`` naming examples that hit the cap or are unreliable.
-        precision: ``"auto"`` (default), ``"fp32"``, ``"bf16"`` or ``"fp16"``: the decoder's
-            matmuls under autocast (:data:`fastair.precision.PRECISIONS`) in the amortized bound
-            and the final estimate; ``q``, the draws and every density and sum stay float32.
-            ``"auto"`` is bf16 where the device multiplies bf16 natively (CUDA with bf16, a CPU
-            with AVX512-BF16 or AMX), else fp32. On the same draws bf16 moves an MNIST digit's
-            estimate by about 0.02 nat (mean over digits, no sign), a sixth of the estimate's
-            own standard error, with no bias beyond 0.002 nat
-            (``bench/bench_iwsvi_accuracy.py``); pass ``"fp32"`` for numbers that must not
-            depend on the machine.
-        fit_precision: the precision of the fit of ``q`` alone: ``"auto"`` (default) is
-            ``precision`` where that is not fp32, else bf16 where the device multiplies bf16
-            matrices natively (:func:`fastair.precision.native_bf16`: CUDA with bf16, a CPU with
-            AVX512-BF16 or AMX), else fp32. Any ``q`` gives an unbiased importance-sampling
-            estimate; the fit's precision changes only how good ``q`` is, which the ESS, SE and
-            k-hat of the final estimate report (``bench/bench_iwsvi_accuracy.py``: no
-            larger error against a long reference run).
-        elbo_samples: samples of the amortized bound ``elbo`` (and ``elbo_enc``) per example
-            (default 1000: its standard error per example is about ``sd(log w) / 30``, a few
-            hundredths of a nat on MNIST, and a table's mean over examples far less).
-        se_target: None (default: every example draws ``k_eval``), or stop each example's
-            final estimate once its SE is at most this many nats (after 1000 draws at least);
-            ``k_eval`` is then the cap and ``n_eval`` reports the draws used.
         blocks: evaluate only these blocks of ``batch_size`` consecutive examples (block ``b``
             is ``x[b * batch_size:(b + 1) * batch_size]``), in the given order: a shard of a
             distributed evaluation (:mod:`fastair.evaluation.sharded`). Every block's draws come

@@ -165,6 +165,12 @@ class StreamedKhat:
         self._top: Optional[torch.Tensor] = None  # [<= M + 1, B] float64, descending
         self._bad: Optional[torch.Tensor] = None  # [B] bool: a NaN or +inf log weight was seen
 
+    @property
+    def top(self) -> Optional[torch.Tensor]:
+        """The largest log weights kept so far, ``[<= M + 1, B]`` (float64, descending): all
+        that the estimate holds in memory. None before the first :meth:`update`."""
+        return self._top
+
     def update(self, log_w_chunk: torch.Tensor) -> None:
         """Merge a chunk ``[n, B]`` (samples along dim 0) into the kept top ``M + 1``."""
         if log_w_chunk.dim() != 2:

@@ -10,6 +10,7 @@ import torch
 from fastair import distributed
 from fastair.evaluation.iwsvi import iwsvi_log_likelihood
 from fastair.evaluation.result import IWSVIResult
+from fastair.evaluation.settings import IWSVISettings
 
 __all__ = ["sharded_iwsvi_log_likelihood"]
 
@@ -17,7 +18,8 @@ _FIELDS = ("log_px", "elbo", "gap", "steps", "hit_cap", "ess", "se", "elbo_enc",
            "approx_gap", "amort_gap", "khat", "n_eval")
 
 
-def sharded_iwsvi_log_likelihood(model, x, batch_size=500, progress=True, **kwargs):
+def sharded_iwsvi_log_likelihood(model, x, batch_size=IWSVISettings.batch_size, progress=True,
+                                  **kwargs):
     """:func:`~fastair.evaluation.iwsvi.iwsvi_log_likelihood` on this rank's blocks of ``x``
     ``[N, D]``, gathered: every rank returns the whole :class:`IWSVIResult` (``[N]`` fields;
     ``q_mu``, ``q_logvar`` ``[N, Z]`` too with ``keep_q=True``). Only rank 0 shows a progress

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fastair.functional import bernoulli_log_prob, gaussian_log_prob, iwae_bound
-from fastair.nn.capped_weight_norm import _is_capped
+from fastair.nn.capped_weight_norm import capped_scale, is_capped
 
 __all__ = ["StackedVAE", "objective_terms"]
 
@@ -39,7 +39,7 @@ def _linears(model):
 
 def _weight_tensors(layer):
     """``(v, u)`` of a Linear: its raw weight and capped-norm logit (None if uncapped)."""
-    if _is_capped(layer):
+    if is_capped(layer):
         p = layer.parametrizations.weight
         return p.original0, p.original1
     return layer.weight, None
@@ -66,15 +66,12 @@ class _StackedLinear(nn.Module):
                                                    device=self.weight.device))
 
     def column_scale(self):
-        """``[M, out]``: ``min(1, H sigmoid(u_i) / ||v_i||)`` for the capped members' output
-        columns ``v_i = weight[m, :, i]``, 1 for the others, so that the capped layer is
-        ``(h @ v) * scale + bias`` (docs/design.md §1.8; the scale is applied to the output,
-        not to the weight: no ``[M, in, out]`` pass). Written on squared norms, so that a zero
-        column stays zero with a zero gradient."""
-        sq = (self.weight * self.weight).sum(1)
-        cap = self.H[:, None] * torch.sigmoid(self.u)
-        active = sq > cap * cap  # NaN caps (uncapped members) are never active
-        return torch.where(active, cap * torch.rsqrt(torch.where(active, sq, 1.0)), 1.0)
+        """``[M, out]``: the factor of capped weight norm
+        (:func:`~fastair.nn.capped_weight_norm.capped_scale`) of the capped members' output
+        columns ``v_i = weight[m, :, i]``, 1 for the others (a NaN cap), so that the capped
+        layer is ``(h @ v) * scale + bias`` (docs/design.md §1.8; the scale is applied to the
+        output, not to the weight: no ``[M, in, out]`` pass)."""
+        return capped_scale((self.weight * self.weight).sum(1), self.u, self.H[:, None])
 
     def forward(self, h):
         """``h [M, N, in] -> [M, N, out]``."""
@@ -128,7 +125,7 @@ class StackedVAE(nn.Module):
         # a member's cap per encoder layer: its H where that layer is capped (H_layers)
         self.encoder = nn.ModuleList(
             _StackedLinear([p[0][i] for p in pairs],
-                           [m.H if _is_capped(p[0][i]) else None for m, p in zip(models, pairs)])
+                           [m.H if is_capped(p[0][i]) else None for m, p in zip(models, pairs)])
             for i in range(n_enc))
         self.decoder = nn.ModuleList(_StackedLinear([p[1][i] for p in pairs])
                                      for i in range(n_dec))

@@ -45,9 +45,30 @@ class CappedWeightNorm(nn.Module):
         return f"H={self.H}"
 
 
-def _is_capped(module):
+def is_capped(module):
+    """Whether ``module``'s ``weight`` has the :class:`CappedWeightNorm` parametrization."""
     return parametrize.is_parametrized(module, "weight") and any(
         isinstance(p, CappedWeightNorm) for p in module.parametrizations.weight)
+
+
+def capped_scale(sq_norm, u, H):
+    """The factor ``s_i`` of :func:`fastair.capped_weight_norm`, ``w_i = s_i v_i``:
+    ``min(1, H sigmoid(u_i) / ||v_i||)``, for a caller that applies it itself (to a layer's
+    output rather than its weight, as :mod:`fastair.models.stacked` does).
+
+    Written on the squared row norms, so that a zero row keeps the factor 1 and a zero gradient,
+    and with the op's tie rule: ``s_i = 1`` where ``||v_i|| <= H sigmoid(u_i)``.
+
+    Args:
+        sq_norm: ``[..., out]`` squared row norms ``||v_i||^2``.
+        u: ``[..., out]`` cap parameters.
+        H: a float > 0 or a tensor broadcastable to ``u`` (NaN: no cap, ``s_i = 1``).
+    Returns:
+        ``[..., out]`` in the dtype of ``sq_norm`` and ``u``.
+    """
+    cap = H * torch.sigmoid(u)
+    active = sq_norm > cap * cap  # never for a NaN cap
+    return torch.where(active, cap * torch.rsqrt(torch.where(active, sq_norm, 1.0)), 1.0)
 
 
 def capped_weight_norm_(module, H):
@@ -58,7 +79,7 @@ def capped_weight_norm_(module, H):
     """
     CappedWeightNorm(H)  # validates H before anything changes
     for layer in module.modules():
-        if isinstance(layer, nn.Linear) and not _is_capped(layer):
+        if isinstance(layer, nn.Linear) and not is_capped(layer):
             parametrize.register_parametrization(layer, "weight", CappedWeightNorm(H),
                                                  unsafe=True)
     return module
@@ -98,7 +119,7 @@ def row_norm_stats(module, quantiles=(0.5, 0.9, 1.0)):
             row = {"name": name or "(module)", "rows": layer.out_features, "H": None,
                    "quantiles": torch.quantile(norms, torch.tensor(quantiles)).tolist(),
                    "capped_share": None}
-            if _is_capped(layer):
+            if is_capped(layer):
                 cap = next(p for p in layer.parametrizations.weight
                            if isinstance(p, CappedWeightNorm))
                 v = layer.parametrizations.weight.original0.float()

@@ -24,7 +24,7 @@ from fastair.training import rundir
 from fastair.training.config import check_device
 
 __all__ = ["reproduce", "ReproduceConfig", "RunSpec", "FAMILIES", "plan_runs", "summarize",
-           "markdown_tables", "default_root", "RunInterrupted"]
+           "markdown_tables", "default_root", "report_header", "RunInterrupted"]
 
 
 def default_root(config):
@@ -137,7 +137,8 @@ def _reproduce_held(config, root, data, runs, progress, w):
     except KeyboardInterrupt:
         if results:
             write_report(root, config, results, summarize(results),
-                         header=_header(config, results, time.perf_counter() - start, False))
+                         header=report_header(config, results, time.perf_counter() - start,
+                                              False))
         raise
     finally:
         if bar is not None:
@@ -146,7 +147,8 @@ def _reproduce_held(config, root, data, runs, progress, w):
     if not w.main:
         return summary, []
     paths = write_report(root, config, results, summary,
-                         header=_header(config, results, time.perf_counter() - start, True))
+                         header=report_header(config, results, time.perf_counter() - start,
+                                              True))
     return summary, paths
 
 
@@ -176,7 +178,10 @@ def _test_chosen(config, root, data, results, runs, progress, bar, say, w):
     return [done.get(r["name"], r) for r in results]
 
 
-def _header(config, results, wall, complete):
+def report_header(config, results, wall, complete):
+    """The heading paragraph of ``report.md``: what ``config`` ran (grids, training, the IW-SVI
+    settings), the compute of ``results`` and ``wall`` seconds of this invocation, the machine;
+    ``complete=False`` marks an interrupted report."""
     compute = sum(r["train_seconds"] + r["valid"]["seconds"] + r["test"]["seconds"]
                   for r in results)
     status = "" if complete else " (INCOMPLETE: interrupted, rerun the same command to finish)"

@@ -3,9 +3,8 @@ import signal
 import sys
 
 from fastair import distributed
-from fastair.precision import PRECISIONS
 from fastair.reproduce.protocol import FAMILIES, ReproduceConfig
-from fastair.training import SCHEDULES
+from fastair.training.options import add_run_options
 
 __all__ = ["add_parser", "run"]
 
@@ -32,9 +31,22 @@ def add_parser(sub):
                     "results.json, runs.csv, grid.csv, table.csv, report.md and PNG figures. "
                     "Resumable: run the same command again after an interruption; finished "
                     "runs are not redone.")
-    p.add_argument("--dataset", default=_FULL.dataset,
-                   help="data set of fastair.data (default: %(default)s)")
-    p.add_argument("--data-root", default=None, help="directory of the data files")
+    add_run_options(p, help={
+        "--dataset": "data set of fastair.data (default: %(default)s)",
+        "--data-root": "directory of the data files (default: $FASTAIR_DATA or "
+                       "~/.cache/fastair/data; mnist5k needs none)",
+        "--epochs": f"most epochs per run ({_both('epochs')})",
+        "--patience": f"early-stopping patience ({_both('patience')})",
+        "--schedule": "learning-rate schedule from Adam's 1e-3: constant, exponential, or iwae "
+                      "(the IWAE paper's stages, 1, 3, 9, ... epochs each a tenth of a decade "
+                      f"lower) ({_both('schedule')})",
+        "--device": f"torch device ({_both('device')})",
+        "--threads": "torch threads (default: torch's choice)",
+        "--precision": "training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
+                       f"({_both('precision')})",
+        "--no-progress": "no progress bar (default: the bars of the runs, their epochs and "
+                         "IW-SVI)"})
+    p.set_defaults(dataset=_FULL.dataset)
     p.add_argument("--k", type=int, nargs="+", default=list(_FULL.ks), dest="ks",
                    help="the k of each table, 1: Table 1, 8 64: Tables 2-3 (default: 1)")
     p.add_argument("--seeds", type=int, default=None,
@@ -47,14 +59,6 @@ def add_parser(sub):
                    choices=[f.key for f in FAMILIES],
                    help="families to run (default: the paper's four, vae dvae-a0.5 dvae-a1 wni; "
                         "wni-hidden: WNI capping the hidden layers only)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"most epochs per run ({_both('epochs')})")
-    p.add_argument("--patience", type=int, default=None,
-                   help=f"early-stopping patience ({_both('patience')})")
-    p.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="learning-rate schedule from Adam's 1e-3: constant, exponential, or iwae "
-                        "(the IWAE paper's stages, 1, 3, 9, ... epochs each a tenth of a decade "
-                        f"lower) ({_both('schedule')})")
     p.add_argument("--k-svi", type=int, default=None, help=f"IW-SVI samples ({_both('k_svi')})")
     p.add_argument("--max-steps", type=int, default=None,
                    help=f"cap on IW-SVI steps per example; each stops earlier when its bound "
@@ -71,12 +75,6 @@ def add_parser(sub):
                    dest="test_chosen_only",
                    help="IW-SVI on test only for each family's chosen value, after every run "
                         "is validated (default: every run)")
-    p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, dest="num_threads",
-                   help="torch threads (default: torch's choice)")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
-                   help="training precision: fp32, bf16 (bfloat16 autocast) or fp16 (CUDA) "
-                        f"({_both('precision')})")
     p.add_argument("--eval-precision", choices=("fp32", "bf16", "auto"), default=None,
                    dest="eval_precision",
                    help="IW-SVI's precision on validation and test: fp32 (the same numbers on "
@@ -89,21 +87,23 @@ def add_parser(sub):
                    help="output root (default: runs/reproduce-DATASET, -quick with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a few minutes: 1 seed, 2 values per grid, 60 epochs, light IW-SVI")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 _FIELDS = ("seeds", "sigmas", "Hs", "families", "epochs", "patience", "schedule", "k_svi",
-           "max_steps", "svi_lr", "k_eval", "chunk", "device", "num_threads", "precision",
+           "max_steps", "svi_lr", "k_eval", "chunk", "device", "threads", "precision",
            "eval_precision", "stack", "valid_n", "test_chosen_only")
+"""The options (by dest) that set the :class:`ReproduceConfig` field of the same name when
+given; ``threads`` sets ``num_threads``."""
 
 
 def run(args):
     """Build the config from ``args``, run everything, print the tables; exit status."""
     from fastair.reproduce import default_root
 
-    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
+    given = {"num_threads" if name == "threads" else name: getattr(args, name)
+             for name in _FIELDS if getattr(args, name) is not None}
     given.update(dataset=args.dataset, data_root=args.data_root, ks=tuple(args.ks))
     config = ReproduceConfig.quick_preset(**given) if args.quick else ReproduceConfig(**given)
     root = args.out or default_root(config)

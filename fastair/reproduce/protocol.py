@@ -10,10 +10,23 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastair.evaluation.iwsvi import resolve_precision
+from fastair.evaluation.settings import IWSVISettings
 from fastair.training import SCHEDULES, TrainConfig
 
-__all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "PAPER_FAMILIES", "family_label",
-           "get_family", "plan_runs"]
+__all__ = ["ReproduceConfig", "Family", "RunSpec", "FAMILIES", "PAPER_FAMILIES", "EVALUATOR",
+           "family_label", "get_family", "plan_runs"]
+
+EVALUATOR = IWSVISettings(precision="fp32", fit_precision="fp32")
+"""IW-SVI as ``fastair reproduce`` runs it by default: the defaults of
+:class:`fastair.evaluation.IWSVISettings` with the overrides stated here, and only here:
+fp32 for the fit of ``q`` and the estimates (not ``"auto"``), so that a table's numbers do not
+depend on the machine. :meth:`ReproduceConfig.evaluator` also averages the amortized bound over
+``k_eval`` samples (``elbo_samples = k_eval``); :meth:`ReproduceConfig.quick_preset` lightens
+``max_steps`` and ``k_eval``."""
+
+_EVALUATOR_KEYS = ("k_svi", "max_steps", "lr", "k_eval", "chunk", "elbo_samples", "fit_precision",
+                   "precision")
+"""The settings a run's ``spec.json`` records (``evaluator``): part of its identity."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +124,9 @@ class ReproduceConfig:
             MNIST a constant 1e-3 plateaus early, nats short of the schedule; on mnist5k
             early stopping binds first.
         k_svi, max_steps, svi_lr, k_eval, chunk: the IW-SVI evaluator's settings
-            (:func:`fastair.evaluation.iwsvi_log_likelihood`), used on validation (to choose
-            the grid value) and test; the amortized bound ``-L(x)`` is averaged over ``k_eval``
-            samples too.
+            (:func:`fastair.evaluation.iwsvi_log_likelihood`; ``svi_lr`` is its ``lr``; the
+            defaults are :data:`EVALUATOR`'s), used on validation (to choose the grid value)
+            and test; the amortized bound ``-L(x)`` is averaged over ``k_eval`` samples too.
         valid_n: choose the grid value on the first ``valid_n`` validation examples (in file
             order) instead of all of them (None: all); for the full MNIST, where each of the
             10000 costs IW-SVI.
@@ -142,17 +155,17 @@ class ReproduceConfig:
     epochs: int = 1000
     patience: int = 30
     schedule: str = "constant"
-    k_svi: int = 16
-    max_steps: int = 2000
-    svi_lr: float = 0.05
-    k_eval: int = 5000
-    chunk: int = 100
+    k_svi: int = EVALUATOR.k_svi
+    max_steps: int = EVALUATOR.max_steps
+    svi_lr: float = EVALUATOR.lr
+    k_eval: int = EVALUATOR.k_eval
+    chunk: int = EVALUATOR.chunk
     valid_n: int = None
     test_chosen_only: bool = False
     device: str = "cpu"
     num_threads: int = None
     precision: str = "fp32"
-    eval_precision: str = "fp32"
+    eval_precision: str = EVALUATOR.precision
     stack: bool = True
     quick: bool = False
     train: dict = field(default_factory=dict)
@@ -196,14 +209,22 @@ class ReproduceConfig:
                            device=self.device, num_threads=self.num_threads, progress=False,
                            precision=self.precision, **self.train)
 
-    def evaluator(self):
-        """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`. The fit of ``q``
-        and the estimates run in ``eval_precision`` (fp32 by default whatever the CPU, so a
-        table's numbers do not depend on the machine; ``"auto"`` resolved for ``device``)."""
+    def iwsvi_settings(self):
+        """The :class:`fastair.evaluation.IWSVISettings` of the runs' evaluations:
+        :data:`EVALUATOR` with this config's values. The fit of ``q`` and the estimates run in
+        ``eval_precision`` (fp32 by default whatever the CPU, so a table's numbers do not depend
+        on the machine; ``"auto"`` resolved for ``device``)."""
         precision = resolve_precision(self.eval_precision, self.device)
-        return dict(k_svi=self.k_svi, max_steps=self.max_steps, lr=self.svi_lr, k_eval=self.k_eval,
-                    chunk=self.chunk, elbo_samples=self.k_eval, fit_precision=precision,
-                    precision=precision)
+        return EVALUATOR.replace(k_svi=self.k_svi, max_steps=self.max_steps, lr=self.svi_lr,
+                                 k_eval=self.k_eval, chunk=self.chunk, elbo_samples=self.k_eval,
+                                 fit_precision=precision, precision=precision)
+
+    def evaluator(self):
+        """Keyword arguments of :func:`fastair.evaluation.iwsvi_log_likelihood`: those of
+        :meth:`iwsvi_settings` that a run's ``spec.json`` records (the others keep their
+        defaults)."""
+        settings = self.iwsvi_settings()
+        return {name: getattr(settings, name) for name in _EVALUATOR_KEYS}
 
     def to_dict(self):
         return dataclasses.asdict(self)

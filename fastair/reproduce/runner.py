@@ -28,7 +28,8 @@ from fastair.reproduce.protocol import RunSpec, family_label, get_family
 from fastair.training import TrainConfig, Trainer, load_checkpoint, rundir, seed_everything
 from fastair.training.stack import StackTrainer
 
-__all__ = ["run_one", "run_stack", "test_run", "RunInterrupted", "NOT_TESTED"]
+__all__ = ["run_one", "run_stack", "test_run", "RunInterrupted", "NOT_TESTED", "spec_doc",
+           "check_spec"]
 
 _EVAL_SEED_OFFSET = {"valid": 0, "test": 1000}
 
@@ -54,7 +55,10 @@ def _read_json(path):
 _FREE = ("device", "progress", "num_threads", "k_chunk")
 
 
-def _spec_doc(spec, config):
+def spec_doc(spec, config):
+    """What the run ``spec`` of ``config`` is, as its ``spec.json`` records it: the run, the
+    model, the data set, the training settings (those that may not change between calls) and
+    the evaluator's (:meth:`~fastair.reproduce.protocol.ReproduceConfig.evaluator`)."""
     train = {k: v for k, v in config.train_config(spec.seed).to_dict().items() if k not in _FREE}
     return {"run": {"family": spec.family, "k": spec.k, "strength": spec.strength,
                     "seed": spec.seed},
@@ -67,7 +71,7 @@ def _preset(spec):
     return get_family(spec.family).preset
 
 
-def _check_spec(run_dir, doc):
+def check_spec(run_dir, doc):
     """Hold ``run_dir`` to the settings of ``doc``: write them for a new run, refuse a run
     saved with others. The one change allowed is a larger epoch cap (see :func:`_final`)."""
     path = os.path.join(run_dir, "spec.json")
@@ -107,7 +111,7 @@ def _final(result, doc):
     """Whether ``result`` (a ``result.json``) is the result of the run ``doc`` describes.
 
     Made under ``doc`` itself: yes. Made under a smaller epoch cap (the one change
-    :func:`_check_spec` allows): yes if the run stopped for another reason than the cap (early
+    :func:`check_spec` allows): yes if the run stopped for another reason than the cap (early
     stopping, or patience spent at the cap), as the new cap changes nothing; no if the cap
     stopped it, and then the run trains on from its checkpoint (bit for bit) and its files are
     made again. Either way the result is the one a fresh run under ``doc`` gives."""
@@ -243,8 +247,8 @@ def run_stack(specs, config, data, root, progress=True, on_epoch_end=None):
 
 def _prepare(spec, config, data, run_dir, progress, on_epoch_end):
     """``(result, None)`` for a finished run, else ``(None, trainer)`` ready to fit."""
-    doc = _spec_doc(spec, config)
-    _check_spec(run_dir, doc)
+    doc = spec_doc(spec, config)
+    check_spec(run_dir, doc)
     done = os.path.join(run_dir, "result.json")
     if os.path.exists(done):
         result = _read_json(done)
@@ -279,7 +283,7 @@ def _finish(spec, config, data, run_dir, trainer, fit, progress):
               "train_bound": best["train_bound"], "valid_bound": best["valid_bound"],
               "train_seconds": round(sum(row["time_s"] for row in fit.metrics), 3),
               "valid": valid, "test": test,
-              "producer": {"spec_sha256": _sha256(_spec_doc(spec, config)),
+              "producer": {"spec_sha256": _sha256(spec_doc(spec, config)),
                            "weights_sha256": made["weights_sha256"]}}
     atomic_write_json(os.path.join(run_dir, "result.json"), result)
     return dict(result, resumed=False)
