@@ -19,6 +19,7 @@ import fastair
 from fastair.errors import FastairError, TrainingDiverged
 from fastair.io import atomic_write_json, read_json
 from fastair.models import PRESETS, preset_kwargs
+from fastair.nn import LIKELIHOODS
 from fastair.nn.estimators import ESTIMATORS
 from fastair.precision import flush_denormals
 from fastair.training import (
@@ -100,6 +101,10 @@ def _add_train(sub):
                    help="gradient estimator of the training bound: iwae (plain), stl (sticking "
                         "the landing), dreg (doubly reparameterized; better encoder gradients "
                         "at large k) (default: iwae)")
+    m.add_argument("--likelihood", choices=LIKELIHOODS, default=None,
+                   help="the decoder's p(x|z): bernoulli (binary pixels), continuous_bernoulli "
+                        "(grey levels in [0, 1], e.g. --dataset mnist5k-grey), gaussian (a "
+                        "learned scale) (default: bernoulli)")
     m.add_argument("--z-dim", type=int, default=None, help=f"latent size (default: {d['z_dim']})")
     m.add_argument("--hidden", type=_hidden, default=None,
                    help=f"hidden sizes of the encoder, reversed for the decoder "
@@ -785,9 +790,11 @@ def _train_held(args, saved):
         model_kwargs = preset_kwargs(settings["model"], k=args.k, sigma=args.sigma,
                                      alpha=args.alpha, H=args.H, z_dim=settings["z_dim"],
                                      hidden=hidden, estimator=args.estimator)
+        if args.likelihood not in (None, "bernoulli"):
+            model_kwargs["likelihood"] = args.likelihood
     else:
-        model_kwargs.update({n: given[n] for n in ("k", "sigma", "alpha", "H", "estimator")
-                             if n in given})
+        model_kwargs.update({n: given[n] for n in ("k", "sigma", "alpha", "H", "estimator",
+                                                   "likelihood") if n in given})
         if "z_dim" in given:
             model_kwargs["z_dim"] = given["z_dim"]
         if "hidden" in given:

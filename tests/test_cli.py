@@ -167,3 +167,16 @@ def test_train_k_chunk_reaches_the_model_and_may_change_on_resume(tiny_data, tmp
     assert seen == [2, 3]
     assert cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "bad"),
                      "--k-chunk", "0", *TINY]) == 2
+
+
+@pytest.mark.parametrize("likelihood", ["continuous_bernoulli", "gaussian"])
+def test_train_likelihood_reaches_the_model_and_its_saved_hparams(tiny_data, tmp_path,
+                                                                  likelihood):
+    run = str(tmp_path)
+    assert cli.main(["train", "--epochs", "1", "--run-dir", run, "--likelihood", likelihood,
+                     *TINY]) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["hparams"]["likelihood"] == likelihood
+    assert cli.main(["train", "--run-dir", run, "--resume", "--epochs", "2", *TINY]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["hparams"][
+        "likelihood"] == likelihood
