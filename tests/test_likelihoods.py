@@ -428,3 +428,32 @@ def test_trainer_checks_data_by_likelihood():
     with pytest.raises(ValueError, match=r"valid_x: 1 entries are not finite \(NaN\); expected "
                                          r"finite data for the Gaussian"):
         Trainer(tiny("gaussian"), tx, nan, None, None, **TRAIN_SETTINGS)
+
+
+@pytest.mark.parametrize("likelihood", ["continuous_bernoulli", "gaussian"])
+def test_iwsvi_fits_q_to_the_models_own_likelihood(likelihood):
+    """One Adam step of the fit moves each coordinate by -lr * sign(gradient) (Adam's first
+    step): the gradient must be that of the model's likelihood's bound, not a Bernoulli one."""
+    import math
+
+    from fastair.evaluation import fit_gaussian_q
+    from fastair.models import VAE
+    torch.manual_seed(0)
+    model = VAE(x_dim=30, z_dim=4, hidden=(16,), likelihood=likelihood).double().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(5, 30, dtype=torch.float64)
+    mu, logvar = model.encode(x)
+    lr, k = 0.05, 6
+    fit = fit_gaussian_q(model, x, mu, logvar, k=k, lr=lr, max_steps=1, check_every=1000,
+                         generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    torch.randn((k, 5, 4), generator=g, dtype=torch.float64)  # the fit's fixed check draws
+    eps = torch.randn((k, 5, 4), generator=g, dtype=torch.float64)
+    p = torch.cat([mu, logvar], 1).clone().requires_grad_(True)
+    m, lv = p.chunk(2, 1)
+    z = m + torch.exp(0.5 * lv) * eps
+    bound = torch.logsumexp(model.log_weights(x, mu=m, logvar=lv, z=z), 0) - math.log(k)
+    (grad,) = torch.autograd.grad(bound.sum(), p)
+    want = torch.cat([mu, logvar], 1) + lr * torch.sign(grad)
+    torch.testing.assert_close(torch.cat([fit.mu, fit.logvar], 1), want, rtol=0, atol=1e-6)

@@ -69,8 +69,10 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=_D.k_svi, lr=_D.lr, max_steps=_D.m
             ``encode(x) -> (mu, logvar)`` and ``decode_logits(z [..., B, Z]) -> [..., B, D]``);
             its parameters should not require gradients (the caller freezes them). Each step's
             bound is ``iwae_bernoulli_gaussian`` on ``decode_logits(z)`` (``[k, B, D]`` logits,
-            ``k`` small); the checks' scores use the protocol's log weights (the model's own
-            ``log_weights`` or a fused decoder head where present).
+            ``k`` small) for a Bernoulli decoder, and the model's own ``log_weights`` for a
+            model whose ``likelihood`` attribute names another (``fastair.models.VAE``'s
+            continuous Bernoulli and Gaussian decoders); the checks' scores use the protocol's
+            log weights (the model's own ``log_weights`` or a fused decoder head where present).
         x: ``[B, D]`` data; mu, logvar: ``[B, Z]`` starting point (not modified).
         k: samples of the bound optimized (and of the fixed check draws).
         lr: Adam's learning rate, each example's starting step size.
@@ -97,6 +99,11 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=_D.k_svi, lr=_D.lr, max_steps=_D.m
                          f"patience={patience}, max_steps={max_steps}, tol={tol}, lr={lr}, "
                          f"decay={decay}")
     path = resolve_path(model, x, path)
+    bernoulli = getattr(model, "likelihood", "bernoulli") == "bernoulli"
+    if not bernoulli and path != "log_weights":
+        raise TypeError(f"fit_gaussian_q: a model with likelihood={model.likelihood!r} needs its "
+                        f"own log_weights(x, mu=, logvar=, z=) (the other paths score a "
+                        f"Bernoulli decoder); {type(model).__name__} has none")
     n, z_dim = mu.shape
     device, dtype = mu.device, mu.dtype
     params = torch.cat([mu, logvar], 1).detach().clone()           # [B, 2Z]
@@ -115,7 +122,11 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=_D.k_svi, lr=_D.lr, max_steps=_D.m
         draw = torch.randn((k, running.numel(), z_dim), generator=generator, device=device,
                            dtype=dtype)
         mu_r, logvar_r, z = _draw(p, draw)
-        loss = -iwae_bernoulli_gaussian(xr, model.decode_logits(z), z, mu_r, logvar_r).sum()
+        if bernoulli:
+            loss = -iwae_bernoulli_gaussian(xr, model.decode_logits(z), z, mu_r, logvar_r).sum()
+        else:  # the model's own likelihood, through the protocol's log weights
+            log_w = log_weights(model, xr, mu_r, logvar_r, z, path=path)
+            loss = -torch.logsumexp(log_w, 0).sum()
         (grad,) = torch.autograd.grad(loss, p)
         step += 1
         with torch.no_grad():
