@@ -457,3 +457,13 @@ def test_iwsvi_fits_q_to_the_models_own_likelihood(likelihood):
     (grad,) = torch.autograd.grad(bound.sum(), p)
     want = torch.cat([mu, logvar], 1) + lr * torch.sign(grad)
     torch.testing.assert_close(torch.cat([fit.mu, fit.logvar], 1), want, rtol=0, atol=1e-6)
+
+
+def test_a_stack_refuses_a_non_bernoulli_member():
+    from fastair.models import VAE
+    from fastair.models.stacked import StackedVAE
+    models = [VAE(x_dim=30, z_dim=4, hidden=(16,)),
+              VAE(x_dim=30, z_dim=4, hidden=(16,), likelihood="gaussian")]
+    with pytest.raises(ValueError, match="likelihood 'bernoulli', 'gaussian' cannot be stacked"):
+        StackedVAE(models)
+    StackedVAE(models[:1])  # Bernoulli members stack as before

@@ -117,6 +117,11 @@ class StackedVAE(nn.Module):
         if first.estimator != "iwae":
             raise ValueError(f"StackedVAE: estimator {first.estimator!r} cannot be stacked "
                              "(only 'iwae')")
+        likelihoods = sorted({getattr(m, "likelihood", "bernoulli") for m in models})
+        if likelihoods != ["bernoulli"]:
+            raise ValueError(f"StackedVAE: likelihood {', '.join(map(repr, likelihoods))} cannot "
+                             "be stacked (the stack scores a Bernoulli decoder); train these "
+                             "runs one at a time (fastair reproduce --no-stack)")
         self.members = len(models)
         self.k, self.x_dim, self.z_dim = first.k, first.x_dim, first.z_dim
         self.terms = objective_terms(first)
