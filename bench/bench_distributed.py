@@ -116,7 +116,7 @@ def main(argv=None):
                 "The evaluation's per-example ln p(x) differ across the process counts by at "
                 f"most {worst:.2e} nat (the threads per process change the matmuls' rounding; "
                 "with the same threads they are equal bit for bit, "
-                "tests/test_distributed.py).\n"),
+                "tests/training/test_distributed.py).\n"),
              "| job | processes | threads each | seconds | speedup |", "|---|---|---|---|---|"]
     lines += [f"| {r['job']} | {r['processes']} | {r['threads_each']} | {r['seconds']:.1f} | "
               f"{r['speedup']:.2f}x |" for r in rows]

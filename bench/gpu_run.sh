@@ -4,11 +4,13 @@
 #
 #   bench/gpu_run.sh OUT_DIR            # on the GPU machine (PYTHON=... to pick the interpreter)
 #   bench/gpu_run.sh --dry-run OUT_DIR  # on CPU: the same stages at tiny sizes, the Triton
-#                                       # interpreter for the kernels (tests/test_gpu_run.py)
+#                                       # interpreter for the kernels
+#                                       # (tests/packaging/test_gpu_run.py)
 #
 # Stages, each under its own time limit so that a slow one cannot starve the others:
-#   tests  pytest -m cuda (tests/test_cuda.py, tests/test_op_contract.py: the six ops' values,
-#          gradients and torch.compile on CUDA) -> tests.log (skipped if pytest is missing)
+#   tests  pytest -m cuda (tests/ops/test_cuda.py, tests/ops/test_op_contract.py: the six ops'
+#          values, gradients and torch.compile on CUDA) -> tests.log (skipped if pytest is
+#          missing)
 #   ops    python -m bench.bench_ops: each op against eager and torch.compile, with the measured
 #          copy bandwidth -> ops.csv, ops.log
 #   e2e    python -m bench.gpu_bench: a training epoch eager and as a CUDA graph, IW-SVI
@@ -78,7 +80,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run it under its limit, log to NAME.
 
 if "$PY" -c "import pytest" 2> /dev/null; then
   stage tests "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider -m cuda -rs \
-    tests/test_cuda.py tests/test_op_contract.py
+    tests/ops/test_cuda.py tests/ops/test_op_contract.py
 else
   echo "| tests | not run: pytest is not installed | 0 | $T_TESTS |" >> "$OUT/summary.md"
 fi

@@ -55,15 +55,9 @@ def backend(request):
 @pytest.fixture
 def tiny_data(monkeypatch):
     """Replace load_dataset by a tiny random binary data set (the CLI imports it lazily); the
-    same on every call for one name, as a real data set is, and other data for another name."""
-
-    def load(name, root=None):
-        g = torch.Generator().manual_seed(sum(map(ord, name)))
-
-        def split(n):
-            return (torch.rand(n, 784, generator=g) < 0.3).float()
-        from fastair.data import Splits
-        return Splits(name, split(120), split(40), split(40))
+    same on every call for one name, as a real data set is, and other data for another name
+    (helpers.tiny_load_dataset)."""
+    from helpers import tiny_load_dataset
 
     import fastair.data
-    monkeypatch.setattr(fastair.data, "load_dataset", load)
+    monkeypatch.setattr(fastair.data, "load_dataset", tiny_load_dataset)

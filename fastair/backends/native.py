@@ -113,7 +113,7 @@ def _ninja_on_path():
             return
 
 
-def _build(jit=True):
+def load_or_build(jit=True):
     """Load the library of the current sources, building it first if the cache lacks it
     (``jit``: on first use, rather than by :func:`build`). Returns ``(library path, seconds
     spent building or None when it was built before)``."""
@@ -172,7 +172,7 @@ def load():
         return
     if _state["error"] is None:
         try:
-            _build()
+            load_or_build()
             _state["loaded"] = True
             return
         except Exception as err:  # compiler missing, build error: remember, do not retry
@@ -189,7 +189,7 @@ def build():
     """Build the C++ kernels now, unless the cache already holds them, and load them: what
     ``fastair build`` runs. Returns ``(library path, seconds spent building or None when it was
     built before)``; raises the build's own error (with the compiler's output) on failure."""
-    library, seconds = _build(jit=False)
+    library, seconds = load_or_build(jit=False)
     _state["loaded"], _state["error"] = True, None
     return library, seconds
 

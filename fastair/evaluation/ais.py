@@ -36,7 +36,7 @@ past only, and each transition, given the past, leaves ``f_{b_t}`` invariant; bu
 enough for ``E[w] = p(x)``: the past is correlated with the chain's current position (a chain in
 a region where it is rejected gets smaller steps there), so the kernel acting on the current
 position is state-dependent and no longer ``f_{b_t}``-invariant. Measured on the sharp 2-d model
-of ``tests/test_ais.py`` (``T = 300``, ``L = 2``, 512 chains, 48 example-runs, against
+of ``tests/evaluation/test_ais.py`` (``T = 300``, ``L = 2``, 512 chains, 48 example-runs, against
 quadrature): ``log E[w]`` is too high by +0.013 +- 0.003 nat at ``adapt_rate = 0.05`` and
 +0.049 +- 0.002 at 0.2, so the "lower bound" can sit above ``ln p(x)``. The default
 ``adapt="pilot"`` keeps the estimator exact: ``pilot`` extra chains per example run alongside
@@ -51,11 +51,11 @@ backward through the decoder (the gradient of ``g`` by autograd, the model's par
 the gradient at a transition's starting point is carried over from the previous one, and
 ``f_b``'s value and gradient for a new ``b`` are formed from the cached ``g`` and its gradient.
 At the defaults (``T = 1000``, ``C = 32``, ``L = 2``, 4 pilots) 71,964 passes per example. On
-the sharp 2-d model of ``tests/test_ais.py`` they give a mean absolute error of 0.026-0.034 nat
-against quadrature (four seeds, from the prior or the encoder). On a trained mnist5k VAE
-(``50-200-200-784``) they take 1.3 s per digit on one CPU core and give standard errors of
-about 0.1 nat from the encoder, 0.06 from IW-SVI's fitted ``q`` and 0.25 from the prior,
-within 0.12 nat of a run with ``T = 5000, C = 64``. More temperatures buy more than longer
+the sharp 2-d model of ``tests/evaluation/test_ais.py`` they give a mean absolute error of
+0.026-0.034 nat against quadrature (four seeds, from the prior or the encoder). On a trained
+mnist5k VAE (``50-200-200-784``) they take 1.3 s per digit on one CPU core and give standard
+errors of about 0.1 nat from the encoder, 0.06 from IW-SVI's fitted ``q`` and 0.25 from the
+prior, within 0.12 nat of a run with ``T = 5000, C = 64``. More temperatures buy more than longer
 trajectories: at equal cost ``L = 2`` beat ``L = 3`` and ``L = 5`` on both models.
 """
 import math

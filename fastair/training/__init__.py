@@ -5,8 +5,8 @@ from fastair.evaluation.bound import bounds_table, evaluate_bound, split_bounds
 from fastair.training.checkpoint import atomic_save, load_checkpoint, seed_everything
 from fastair.training.config import RESUMABLE_CHANGES, SCHEDULES, TrainConfig
 from fastair.training.schedules import make_scheduler
-from fastair.training.trainer import METRIC_COLUMNS, Trainer, TrainResult
+from fastair.training.trainer import METRIC_COLUMNS, Trainer, TrainResult, make_optimizer
 
 __all__ = ["Trainer", "TrainResult", "TrainConfig", "SCHEDULES", "RESUMABLE_CHANGES",
            "METRIC_COLUMNS", "evaluate_bound", "split_bounds", "bounds_table", "make_scheduler",
-           "atomic_save", "load_checkpoint", "seed_everything"]
+           "make_optimizer", "atomic_save", "load_checkpoint", "seed_everything"]

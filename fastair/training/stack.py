@@ -26,7 +26,7 @@ from fastair.io import progress_bar
 from fastair.models.stacked import StackedVAE, objective_terms
 from fastair.precision import autocast
 from fastair.training import rundir
-from fastair.training.trainer import _adam, committed, signal_guard
+from fastair.training.trainer import committed, make_optimizer, signal_guard
 
 __all__ = ["StackTrainer"]
 
@@ -116,7 +116,7 @@ class StackTrainer:
     # -- moving state between the stack and its members ---------------------------------------
     def _build(self, group):
         stacked = StackedVAE([t.model for t in group]).to(group[0].device)
-        optimizer = _adam(stacked.parameters(), group[0].config)  # lr: set by each epoch
+        optimizer = make_optimizer(stacked.parameters(), group[0].config)  # lr: set by each epoch
         slice_of = stacked.member_slice
         by_param = {}
         for m, t in enumerate(group):

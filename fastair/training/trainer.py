@@ -47,8 +47,8 @@ from fastair.training.checkpoint import (
 from fastair.training.config import TrainConfig, check_device
 from fastair.training.schedules import make_scheduler
 
-__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS", "signal_guard", "Interrupted",
-           "committed"]
+__all__ = ["Trainer", "TrainResult", "METRIC_COLUMNS", "make_optimizer", "signal_guard",
+           "Interrupted", "committed"]
 
 METRIC_COLUMNS = ("epoch", "lr", "train_bound", "valid_bound", "best_valid_bound", "best_epoch",
                   "bad_epochs", "time_s")
@@ -80,8 +80,10 @@ class TrainResult:
         return self.stop_reason == "interrupted"
 
 
-def _adam(params, cfg):
-    """Adam; the fused (single-kernel) implementation where this torch has it for the device."""
+def make_optimizer(params, cfg):
+    """The optimizer of a run (of :class:`Trainer` and of a stack of runs): Adam over ``params``
+    with ``cfg``'s (a :class:`TrainConfig`) ``lr``, ``betas`` and ``adam_eps``; the fused
+    (single-kernel) implementation where this torch has it for the device."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, fused=True)
@@ -297,7 +299,7 @@ class Trainer:
             raise ValueError("precision fp16: loss-scaled float16 training is for CUDA devices; "
                              "use bf16 on a CPU")
         self.scaler = (torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None)
-        self.optimizer = _adam(self.model.parameters(), cfg)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.lr_decay)
         self.shuffle = torch.Generator()
         self.ddp = None

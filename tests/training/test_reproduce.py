@@ -298,7 +298,7 @@ def test_eval_precision_reaches_the_evaluator_resolved_and_is_part_of_a_runs_ide
 
 def test_compare_precision_reads_two_reports():
     from experiments.reproduce_mnist5k_bf16_stack.compare_precision import compare
-    root = os.path.join(os.path.dirname(__file__), "..", "experiments", "reproduce_mnist5k")
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "reproduce_mnist5k")
     text = compare(root, root, "a", "b")
     assert "13 of 13 grid points within the seed spread" in text
     assert "| DVAE (α=0.5) | 0.4 | 3/3 |" in text and "+0.00" in text

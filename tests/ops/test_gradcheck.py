@@ -1,5 +1,5 @@
 """torch.autograd.gradcheck in float64 beyond the contract's cases: every op is gradchecked on
-its spec's inputs under each backend in tests/test_op_contract.py; here the bound's reduction
+its spec's inputs under each backend in tests/ops/test_op_contract.py; here the bound's reduction
 over an inner dimension (the spec reduces over dim 0)."""
 import pytest
 import torch

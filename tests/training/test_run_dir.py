@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from helpers import TINY_CLI, fit, tiny_splits
+from helpers import TINY_CLI, fit
 
 import fastair.io
 from fastair import cli
@@ -33,11 +33,6 @@ from fastair.training import trainer as trainer_mod
 TINY = TINY_CLI
 HOLDER = ("import sys, time\nfrom fastair.training import rundir\n"
           "with rundir.hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_splits()
 
 
 def _fit(data, run_dir, resume=False, model=None, meta=None, **kw):

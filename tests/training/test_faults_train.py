@@ -9,11 +9,10 @@ import signal
 
 import pytest
 import torch
-from helpers import TINY_CLI, fit, tiny_splits
+from helpers import TINY_CLI, fit, tiny_load_dataset, tiny_splits
 
 import fastair.data
 from fastair import cli
-from fastair.data import Splits
 from fastair.models import VAE
 from fastair.reproduce import ReproduceConfig, plan_runs, reproduce, runner
 from fastair.training import Trainer, load_checkpoint, seed_everything
@@ -29,26 +28,19 @@ def _deliver(signum):
     handler(signum, None)
 
 
-def _load(name, root=None):
-    """A tiny binary data set (120/40/40 rows), the same on every call."""
-    g = torch.Generator().manual_seed(sum(map(ord, name)))
-    return Splits(name, *((torch.rand(n, 784, generator=g) < 0.3).float()
-                          for n in (120, 40, 40)))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def tiny_dataset():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fastair.data, "load_dataset", _load)
+        mp.setattr(fastair.data, "load_dataset", tiny_load_dataset)
         yield
 
 
 # -- train: a second signal inside the step ------------------------------------------------------
 
 def _signals_after_step(at, signals=(signal.SIGTERM, signal.SIGTERM)):
-    """An ``_adam`` whose optimizer, after its ``at``-th step (counted from 1) has updated the
-    weights, receives ``signals`` before the step returns."""
-    real, steps = trainer_mod._adam, []
+    """A ``make_optimizer`` whose optimizer, after its ``at``-th step (counted from 1) has
+    updated the weights, receives ``signals`` before the step returns."""
+    real, steps = trainer_mod.make_optimizer, []
 
     def adam(params, cfg):
         opt = real(params, cfg)
@@ -77,7 +69,8 @@ def _same_checkpoints(a, b):
 def test_a_second_signal_after_the_step_does_not_apply_the_batch_twice(tmp_path, monkeypatch):
     data = tiny_splits()
     fit(data, tmp_path / "straight", epochs=3)
-    monkeypatch.setattr(trainer_mod, "_adam", _signals_after_step(at=6))  # epoch 2, batch 2
+    # epoch 2, batch 2
+    monkeypatch.setattr(trainer_mod, "make_optimizer", _signals_after_step(at=6))
     _, result = fit(data, tmp_path / "cut", epochs=3)
     assert result.interrupted and result.signal == signal.SIGTERM
     saved = load_checkpoint(tmp_path / "cut" / "last.pt")
@@ -100,7 +93,7 @@ def _stack_trainers(root):
 def test_a_second_signal_after_a_stacked_step_does_not_apply_the_batch_twice(tmp_path,
                                                                              monkeypatch):
     StackTrainer(_stack_trainers(tmp_path / "straight"), progress=False).fit()
-    monkeypatch.setattr(stack_mod, "_adam", _signals_after_step(at=6))
+    monkeypatch.setattr(stack_mod, "make_optimizer", _signals_after_step(at=6))
     results = StackTrainer(_stack_trainers(tmp_path / "cut"), progress=False).fit()
     assert all(r.interrupted and r.signal == signal.SIGTERM for r in results)
     assert load_checkpoint(tmp_path / "cut" / "m0" / "last.pt")["partial"]["batch"] == 2
@@ -168,7 +161,7 @@ def test_a_second_signal_at_a_stacked_epoch_end_saves_every_member(tmp_path, mon
 def test_a_second_sigterm_in_the_final_save_exits_143_with_the_resume_hint(tmp_path, monkeypatch,
                                                                           capsys):
     armed = []
-    monkeypatch.setattr(trainer_mod, "_adam",
+    monkeypatch.setattr(trainer_mod, "make_optimizer",
                         _signals_after_step(at=2, signals=(signal.SIGTERM,)))
     real_save = trainer_mod.atomic_save
 
@@ -189,7 +182,7 @@ def test_a_second_sigterm_in_the_final_save_exits_143_with_the_resume_hint(tmp_p
 
 
 def test_a_first_sigterm_exits_143_and_resumes(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_mod, "_adam",
+    monkeypatch.setattr(trainer_mod, "make_optimizer",
                         _signals_after_step(at=2, signals=(signal.SIGTERM,)))
     run = tmp_path / "run"
     assert cli.main(["train", "--epochs", "3", "--run-dir", str(run), *TINY_CLI]) == 143
@@ -373,7 +366,7 @@ def test_sigterm_in_reproduce_iwsvi_exits_143(tmp_path, monkeypatch, capsys):
 
 
 def test_a_second_sigterm_in_reproduce_training_exits_143(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_mod, "_adam", _signals_after_step(at=1))
+    monkeypatch.setattr(trainer_mod, "make_optimizer", _signals_after_step(at=1))
     code = cli.main(["reproduce", "--models", "vae", "--seeds", "1", "--epochs", "1",
                      "--k-svi", "4", "--max-steps", "2", "--k-eval", "20", "--chunk", "10",
                      "--no-stack", "--out", str(tmp_path), "--no-progress"])

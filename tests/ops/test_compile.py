@@ -1,15 +1,9 @@
 """torch.compile(fullgraph=True) of a function using the ops equals eager, values and grads."""
 import pytest
 import torch
+from helpers import objective
 
 import fastair
-
-
-def objective(x, logits, z, mu, logvar):
-    bound = fastair.iwae_bernoulli_gaussian(x, logits, z, mu, logvar)
-    log_w = (fastair.bernoulli_log_prob(logits, x) + fastair.gaussian_log_prob(z)
-             - fastair.gaussian_log_prob(z, mu, logvar))
-    return bound.mean() + fastair.iwae_bound(log_w, dim=0).mean() + torch.tanh(mu).sum()
 
 
 @pytest.mark.slow

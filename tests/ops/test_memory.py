@@ -1,26 +1,9 @@
 """The fused bound allocates nothing of the logits' size except the gradient it returns."""
 import pytest
 import torch
-from test_iwae_bernoulli_gaussian import make_inputs
-from torch.profiler import ProfilerActivity, profile
+from helpers import make_inputs, peak_bytes
 
 import fastair
-
-
-def peak_bytes(fn):
-    """Peak of the running sum of CPU allocator events (bytes) during ``fn()``, its result kept."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        keep = fn()
-    cpu = torch.autograd.DeviceType.CPU
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == cpu),
-                    key=lambda e: e.start_ns())
-    running = peak = 0
-    for e in events:
-        running += e.nbytes()
-        peak = max(peak, running)
-    del keep
-    return peak
 
 
 # Native only: the Triton interpreter copies tensors through numpy, so its CPU allocations say

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from test_memory import peak_bytes
+from helpers import peak_bytes
 from torch import nn
 
 import fastair

@@ -23,11 +23,6 @@ from fastair.training import trainer as trainer_mod
 from fastair.training.schedules import IWAEStagesFactor
 
 
-@pytest.fixture(scope="module")
-def data():
-    return tiny_splits()
-
-
 def _model(**kw):
     return tiny_vae(**{"sigma": 0.3, "alpha": 0.5, **kw})
 

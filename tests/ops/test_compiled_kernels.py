@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KERNELS = {"_iwae_bg_fwd_kernel", "_bernoulli_fwd_kernel", "_bernoulli_bwd_kernel",
            "_gaussian_fwd_kernel", "gaussian_bwd_kernel", "_logsumexp_kernel",
            "_logsumexp_bwd_kernel", "_cwn_fwd_kernel", "_cwn_bwd_kernel", "_lb_fwd_kernel",

