@@ -2,14 +2,15 @@
 
 Public ops (see docs/design.md §2; defined in :mod:`fastair.functional`):
 :func:`bernoulli_log_prob`, :func:`gaussian_log_prob`, :func:`iwae_bound`,
-:func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm`, :func:`linear_bernoulli_log_prob`;
-the backend switch :func:`set_backend`, :func:`use_backend` (environment variable
-``FASTAIR_BACKEND``), and :func:`get_backend`, the backend that actually runs (``native``,
-``triton`` or ``reference``, never ``auto``; see :mod:`fastair.backends`). Nothing is compiled or
-imported from Triton at import: Triton is optional (``pip install 'fastair[gpu]'``), and the C++
-kernels are built by ``fastair build`` (the install runs it) or else on first use, and cached
-(:mod:`fastair.backends.native`). ``fastair info`` prints the versions, backends and hardware a
-bug report needs.
+:func:`iwae_bernoulli_gaussian`, :func:`capped_weight_norm`, :func:`linear_bernoulli_log_prob`,
+:func:`continuous_bernoulli_log_prob`, :func:`linear_continuous_bernoulli_log_prob`,
+:func:`linear_gaussian_log_prob`; the backend switch :func:`set_backend`, :func:`use_backend`
+(environment variable ``FASTAIR_BACKEND``), and :func:`get_backend`, the backend that actually runs
+(``native``, ``triton`` or ``reference``, never ``auto``; see :mod:`fastair.backends`). Nothing is
+compiled or imported from Triton at import: Triton is optional (``pip install 'fastair[gpu]'``), and
+the C++ kernels are built by ``fastair build`` (the install runs it) or else on first use, and
+cached (:mod:`fastair.backends.native`). ``fastair info`` prints the versions, backends and
+hardware a bug report needs.
 
 Loaded with the package: :mod:`fastair.nn` (the layers and the drop-in loss
 :class:`fastair.nn.IWAELoss`) and :mod:`fastair.data` (data sets). The higher layers load on

@@ -23,7 +23,8 @@ from fastair.backends.reference import accumulation_dtype
 from fastair.precision import native_bf16
 
 __all__ = ["bernoulli_log_prob", "gaussian_log_prob", "iwae_bound", "iwae_bernoulli_gaussian",
-           "capped_weight_norm", "linear_bernoulli_log_prob", "continuous_bernoulli_log_prob"]
+           "capped_weight_norm", "linear_bernoulli_log_prob", "continuous_bernoulli_log_prob",
+           "linear_continuous_bernoulli_log_prob", "linear_gaussian_log_prob"]
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -298,6 +299,65 @@ def _reduced_gemm(backend, h):
     return backend == "native" and h.dtype == torch.bfloat16 and native_bf16(h.device)
 
 
+def _check_linear_head(h, weight, bias, x, **params):
+    """The checks of the fused heads; ``params``: the likelihood's own tensors (the Gaussian's
+    ``logvar``), each broadcastable to ``[..., D]``. Returns ``[..., D]``."""
+    check_tensor("h", h)
+    check_tensor("weight", weight)
+    check_tensor("x", x, allow_bool=True)
+    if bias is not None:
+        check_tensor("bias", bias)
+    for name, t in params.items():
+        check_tensor(name, t)
+    if h.dim() == 0:
+        raise ValueError("h: expected shape [..., H] with at least one dim, got []")
+    if weight.dim() != 2 or weight.shape[1] != h.shape[-1]:
+        raise ValueError(f"weight: expected shape [D, H] with H = {h.shape[-1]} from h, "
+                         f"got {shape_str(weight.shape)}")
+    if bias is not None:
+        check_shape("bias", bias, weight.shape[:1], "[D] (D from weight [D, H])")
+    check_same_device(h=h, weight=weight, bias=bias, x=x, **params)
+    out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
+    check_broadcasts_to("x", x, out_shape, "h @ weight.T")
+    for name, t in params.items():
+        check_broadcasts_to(name, t, out_shape, "h @ weight.T")
+    return out_shape
+
+
+def _linear_head(name, h, weight, bias, x, logvar=None):
+    """The fused head ``name`` (``linear_bernoulli_log_prob``, ...) on checked arguments: autocast
+    as ``nn.Linear`` has it, then the reference or the backend's op on canonical shapes (h rows
+    ``[M * N, H]``, x rows ``[N, D]``, and for the Gaussian logvar rows ``[N, D]`` paired with
+    x's; a broadcast of x and logvar that these cannot express is expanded)."""
+    out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
+    extra = () if logvar is None else (logvar,)
+    device_type = h.device.type
+    if torch.is_autocast_enabled(device_type):
+        low = torch.get_autocast_dtype(device_type)
+        h, weight, bias = (None if t is None else _autocast_cast(t, low) for t in (h, weight, bias))
+        with torch.autocast(device_type, enabled=False):  # the op's own casts stay as written
+            return _linear_head(name, h, weight, bias, x, logvar)
+    backend = _backend_for(h)
+    if backend == "reference" or h.numel() == 0 or weight.numel() == 0:
+        return getattr(reference, name)(h, weight, bias, x, *extra)
+    acc = accumulation_dtype(h.dtype, weight.dtype, x.dtype, *[t.dtype for t in extra],
+                             bias.dtype if bias is not None else torch.float32)
+    x = x.detach().to(acc)
+    if logvar is not None:  # x and logvar rows that pair alike with the rows of h
+        pshape = torch.broadcast_shapes(x.shape, logvar.shape)
+        x = x.expand(pshape)
+        (lv_rows, _, _) = _rows_of(logvar.to(acc).expand(pshape), out_shape)
+        extra = (lv_rows.contiguous(),)
+    x_rows, m, n = _rows_of(x, out_shape)
+    same = h.dtype == weight.dtype and (bias is None or bias.dtype == h.dtype)
+    wdt = h.dtype if same and _reduced_gemm(backend, h) else acc
+    h_rows = h.to(wdt).reshape(m * n, h.shape[-1]).contiguous()
+    out = getattr(ops, name)(
+        h_rows, weight.to(wdt).contiguous(), None if bias is None else bias.to(wdt).contiguous(),
+        x_rows.contiguous(), *extra, backend)
+    return out.reshape(out_shape[:-1])
+
+
 def linear_bernoulli_log_prob(h, weight, bias, x):
     """A decoder's output layer fused with the Bernoulli log-likelihood:
     ``bernoulli_log_prob(h @ weight.T + bias, x)`` without storing the logits.
@@ -326,37 +386,54 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
     result is float32; the gradients of ``weight`` and ``bias`` pass through the cast as
     under autocast (rounded to the autocast dtype, then widened to the parameters' dtype).
     """
-    check_tensor("h", h)
-    check_tensor("weight", weight)
-    check_tensor("x", x, allow_bool=True)
-    if bias is not None:
-        check_tensor("bias", bias)
-    if h.dim() == 0:
-        raise ValueError("h: expected shape [..., H] with at least one dim, got []")
-    if weight.dim() != 2 or weight.shape[1] != h.shape[-1]:
-        raise ValueError(f"weight: expected shape [D, H] with H = {h.shape[-1]} from h, "
-                         f"got {shape_str(weight.shape)}")
-    if bias is not None:
-        check_shape("bias", bias, weight.shape[:1], "[D] (D from weight [D, H])")
-    check_same_device(h=h, weight=weight, bias=bias, x=x)
-    out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
-    check_broadcasts_to("x", x, out_shape, "h @ weight.T")
-    device_type = h.device.type
-    if torch.is_autocast_enabled(device_type):
-        low = torch.get_autocast_dtype(device_type)
-        h, weight, bias = (None if t is None else _autocast_cast(t, low) for t in (h, weight, bias))
-        with torch.autocast(device_type, enabled=False):  # the op's own casts stay as written
-            return linear_bernoulli_log_prob(h, weight, bias, x)
-    backend = _backend_for(h)
-    if backend == "reference" or h.numel() == 0 or weight.numel() == 0:
-        return reference.linear_bernoulli_log_prob(h, weight, bias, x)
-    acc = accumulation_dtype(h.dtype, weight.dtype, x.dtype,
-                             bias.dtype if bias is not None else torch.float32)
-    x_rows, m, n = _rows_of(x.detach().to(acc), out_shape)
-    same = h.dtype == weight.dtype and (bias is None or bias.dtype == h.dtype)
-    wdt = h.dtype if same and _reduced_gemm(backend, h) else acc
-    h_rows = h.to(wdt).reshape(m * n, h.shape[-1]).contiguous()
-    out = ops.linear_bernoulli_log_prob(
-        h_rows, weight.to(wdt).contiguous(), None if bias is None else bias.to(wdt).contiguous(),
-        x_rows.contiguous(), backend)
-    return out.reshape(out_shape[:-1])
+    _check_linear_head(h, weight, bias, x)
+    return _linear_head("linear_bernoulli_log_prob", h, weight, bias, x)
+
+
+def linear_continuous_bernoulli_log_prob(h, weight, bias, x):
+    """A decoder's output layer fused with the continuous Bernoulli log-density:
+    ``continuous_bernoulli_log_prob(h @ weight.T + bias, x)`` without storing the logits
+    (docs/design.md §1.7 and §1.13).
+
+    The contract of :func:`linear_bernoulli_log_prob` (shapes, broadcasting, dtypes, autocast),
+    with the continuous Bernoulli term ``(x - 1/2) l - log(sinh(l/2) / (l/2))`` per element and
+    its derivative ``x - mean(l)`` (exactly ``x - 1/2`` at ``l = 0``).
+
+    Args:
+        h: [..., H] last hidden layer (e.g. [k, B, H]).
+        weight: [D, H] and bias: [D] or None, as in ``torch.nn.Linear(H, D)``.
+        x: data in [0, 1] broadcastable to [..., D] (e.g. [B, D]); float or bool; no gradient
+            (not checked to lie in [0, 1]: :func:`continuous_bernoulli_log_prob` with
+            ``check_x=True`` says why).
+    Returns:
+        [...] (``h.shape[:-1]``), float32 for float16/bfloat16 inputs; gradients for ``h``,
+        ``weight`` and ``bias``.
+    """
+    _check_linear_head(h, weight, bias, x)
+    return _linear_head("linear_continuous_bernoulli_log_prob", h, weight, bias, x)
+
+
+def linear_gaussian_log_prob(h, weight, bias, x, logvar):
+    """A decoder's output layer fused with the diagonal Gaussian log-density of the data:
+    ``sum_d log N(x_d; m_d, exp(logvar_d))`` with the mean ``m = h @ weight.T + bias`` never
+    stored, equal to ``gaussian_log_prob(x, m, logvar)`` (docs/design.md §1.7).
+
+    ``log N(x; m, exp(lv)) = -1/2 ((x - m)^2 exp(-lv) + lv + log 2 pi)`` per element; with
+    ``t = (x - m) exp(-lv / 2)`` and the upstream ``g`` per row, the mean's gradient is
+    ``g t exp(-lv / 2)`` and the log-variance's ``g (t^2 - 1) / 2``, summed over the rows that
+    share each entry of ``logvar``. The contract of :func:`linear_bernoulli_log_prob` otherwise
+    (shapes, dtypes, autocast: ``h``, ``weight`` and ``bias`` are cast as for ``nn.Linear``,
+    ``logvar`` is read as it is).
+
+    Args:
+        h: [..., H] last hidden layer (e.g. [k, B, H]).
+        weight: [D, H] and bias: [D] or None, as in ``torch.nn.Linear(H, D)``.
+        x: finite data broadcastable to [..., D] (e.g. [B, D]); no gradient.
+        logvar: the log-variance, broadcastable to [..., D]: e.g. ``[]`` (one for all), ``[D]``
+            (per pixel), ``[B, 1]`` or ``[B, D]``; it gets a gradient of its own shape.
+    Returns:
+        [...] (``h.shape[:-1]``), float32 for float16/bfloat16 inputs; gradients for ``h``,
+        ``weight``, ``bias`` and ``logvar``.
+    """
+    _check_linear_head(h, weight, bias, x, logvar=logvar)
+    return _linear_head("linear_gaussian_log_prob", h, weight, bias, x, logvar)

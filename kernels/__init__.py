@@ -12,6 +12,9 @@ so a new module needs no list edited elsewhere:
 - ``capped_weight_norm``: ``capped_weight_norm_fwd``, ``capped_weight_norm_bwd``
 - ``linear_bernoulli``: ``linear_bernoulli_fwd``, ``linear_bernoulli_bwd`` (the fused decoder head)
 - ``continuous_bernoulli``: ``continuous_bernoulli_fwd``, ``continuous_bernoulli_bwd``
+- ``linear_likelihoods``: ``linear_continuous_bernoulli_fwd``/``_bwd``, ``linear_gaussian_fwd``/
+  ``_bwd`` (the fused decoder head for the other likelihoods: ``linear_bernoulli``'s kernels,
+  generic over the likelihood, and the Gaussian's log-variance gradient)
 
 ``common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid) and
 no launchers.

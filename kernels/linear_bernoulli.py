@@ -4,6 +4,13 @@ For ``h [R, H]``, ``weight [D, H]``, ``bias [D]`` (or None) and ``x [N, D]`` (ro
 with row ``r % N`` of x), with the logits ``l = h @ weight^T + bias``:
 ``out[r] = sum_d x[r % N, d] l[r, d] - softplus(l[r, d])``. With ``dl = grad[r] (x - sigmoid(l))``:
 ``dh = dl @ weight``, ``dweight = dl^T @ h``, ``dbias = sum_r dl``.
+
+The kernels are generic over the likelihood, a ``tl.constexpr`` ``LIK``: :data:`BERNOULLI` (this
+module's launchers), :data:`CONTINUOUS_BERNOULLI` and :data:`GAUSSIAN` (the launchers of
+:mod:`.linear_likelihoods`, which adds the Gaussian's log-variance gradient), each a per-element
+term of the logits and ``x`` (and the log-variance ``logvar [N, D]``, paired like x) and its
+derivative ``dl``; the tiling below is the same for all three.
+
 The ``[R, D]`` logits are never stored: every kernel remakes the ``[BLOCK_R, BLOCK_D]`` tile it
 needs from ``h`` and ``weight`` (a matmul over H in ``BLOCK_H`` chunks) and uses it at once.
 
@@ -31,9 +38,17 @@ import triton
 import triton.language as tl
 
 from .common import MIN_PROGRAMS, bernoulli_term, min_programs, on_input_device, sigmoid_pair
+from .continuous_bernoulli import cb_grad, cb_term
+from .gaussian import _LOG_2PI_HI, _LOG_2PI_LO
 
 # The launchers; fastair.backends.triton collects them.
 __all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
+
+# LIK, the likelihood of the kernels' term: sum_d term(l, x) per row
+BERNOULLI = 0  # x l - softplus(l), dl = x - sigmoid(l)
+CONTINUOUS_BERNOULLI = 1  # (x - 1/2) l - log(sinh(l/2) / (l/2)), dl = x - mean(l)
+GAUSSIAN = 2  # log N(x; l, exp(lv)) = -(t^2 + lv + log 2 pi) / 2, t = (x - l) exp(-lv/2),
+#               dl = t exp(-lv/2) (the log-variance's gradient: .linear_likelihoods)
 
 
 @triton.jit
@@ -76,26 +91,49 @@ def _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS: tl.
 
 
 @triton.jit
-def _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
-                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_H: tl.constexpr, DOT: tl.constexpr):
-    """``dl = grad[rows] (x - sigmoid(l))`` of the remade logits tile: ``[BLOCK_R, BLOCK_D]``,
-    0 outside ``rmask x cmask``."""
-    l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
-                     BLOCK_R, BLOCK_D, BLOCK_H, DOT)
-    mask = rmask[:, None] & cmask[None, :]
-    x = tl.load(x_ptr + (rows % N).to(tl.int64)[:, None] * D + cols[None, :], mask=mask, other=0.0)
-    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
-    s_pos, s_neg = sigmoid_pair(l)
-    # x - sigmoid(l), written so that 1 - sigmoid(l) does not cancel for large l
-    return tl.where(mask, g * (x * s_neg - (1.0 - x) * s_pos), 0.0)
+def head_term(l, x, lv_ptr, offs, mask, LIK: tl.constexpr):
+    """The likelihood's term per element of a logits tile ``l`` with its data ``x`` (the
+    Gaussian reads its log-variance at ``offs``, the offsets of ``x``)."""
+    if LIK == 0:
+        return bernoulli_term(l, x)
+    elif LIK == 1:
+        return cb_term(l, x)
+    else:
+        lv = tl.load(lv_ptr + offs, mask=mask, other=0.0)
+        t = (x - l) * tl.exp(-0.5 * lv)
+        return -0.5 * (t * t + lv + _LOG_2PI_HI + _LOG_2PI_LO)
 
 
 @triton.jit
-def _lb_fwd_kernel(h_ptr, w_ptr, b_ptr, x_ptr, out_ptr, R, N, D, H, HAS_BIAS: tl.constexpr,
-                   BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-                   DOT: tl.constexpr):
-    """Rows ``pid * BLOCK_R ...``: ``out[r] = sum_d x l - softplus(l)``, one D tile at a time."""
+def _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, rows, rmask, cols, cmask, N, D, H,
+                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_H: tl.constexpr, DOT: tl.constexpr, LIK: tl.constexpr):
+    """``dl = grad[rows] dterm/dl`` of the remade logits tile (Bernoulli: ``x - sigmoid(l)``):
+    ``[BLOCK_R, BLOCK_D]``, 0 outside ``rmask x cmask``."""
+    l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+                     BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+    mask = rmask[:, None] & cmask[None, :]
+    offs = (rows % N).to(tl.int64)[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
+    if LIK == 0:
+        s_pos, s_neg = sigmoid_pair(l)
+        # x - sigmoid(l), written so that 1 - sigmoid(l) does not cancel for large l
+        dl = x * s_neg - (1.0 - x) * s_pos
+    elif LIK == 1:
+        dl = cb_grad(l, x)
+    else:
+        inv_std = tl.exp(-0.5 * tl.load(lv_ptr + offs, mask=mask, other=0.0))
+        dl = (x - l) * inv_std * inv_std
+    return tl.where(mask, g * dl, 0.0)
+
+
+@triton.jit
+def _lb_fwd_kernel(h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, out_ptr, R, N, D, H,
+                   HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_H: tl.constexpr, DOT: tl.constexpr, LIK: tl.constexpr):
+    """Rows ``pid * BLOCK_R ...``: ``out[r] = sum_d term(l, x)`` (Bernoulli: ``x l -
+    softplus(l)``), one D tile at a time."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
     x_row = (rows % N).to(tl.int64)[:, None] * D
@@ -106,15 +144,17 @@ def _lb_fwd_kernel(h_ptr, w_ptr, b_ptr, x_ptr, out_ptr, R, N, D, H, HAS_BIAS: tl
         l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
                          BLOCK_R, BLOCK_D, BLOCK_H, DOT)
         mask = rmask[:, None] & cmask[None, :]
-        x = tl.load(x_ptr + x_row + cols[None, :], mask=mask, other=0.0)
-        total += tl.sum(tl.where(mask, bernoulli_term(l, x), 0.0), axis=1)
+        offs = x_row + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        total += tl.sum(tl.where(mask, head_term(l, x, lv_ptr, offs, mask, LIK), 0.0), axis=1)
     tl.store(out_ptr + rows, total, mask=rmask)
 
 
 @triton.jit
-def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIAS: tl.constexpr,
-                  BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_HO: tl.constexpr, DOT: tl.constexpr):
+def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, dh_ptr, R, N, D, H,
+                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_HO: tl.constexpr, DOT: tl.constexpr,
+                  LIK: tl.constexpr):
     """Program ``(i, j)``: ``dh[rows, hs] = sum_d dl[rows, d] weight[d, hs]`` for rows
     ``i * BLOCK_R ...`` and H columns ``hs = j * BLOCK_HO ...``."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -125,8 +165,8 @@ def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIA
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         cmask = cols < D
-        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
-                           HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, rows, rmask, cols, cmask,
+                           N, D, H, HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT, LIK)
         w = tl.load(w_ptr + cols.to(tl.int64)[:, None] * H + hs[None, :],
                     mask=cmask[:, None] & hmask[None, :], other=0.0)
         acc = _mm(dl.to(w.dtype), w, acc, DOT)
@@ -135,9 +175,10 @@ def _lb_dh_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dh_ptr, R, N, D, H, HAS_BIA
 
 
 @triton.jit
-def _lb_dw_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dw_ptr, db_ptr, R, N, D, H, SPLITS,
+def _lb_dw_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, dw_ptr, db_ptr, R, N, D, H, SPLITS,
                   HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_H: tl.constexpr, BLOCK_HO: tl.constexpr, DOT: tl.constexpr):
+                  BLOCK_H: tl.constexpr, BLOCK_HO: tl.constexpr, DOT: tl.constexpr,
+                  LIK: tl.constexpr):
     """Program ``(i, j, s)``, for weight rows ``cols = i * BLOCK_D ...`` and columns
     ``hs = j * BLOCK_HO ...``: the partial sums over the row blocks ``s, s + SPLITS, ...``
     ``dw[s, cols, hs] = sum_r dl[r, cols] h[r, hs]`` and (if ``j = 0``)
@@ -153,8 +194,8 @@ def _lb_dw_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, dw_ptr, db_ptr, R, N, D, H,
     for r0 in range(0, R, SPLITS * BLOCK_R):
         rows = r0 + split * BLOCK_R + tl.arange(0, BLOCK_R)
         rmask = rows < R
-        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, rows, rmask, cols, cmask, N, D, H,
-                           HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT)
+        dl = _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, rows, rmask, cols, cmask,
+                           N, D, H, HAS_BIAS, BLOCK_R, BLOCK_D, BLOCK_H, DOT, LIK)
         hb = tl.load(h_ptr + rows.to(tl.int64)[:, None] * H + hs[None, :],
                      mask=rmask[:, None] & hmask[None, :], other=0.0)
         acc = _mm(tl.trans(dl).to(hb.dtype), hb, acc, DOT)
@@ -214,10 +255,9 @@ def _bias_args(bias, weight):
     return (weight, False) if bias is None else (bias, True)
 
 
-@on_input_device
-def linear_bernoulli_fwd(h, weight, bias, x):
-    """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]`` (all contiguous, one
-    float dtype) -> ``out [R]``: ``sum_d x l - softplus(l)`` with ``l = h @ weight^T + bias``."""
+def head_fwd(lik, h, weight, bias, x, logvar=None):
+    """``out [R]``, ``sum_d term(l, x)`` of the likelihood ``lik`` (:data:`BERNOULLI`, ...) with
+    ``l = h @ weight^T + bias``; ``logvar [N, D]`` for :data:`GAUSSIAN` (else None)."""
     R, H = h.shape
     D, N = weight.shape[0], x.shape[0]
     out = torch.empty((R,), dtype=x.dtype, device=h.device)
@@ -225,16 +265,16 @@ def linear_bernoulli_fwd(h, weight, bias, x):
         return out
     cfg, _, _ = _configs(R, D, H, h.dtype, min_programs(h), h.is_cuda)
     b, has_bias = _bias_args(bias, weight)
+    lv = x if logvar is None else logvar  # an unused pointer stands in for a missing logvar
     _lb_fwd_kernel[(triton.cdiv(R, cfg["BLOCK_R"]),)](
-        h, weight, b, x, out, R, N, D, H, HAS_BIAS=has_bias, **cfg)
+        h, weight, b, x, lv, out, R, N, D, H, HAS_BIAS=has_bias, LIK=lik, **cfg)
     return out
 
 
-@on_input_device
-def linear_bernoulli_bwd(grad, h, weight, bias, x):
-    """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D])`` with
-    ``dl = grad[r] (x - sigmoid(l))``: ``dh = dl @ weight``, ``dweight = dl^T @ h``,
-    ``dbias = sum_r dl`` (returned also when bias is None)."""
+def head_bwd(lik, grad, h, weight, bias, x, logvar=None):
+    """``(dh [R, H], dweight [D, H], dbias [D])`` of :func:`head_fwd` for ``grad [R]``, with
+    ``dl = grad[r] dterm/dl``: ``dh = dl @ weight``, ``dweight = dl^T @ h``, ``dbias = sum_r dl``
+    (returned also when bias is None)."""
     R, H = h.shape
     D, N = weight.shape[0], x.shape[0]
     dh = torch.empty_like(h)
@@ -243,10 +283,10 @@ def linear_bernoulli_bwd(grad, h, weight, bias, x):
     programs = min_programs(h)
     cfg_dh, cfg_dw = _configs(R, D, H, h.dtype, programs, h.is_cuda)[1:]
     b, has_bias = _bias_args(bias, weight)
-    args = (grad, h, weight, b, x)
+    args = (grad, h, weight, b, x, x if logvar is None else logvar)
     if H > 0:
         grid = (triton.cdiv(R, cfg_dh["BLOCK_R"]), triton.cdiv(H, cfg_dh["BLOCK_HO"]))
-        _lb_dh_kernel[grid](*args, dh, R, N, D, H, HAS_BIAS=has_bias, **cfg_dh)
+        _lb_dh_kernel[grid](*args, dh, R, N, D, H, HAS_BIAS=has_bias, LIK=lik, **cfg_dh)
     # dweight/dbias: split the row blocks S ways for about `programs` programs in all
     grid = (triton.cdiv(D, cfg_dw["BLOCK_D"]), max(triton.cdiv(H, cfg_dw["BLOCK_HO"]), 1))
     splits = min(triton.cdiv(R, cfg_dw["BLOCK_R"]), triton.cdiv(programs, grid[0] * grid[1]))
@@ -254,6 +294,21 @@ def linear_bernoulli_bwd(grad, h, weight, bias, x):
     dw = torch.empty((splits, D, H), dtype=x.dtype, device=weight.device)
     db = torch.empty((splits, D), dtype=x.dtype, device=weight.device)
     _lb_dw_kernel[grid + (splits,)](*args, dw, db, R, N, D, H, splits, HAS_BIAS=has_bias,
-                                    **cfg_dw)
+                                    LIK=lik, **cfg_dw)
     dw, db = (dw[0], db[0]) if splits == 1 else (dw.sum(0), db.sum(0))
     return dh, dw.to(weight.dtype), db.to(weight.dtype)
+
+
+@on_input_device
+def linear_bernoulli_fwd(h, weight, bias, x):
+    """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]`` (all contiguous, one
+    float dtype) -> ``out [R]``: ``sum_d x l - softplus(l)`` with ``l = h @ weight^T + bias``."""
+    return head_fwd(BERNOULLI, h, weight, bias, x)
+
+
+@on_input_device
+def linear_bernoulli_bwd(grad, h, weight, bias, x):
+    """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D])`` with
+    ``dl = grad[r] (x - sigmoid(l))``: ``dh = dl @ weight``, ``dweight = dl^T @ h``,
+    ``dbias = sum_r dl`` (returned also when bias is None)."""
+    return head_bwd(BERNOULLI, grad, h, weight, bias, x)

@@ -1,4 +1,4 @@
-"""One spec per public op, for the table-driven contract test (tests/test_op_contract.py):
+"""One spec per public op, for the table-driven contract test (tests/ops/test_op_contract.py):
 how to call it, how to make inputs of a dtype on a device, which inputs get gradients.
 
 Adding an op to fastair adds one :class:`OpSpec` here; every contract check then runs on it.
@@ -78,6 +78,15 @@ SPECS = [
     OpSpec("continuous_bernoulli_log_prob", fastair.continuous_bernoulli_log_prob,
            lambda dt, dev, g: (_cb_logits(g, dt, dev, 3, 4, 7), _unit(g, dt, dev, 4, 7)),
            (True, False)),
+    OpSpec("linear_continuous_bernoulli_log_prob", fastair.linear_continuous_bernoulli_log_prob,
+           lambda dt, dev, g: (_randn(g, dt, dev, 2, 3, 6), _randn(g, dt, dev, 7, 6, scale=2),
+                               _randn(g, dt, dev, 7), _unit(g, dt, dev, 3, 7)),
+           (True, True, True, False)),
+    OpSpec("linear_gaussian_log_prob", fastair.linear_gaussian_log_prob,
+           lambda dt, dev, g: (_randn(g, dt, dev, 2, 3, 6), _randn(g, dt, dev, 7, 6),
+                               _randn(g, dt, dev, 7), _randn(g, dt, dev, 3, 7),
+                               _randn(g, dt, dev, 7, scale=0.5)),
+           (True, True, True, False, True)),
 ]
 BY_NAME = {spec.name: spec for spec in SPECS}
 
@@ -251,4 +260,4 @@ EDGES = [  # name: what every backend gives there
     EdgeCase("gaussian-logvar-plus-minus-100", "gaussian_log_prob",  # finite, as in float64
              _gaussian_logvar_pm100, _like_float64_reference("gaussian_log_prob")),
 ]
-"""The edge cases every backend, the reference included, is held to (tests/test_op_contract.py)."""
+"""The edge cases every backend, the reference included, is held to (tests/ops/test_op_contract.py)."""

@@ -60,6 +60,14 @@ function                                           returns
                                                    Bernoulli log-density
 ``continuous_bernoulli_bwd(grad[M,N],``            ``dlogits[M,N,D]`` (logits' dtype):
 ``logits, x)``                                     ``grad * (x - 1/(1 - e^-l) + 1/l)``
+``linear_continuous_bernoulli_fwd(h, weight,``     ``[R]``: ``continuous_bernoulli_fwd`` of
+``bias, x)``                                       ``h @ weight.T + bias``, never stored whole
+``linear_continuous_bernoulli_bwd(grad[R], h,``     ``(dh, dweight, dbias)``, as the Bernoulli
+``weight, bias, x)``                               head's
+``linear_gaussian_fwd(h, weight, bias, x,``        ``[R]``: ``sum_d log N(x; m, exp(logvar))``,
+``logvar[N,D])``                                   ``m = h @ weight.T + bias`` never stored whole
+``linear_gaussian_bwd(grad[R], h, weight, bias,``  ``(dh, dweight, dbias, dlogvar[N,D])``
+``x, logvar)``
 =================================================  ==============================================
 
 with ``log_w = bernoulli(logits, x) + log N(z; 0, I) - log N(z; mu, exp(logvar))``, so that

@@ -159,3 +159,17 @@ def linear_bernoulli_log_prob(h, weight, bias, x):
     """``bernoulli_log_prob(h @ weight.T + bias, x)``: h [..., H], weight [D, H], bias [D] or
     None, x broadcastable to [..., D] -> [...]."""
     return bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)
+
+
+def linear_continuous_bernoulli_log_prob(h, weight, bias, x):
+    """``continuous_bernoulli_log_prob(h @ weight.T + bias, x)``: h [..., H], weight [D, H], bias
+    [D] or None, x in [0, 1] broadcastable to [..., D] -> [...]."""
+    return continuous_bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)
+
+
+def linear_gaussian_log_prob(h, weight, bias, x, logvar):
+    """``sum_d log N(x_d; m_d, exp(logvar_d))`` with the mean ``m = h @ weight.T + bias``:
+    ``gaussian_log_prob(m, x, logvar)`` (the density is symmetric in ``x`` and ``m``), h [..., H],
+    weight [D, H], bias [D] or None, x and logvar broadcastable to [..., D] -> [...]; ``x``
+    gets no gradient."""
+    return gaussian_log_prob(torch.nn.functional.linear(h, weight, bias), x.detach(), logvar)

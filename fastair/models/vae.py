@@ -12,8 +12,10 @@ importance-weighted versions (IWAE, DIWAE, WNI-IWAE), one class with three knobs
 class of :data:`fastair.nn.DECODERS`.
 
 The training objective comes from an estimator of :mod:`fastair.nn.estimators` (``iwae``,
-``stl`` or ``dreg``, each one fused :func:`fastair.iwae_bernoulli_gaussian` for the Bernoulli
-likelihood, :func:`fastair.nn.iwae_loss` with ``likelihood=`` for the others); the decoder scores
+``stl`` or ``dreg``: :func:`fastair.nn.iwae_loss` through the decoder's trunk and its output
+layer fused with the likelihood's term, or, where :attr:`VAE.fused_head` says not, one fused
+:func:`fastair.iwae_bernoulli_gaussian` over the logits for the Bernoulli likelihood and
+:func:`fastair.nn.iwae_loss` with ``likelihood=`` for the others); the decoder scores
 data through its own ``log_prob(z, x)`` (:mod:`fastair.nn`), and :meth:`VAE.log_weights` is the
 one place the model forms log importance weights.
 """
@@ -105,16 +107,16 @@ class VAE(nn.Module):
             :data:`fastair.nn.DECODERS`).
         hparams: the constructor arguments as a dict (enough to rebuild the model).
         fused_head: ``"auto"`` (default), True or False. True: the training bound goes
-            through the decoder's trunk and its output layer fused with the Bernoulli term
-            (:func:`fastair.nn.iwae_loss` with ``head``): the ``[k, B, D]`` logits are never
-            stored. False: the decoder's logits whole, then one fused bound over them (memory
-            linear in ``k * D``). ``"auto"``: the head for k > 1 or with ``k_chunk``, the
-            logits at k = 1, where they are the size of the batch and the head's extra call
-            costs about 1 ms a step (a k = 1 step on the 784-200-200-50 nets: 3.9 ms through
-            the logits, 4.8 through the head; at k = 64 the two are within 2%, the head 7%
-            faster for a DVAE; Intel Xeon, one thread). The same bound and gradients either
-            way, to rounding. The Bernoulli likelihood's alone: the others score the decoder's
-            ``[k, B, D]`` output unfused (:func:`fastair.nn.iwae_loss`), whatever it says.
+            through the decoder's trunk and its output layer fused with the likelihood's term
+            (:func:`fastair.nn.iwae_loss` with ``head``; :func:`fastair.linear_bernoulli_log_prob`
+            and its continuous Bernoulli and Gaussian twins): the ``[k, B, D]`` logits (means)
+            are never stored. False: the decoder's output whole, then the bound over it (memory
+            linear in ``k * D``; one fused op for the Bernoulli likelihood). ``"auto"``: the head
+            for k > 1 or with ``k_chunk``, the logits at k = 1, where they are the size of the
+            batch and the head's extra call costs about 1 ms a step (a k = 1 step on the
+            784-200-200-50 nets: 3.9 ms through the logits, 4.8 through the head; at k = 64 the
+            two are within 2%, the head 7% faster for a DVAE; Intel Xeon, one thread). The same
+            bound and gradients either way, to rounding, for every likelihood.
         k_chunk: None (default) or ``c``: the training bound's samples go through the decoder
             ``c`` at a time, each chunk remade in the backward, so that memory stays flat in k
             (``fastair train --k-chunk``); the same draws, bound and gradients.
@@ -199,6 +201,18 @@ class VAE(nn.Module):
         Bernoulli's logits, the Gaussian's mean, for those likelihoods)."""
         return self.decoder(z)
 
+    def pixel_means(self, z):
+        """``z [..., Z] -> E[x | z] [..., D]``, the mean of ``p(x|z)`` per pixel (what a picture
+        of a sample shows): ``sigmoid(l)`` (Bernoulli); ``1 / (1 - exp(-l)) - 1 / l`` at the
+        logits ``l`` (continuous Bernoulli: not ``sigmoid(l)``, whose values it pulls towards
+        1/2); the decoder's mean (Gaussian)."""
+        out = self.decode_logits(z)
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        if self.likelihood == "continuous_bernoulli":
+            return _cb_mean(out.double()).to(out.dtype)
+        return out
+
     @torch.no_grad()
     def init_decoder_bias(self, train_x, eps=_BIAS_EPS):
         """Set the decoder output bias from the training data's mean ``m = mean(train_x, 0)``:
@@ -231,18 +245,19 @@ class VAE(nn.Module):
         """
         self._check_x(x)
         mu, logvar = self.encode(x_enc)
-        if self.likelihood != "bernoulli":  # the decoder's output whole (per chunk), unfused
-            logvar_x = self.decoder.logvar_x if self.likelihood == "gaussian" else None
-            return -iwae_loss(x, mu, logvar, self.decoder, k=eps.shape[0],
-                              estimator=self.estimator, reduction="none", check_input=False,
-                              k_chunk=self.k_chunk, eps=eps, likelihood=self.likelihood,
-                              logvar_x=logvar_x)
+        bernoulli = self.likelihood == "bernoulli"
+        logvar_x = self.decoder.logvar_x if self.likelihood == "gaussian" else None
+        likelihood = dict(likelihood=self.likelihood, logvar_x=logvar_x)
         if not self._through_head(eps.shape[0]):
-            z = mu + torch.exp(0.5 * logvar) * eps
-            return self._estimate(x, self.decode_logits(z), z, mu, logvar)
+            if bernoulli:  # the logits whole, then the one-pass fused bound
+                z = mu + torch.exp(0.5 * logvar) * eps
+                return self._estimate(x, self.decode_logits(z), z, mu, logvar)
+            return -iwae_loss(x, mu, logvar, self.decoder, k=eps.shape[0],  # the output whole
+                              estimator=self.estimator, reduction="none", check_input=False,
+                              k_chunk=self.k_chunk, eps=eps, **likelihood)
         return -iwae_loss(x, mu, logvar, self.decoder.trunk, k=eps.shape[0],
                           estimator=self.estimator, reduction="none", check_input=False,
-                          head=self.decoder.out, k_chunk=self.k_chunk, eps=eps)
+                          head=self.decoder.out, k_chunk=self.k_chunk, eps=eps, **likelihood)
 
     def log_weights(self, x, k=None, *, generator=None, mu=None, logvar=None, z=None):
         """Log importance weights ``log p(x|z) + log p(z) - log q(z)`` ``[k, B]``, in ``mu``'s

@@ -27,8 +27,10 @@ log-scale ``log_scale``, ``logvar_x = 2 log_scale``, so give the optimizer its p
     loss_fn = fastair.nn.IWAELoss(k=64, estimator="dreg", likelihood="gaussian")
     opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()))
 
-The fused head serves the Bernoulli likelihood; with the other two, ``head`` is applied to the
-trunk's output unfused and the ``[k, B, D]`` output is stored (per chunk with ``k_chunk``).
+The fused head serves every likelihood: the layer and the likelihood's term are one op
+(:func:`fastair.linear_bernoulli_log_prob`, :func:`fastair.linear_continuous_bernoulli_log_prob`,
+:func:`fastair.linear_gaussian_log_prob`, whose ``logvar_x`` gets its gradient from the op), so
+the ``[k, B, D]`` output is never stored for any of them.
 
 All paths draw the same ``eps`` (that of one ``torch.randn`` of ``[k, B, Z]``), so one generator
 seed gives the same loss and gradients on every path and for every ``k_chunk``. With
@@ -55,6 +57,8 @@ from fastair.functional import (
     gaussian_log_prob,
     iwae_bound,
     linear_bernoulli_log_prob,
+    linear_continuous_bernoulli_log_prob,
+    linear_gaussian_log_prob,
 )
 from fastair.nn.estimators import get_estimator, importance_bound, normalized_weights
 from fastair.nn.mlp import GAUSSIAN_SCALES
@@ -389,13 +393,12 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
         if given is not None:
             it = iter(given)
             w, b, lv = (None if t is None else next(it) for t in (weight, bias, logvar_x))
-        score = _scorer(likelihood, x, lv)
         if head is None:
             logits = _decoder_logits(decoder, z, x, likelihood)
             if pending_check[0]:  # the first chunk's forward only, not its recomputation
                 pending_check[0] = False
                 _check_probabilities(logits, state)
-            return score(logits)
+            return _scorer(likelihood, x, lv)(logits)
         h = decoder(z)
         if (not isinstance(h, torch.Tensor) or tuple(h.shape[:-1]) != tuple(z.shape[:-1])
                 or h.dim() != 3 or h.shape[-1] != weight.shape[1]):
@@ -403,9 +406,11 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
             raise ValueError(f"trunk: expected h of shape [k, B, H] = "
                              f"{shape_str(tuple(z.shape[:-1]) + (weight.shape[1],))} for z "
                              f"{shape_str(z.shape)} (H from head), got {got}")
-        if bernoulli:
+        if bernoulli:  # the layer fused with the likelihood: no [n, B, D] output stored
             return linear_bernoulli_log_prob(h, w, b, x)
-        return score(nn.functional.linear(h, w, b))  # unfused: the [n, B, D] output stored
+        if likelihood == "continuous_bernoulli":
+            return linear_continuous_bernoulli_log_prob(h, w, b, x)
+        return linear_gaussian_log_prob(h, w, b, x, lv)
 
     if k_chunk is None and kl is None:  # all k samples at once
         z = mu + torch.exp(0.5 * logvar) * eps
@@ -488,12 +493,12 @@ def iwae_loss(x, mu, logvar, decoder, k=1, estimator="iwae", reduction="mean", g
             probabilities given as logits (without ``head``; each call that finds it warns,
             while :class:`IWAELoss` warns once per instance).
         head: the decoder's last ``nn.Linear(H, D)`` (anything with ``weight [D, H]`` and
-            ``bias [D]`` or None). Bernoulli: the layer and the Bernoulli term are then one
-            fused op (:func:`fastair.linear_bernoulli_log_prob`) and the ``[k, B, D]`` logits
-            are never stored, in the forward or the backward, under autocast too. The other
-            likelihoods: ``linear(trunk(z), head.weight, head.bias)`` unfused, its ``[k, B,
-            D]`` output stored (per chunk with ``k_chunk``); the fused head serves the
-            Bernoulli likelihood only.
+            ``bias [D]`` or None). The layer and the likelihood's term are then one fused op
+            (:func:`fastair.linear_bernoulli_log_prob`,
+            :func:`fastair.linear_continuous_bernoulli_log_prob`,
+            :func:`fastair.linear_gaussian_log_prob` with ``logvar_x``) and the ``[k, B, D]``
+            logits (means) are never stored, in the forward or the backward, under autocast
+            too.
         k_chunk: None (all k samples at once) or ``c``: the samples go through the decoder (or
             trunk and head) ``c`` at a time and each chunk is recomputed in the backward
             (module docstring), so that activations are held for one chunk only; the ``[k, B]``
@@ -578,13 +583,12 @@ class IWAELoss(nn.Module):
     Shapes: ``forward(x [B, D], mu [B, Z], logvar [B, Z], decoder, generator=None)``, the decoder
     mapping ``[k, B, Z] -> [k, B, D]``, or ``forward(x, mu, logvar, trunk, head=head,
     generator=None)`` with ``trunk: [k, B, Z] -> [k, B, H]`` and ``head`` the decoder's last
-    ``nn.Linear(H, D)``, whose ``[k, B, D]`` logits are then never stored for the Bernoulli
-    likelihood (fp32, and under bf16/fp16 autocast, where the head's matmul runs in the autocast
-    dtype tile by tile with float32 sums; the other likelihoods apply the head unfused and store
-    its output); returns a scalar (``[B]`` for ``"none"``). ``k``, ``estimator``, ``reduction``,
-    ``k_chunk``, ``kl``, ``likelihood`` and ``gaussian_scale`` are checked here (a ValueError
-    naming the argument); an empty batch (``B = 0``) raises :class:`fastair.errors.EmptyBatch`
-    on the call.
+    ``nn.Linear(H, D)``, whose ``[k, B, D]`` output (logits, or the Gaussian's means) is then
+    never stored, for every likelihood (fp32, and under bf16/fp16 autocast, where the head's
+    matmul runs in the autocast dtype tile by tile with float32 sums); returns a scalar (``[B]``
+    for ``"none"``). ``k``, ``estimator``, ``reduction``, ``k_chunk``, ``kl``, ``likelihood`` and
+    ``gaussian_scale`` are checked here (a ValueError naming the argument); an empty batch
+    (``B = 0``) raises :class:`fastair.errors.EmptyBatch` on the call.
     """
 
     def __init__(self, k=1, estimator="iwae", reduction="mean", check_input=True, k_chunk=None,

@@ -6,11 +6,13 @@
 ``nn.Linear`` ``out``), and each scores data with its own ``log_prob(z, x)``, the likelihood
 seam (:data:`DECODERS`, by likelihood name):
 
-- ``BernoulliMLPDecoder``: Bernoulli logits, binary data (the output layer fused with the
-  Bernoulli term);
+- ``BernoulliMLPDecoder``: Bernoulli logits, binary data;
 - ``ContinuousBernoulliMLPDecoder``: continuous Bernoulli logits, data in [0, 1] (grey levels);
 - ``GaussianMLPDecoder``: the Gaussian mean, with a learned log-scale ``log_scale`` (one, or
   one per pixel), real-valued data.
+
+Each ``log_prob`` runs the output layer fused with its likelihood's term (the fused heads of
+docs/design.md §1.7), so the ``[..., B, D]`` output is never stored.
 """
 import torch
 from torch import nn
@@ -20,6 +22,8 @@ from fastair.functional import (
     continuous_bernoulli_log_prob,
     gaussian_log_prob,
     linear_bernoulli_log_prob,
+    linear_continuous_bernoulli_log_prob,
+    linear_gaussian_log_prob,
 )
 
 __all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder",
@@ -111,9 +115,14 @@ class ContinuousBernoulliMLPDecoder(_MLPDecoder):
 
     def log_prob(self, z, x):
         """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` in [0, 1]
-        broadcastable to ``[..., B, D]``: ``continuous_bernoulli_log_prob(self(z), x)`` (the
-        ``[..., B, D]`` logits are formed; float32 under autocast)."""
-        return continuous_bernoulli_log_prob(self(z), x)
+        broadcastable to ``[..., B, D]``: the output layer and the continuous Bernoulli term
+        fused (:func:`fastair.linear_continuous_bernoulli_log_prob`), so the ``[..., B, D]``
+        logits are never stored. Equal to ``continuous_bernoulli_log_prob(self(z), x)``, which
+        is what runs under autocast (float32 result), as for :class:`BernoulliMLPDecoder`."""
+        if torch.is_autocast_enabled(z.device.type):
+            return continuous_bernoulli_log_prob(self(z), x)
+        return linear_continuous_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias,
+                                                    x)
 
 
 class GaussianMLPDecoder(_MLPDecoder):
@@ -143,9 +152,14 @@ class GaussianMLPDecoder(_MLPDecoder):
 
     def log_prob(self, z, x):
         """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and finite data ``x``
-        broadcastable to ``[..., B, D]``: ``gaussian_log_prob(x, self(z), 2 * log_scale)``
-        (the ``[..., B, D]`` means are formed; float32 under autocast)."""
-        return gaussian_log_prob(self(z), x, self.logvar_x)
+        broadcastable to ``[..., B, D]``: ``gaussian_log_prob(x, self(z), 2 * log_scale)``, by
+        the output layer and the Gaussian term fused (:func:`fastair.linear_gaussian_log_prob`,
+        gradients to ``log_scale`` too), so the ``[..., B, D]`` means are never stored; under
+        autocast the unfused form runs (float32 result), as for :class:`BernoulliMLPDecoder`."""
+        if torch.is_autocast_enabled(z.device.type):
+            return gaussian_log_prob(self(z), x, self.logvar_x)
+        return linear_gaussian_log_prob(self.trunk(z), self.out.weight, self.out.bias, x,
+                                        self.logvar_x)
 
     def extra_repr(self):
         return f"scale={self.scale!r}"
