@@ -56,30 +56,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
     const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *ip = inv_std.const_data_ptr<scalar_t>();
     scalar_t *dzp = dz.data_ptr<scalar_t>(), *dmp = dmu.data_ptr<scalar_t>();
     scalar_t* dlp = dlogvar.data_ptr<scalar_t>();
-    // dz = -g (z - mu) / var = -g t inv_std with t = (z - mu) inv_std, row by row.
-    parallel_for(0, M * N, grain_for(Z), [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t n = row % N;
-        for (int64_t j = 0; j < Z; ++j) {
-          const scalar_t is = ip[n * Z + j];
-          dzp[row * Z + j] = -g[row] * ((zp[row * Z + j] - mp[n * Z + j]) * is) * is;
-        }
-      }
-    });
-    // dmu = sum_m g t inv_std, dlogvar = sum_m g (t^2 - 1) / 2, per n.
+    // One pass over z, a thread per block of n (the examples): for each of the M rows that pair
+    // with n, t = (z - mu) inv_std, dz = -g t inv_std written at once, and the sums
+    // dmu = sum_m g t inv_std and sum_m g t^2 kept in dmu and dlogvar's rows (contiguous, so the
+    // row-major sweep of z stays in cache); dlogvar = (sum_m g t^2 - sum_m g) / 2 at the end.
     parallel_for(0, N, grain_for(M * Z), [&](int64_t begin, int64_t end) {
+      using Vec = Vectorized<scalar_t>;
+      constexpr int64_t W = Vec::size();
       for (int64_t n = begin; n < end; ++n) {
-        for (int64_t j = 0; j < Z; ++j) {
-          scalar_t sm = 0, sl = 0;
-          const scalar_t m = mp[n * Z + j], is = ip[n * Z + j];
-          for (int64_t row = n; row < M * N; row += N) {
-            const scalar_t t = (zp[row * Z + j] - m) * is;
-            sm += g[row] * t * is;
-            sl += g[row] * (t * t - scalar_t(1));
+        const scalar_t *mr = mp + n * Z, *ir = ip + n * Z;
+        scalar_t *sm = dmp + n * Z, *sl = dlp + n * Z;
+        std::fill(sm, sm + Z, scalar_t(0));
+        std::fill(sl, sl + Z, scalar_t(0));
+        scalar_t gsum = 0;
+        for (int64_t row = n; row < M * N; row += N) {
+          const scalar_t gr = g[row];
+          gsum += gr;
+          const scalar_t* zr = zp + row * Z;
+          scalar_t* dzr = dzp + row * Z;
+          const Vec gv(gr);
+          int64_t j = 0;
+          for (; j + W <= Z; j += W) {
+            const Vec is = Vec::loadu(ir + j);
+            const Vec t = (Vec::loadu(zr + j) - Vec::loadu(mr + j)) * is;
+            const Vec gt = gv * t;
+            const Vec d = gt * is;
+            (Vec(scalar_t(0)) - d).store(dzr + j);
+            (Vec::loadu(sm + j) + d).store(sm + j);
+            (Vec::loadu(sl + j) + gt * t).store(sl + j);
           }
-          dmp[n * Z + j] = sm;
-          dlp[n * Z + j] = scalar_t(0.5) * sl;
+          for (; j < Z; ++j) {
+            const scalar_t t = (zr[j] - mr[j]) * ir[j];
+            const scalar_t d = gr * t * ir[j];
+            dzr[j] = -d;
+            sm[j] += d;
+            sl[j] += gr * t * t;
+          }
         }
+        for (int64_t j = 0; j < Z; ++j) sl[j] = scalar_t(0.5) * (sl[j] - gsum);
       }
     });
   });
