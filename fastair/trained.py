@@ -345,7 +345,9 @@ def add_sample_parser(sub):
     p = sub.add_parser(
         "sample", help="PNG grids of samples and test reconstructions of a trained run",
         description="Draw samples z ~ N(0, I) from the best model of RUN_DIR and show the "
-                    "decoder's pixel probabilities as a grid (RUN_DIR/samples.png), and show "
+                    "mean of each pixel under p(x|z) as a grid (the Bernoulli probabilities; the "
+                    "continuous Bernoulli's or the Gaussian's mean: VAE.pixel_means) "
+                    "(RUN_DIR/samples.png), and show "
                     "test digits above their reconstructions, decoded from the encoder's mean "
                     "(RUN_DIR/reconstructions.png). Black ink on white paper (fastair.image_grid).")
     p.add_argument("run_dir", help="a directory written by `fastair train`")
@@ -375,11 +377,11 @@ def sample_command(args):
         shape = _image_shape(model.x_dim, args.shape)
         g = torch.Generator().manual_seed(args.seed)
         z = torch.randn(args.n, model.z_dim, generator=g)
-        samples = torch.sigmoid(model.decode_logits(z))
+        samples = model.pixel_means(z)
         pick = torch.randperm(len(data.test), generator=g)[:args.n]
         x = data.test[pick]
         mu, _ = model.encode(x)
-        recon = torch.sigmoid(model.decode_logits(mu))
+        recon = model.pixel_means(mu)
         columns = min(args.columns, args.n)
         pairs = []  # a row of test digits, then the row of their reconstructions
         for start in range(0, len(x), columns):
