@@ -280,7 +280,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a few small cases and a few repetitions (under a minute on a CPU)")
     p.add_argument("--out", default=None,
-                   help="CSV to write (default bench/results/ops_<device>.csv)")
+                   help="CSV to write (default bench/results/ops_<device>.csv for the full run; "
+                        "none for a subset: --quick, --ops, --providers or --modes)")
     p.add_argument("--backend", default=fastair.backends.backend_setting(),
                    choices=fastair.BACKENDS,
                    help="fastair backend of the 'fastair' provider (default: auto, or "
@@ -314,12 +315,18 @@ def main(argv=None):
     if args.summary:
         print(summarize(read_csv(args.summary)))
         return 0
-    out = Path(args.out or ROOT / "bench" / "results" / f"ops_{torch.device(args.device).type}.csv")
+    subset = bool(args.quick or args.ops or args.providers or args.modes)
+    record = ROOT / "bench" / "results" / f"ops_{torch.device(args.device).type}.csv"
+    # a subset never replaces the full record by default: give --out to keep it
+    out = Path(args.out) if args.out else (None if subset else record)
     run = run_benchmarks(args)
-    write_csv(run.rows, out)
+    if out is not None:
+        write_csv(run.rows, out)
     print()
     print(summarize(run.rows))
-    print(f"\n{len(run.rows)} rows written to {out}")
+    print(f"\n{len(run.rows)} rows written to {out}" if out is not None else
+          f"\n{len(run.rows)} rows, not written (a subset of the cases: --out FILE keeps them; "
+          f"the full record {record.relative_to(ROOT)} is left as it was)")
     for failure in run.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if run.failures else 0

@@ -82,9 +82,32 @@ def eager_capped_weight_norm(v, u, H):
     return torch._weight_norm(v, torch.minimum(torch.norm_except_dim(v, 2, 0), cap), 0)
 
 
+def eager_continuous_bernoulli_log_prob(logits, x, switch=1e-2):
+    """``sum_d x l - softplus(l) + log C(l)``, ``C(l) = l / tanh(l / 2)``, as a careful user writes
+    it in torch: ``log C(l) - softplus(l) = log(|l| / (1 - exp(-|l|))) - max(l, 0)`` (expm1, no
+    cancellation in ``1 - exp``), and two terms of its series ``(x - 1/2) l - l^2/24 + l^4/2880``
+    below ``|l| = switch``, where that form's own log-difference cancels: [..., D] -> [...]."""
+    a = logits.abs()
+    safe = torch.where(a < switch, torch.ones_like(a), a)
+    closed = x * logits - F.relu(logits) + torch.log(safe) - torch.log(-torch.expm1(-safe))
+    l2 = logits * logits
+    series = (x - 0.5) * logits - l2 / 24 + l2 * l2 / 2880
+    return torch.where(a < switch, series, closed).sum(-1)
+
+
 def eager_linear_bernoulli_log_prob(h, weight, bias, x):
     """The decoder head unfused: ``F.linear`` writes the [N, D] logits, then the Bernoulli term."""
     return eager_bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)
+
+
+def eager_linear_continuous_bernoulli_log_prob(h, weight, bias, x):
+    """The continuous Bernoulli head unfused: ``F.linear`` writes the [N, D] logits."""
+    return eager_continuous_bernoulli_log_prob(torch.nn.functional.linear(h, weight, bias), x)
+
+
+def eager_linear_gaussian_log_prob(h, weight, bias, x, logvar):
+    """The Gaussian head unfused: ``F.linear`` writes the [N, D] means."""
+    return eager_gaussian_log_prob(torch.nn.functional.linear(h, weight, bias), x, logvar)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +116,13 @@ def eager_linear_bernoulli_log_prob(h, weight, bias, x):
 
 def _randn(scale=1.0):
     return lambda shape: torch.randn(shape) * scale
+
+
+def _grey(shape):
+    """Grey levels in [0, 1], a tenth of them exactly 0 or 1 (ink and paper)."""
+    u = torch.rand(shape)
+    ends = torch.rand(shape)
+    return torch.where(ends < 0.05, 0.0, torch.where(ends > 0.95, 1.0, u))
 
 
 def _binary(shape):
@@ -144,6 +174,19 @@ OPS = {
         sizes=("k", "B", "D"), defaults={"D": 784}, shown=("B",),
         inputs={n: _IWAE_INPUTS[n] for n in ("x", "logits")}, args=("logits", "x"),
         grad_args=("logits",), out=("k", "B"), batch="B", eager=eager_bernoulli_log_prob),
+    "continuous_bernoulli_log_prob": OpSpec(
+        sizes=("k", "B", "D"), defaults={"D": 784}, shown=("B",),
+        inputs={"x": (("B", "D"), _grey), "logits": (("k", "B", "D"), _randn(3))},
+        args=("logits", "x"), grad_args=("logits",), out=("k", "B"), batch="B",
+        eager=eager_continuous_bernoulli_log_prob),
+    # a Gaussian decoder's term: the means [k, B, D] against the data [B, D] (in the mu slot:
+    # the density is symmetric in z and mu) with a per-pixel log-variance [D]
+    "gaussian_log_prob": OpSpec(
+        sizes=("k", "B", "D"), defaults={"D": 784}, shown=("B",),
+        inputs={"x": (("B", "D"), _grey), "mean": (("k", "B", "D"), _randn()),
+                "logvar": (("D",), _randn(0.5))},
+        args=("mean", "x", "logvar"), grad_args=("mean", "logvar"), out=("k", "B"), batch="B",
+        eager=eager_gaussian_log_prob),
     "iwae_bound": OpSpec(
         sizes=("k", "B"), shown=("B",), inputs={"log_w": (("k", "B"), _randn(5))},
         args=("log_w",), grad_args=("log_w",), out=("B",), batch="B", eager=eager_iwae_bound),
@@ -159,6 +202,21 @@ OPS = {
                 "x": (("N", "D"), _binary)},
         args=("h", "weight", "bias", "x"), grad_args=("h", "weight", "bias"), out=("N",),
         batch="N", eager=eager_linear_bernoulli_log_prob),
+    "linear_continuous_bernoulli_log_prob": OpSpec(
+        sizes=("N", "H", "D"), defaults={"H": 200, "D": 784}, shown=(),
+        inputs={"h": (("N", "H"), lambda shape: torch.tanh(torch.randn(shape))),
+                "weight": (("D", "H"), _rows_of_unit_norm), "bias": (("D",), _randn()),
+                "x": (("N", "D"), _grey)},
+        args=("h", "weight", "bias", "x"), grad_args=("h", "weight", "bias"), out=("N",),
+        batch="N", eager=eager_linear_continuous_bernoulli_log_prob),
+    "linear_gaussian_log_prob": OpSpec(
+        sizes=("N", "H", "D"), defaults={"H": 200, "D": 784}, shown=(),
+        inputs={"h": (("N", "H"), lambda shape: torch.tanh(torch.randn(shape))),
+                "weight": (("D", "H"), _rows_of_unit_norm), "bias": (("D",), _randn()),
+                "x": (("N", "D"), _grey), "logvar": (("D",), _randn(0.5))},
+        args=("h", "weight", "bias", "x", "logvar"),
+        grad_args=("h", "weight", "bias", "logvar"), out=("N",), batch="N",
+        eager=eager_linear_gaussian_log_prob),
 }
 # Positional tensor arguments of each op (the fastair signature), and the ones that get gradients.
 ARGS = {op: spec.args for op, spec in OPS.items()}
@@ -240,10 +298,14 @@ def cases(device, quick=False):
     out = [Case.make(iw, k, b) for k in (1, 8, 64, 5000) for b in (1, 100)]
     if torch.device(device).type == "cuda":
         out.append(Case.make(iw, 64, 1024))
-    out += [Case.make("bernoulli_log_prob", 64, 100), Case.make("iwae_bound", 5000, 100)]
+    out += [Case.make(op, 64, 100) for op in ("bernoulli_log_prob", "continuous_bernoulli_log_prob",
+                                               "gaussian_log_prob")]
+    out.append(Case.make("iwae_bound", 5000, 100))
     out += [Case.make(wn, o, i) for o, i in ((784, 200), (200, 784), (4096, 4096))]
     # the decoder head at k = 64, B = 100 (training) and 100 samples of 500 digits (IW-SVI)
     out += [Case.make(head, n) for n in (6400, 50000)]
+    out += [Case.make(op, 6400) for op in ("linear_continuous_bernoulli_log_prob",
+                                           "linear_gaussian_log_prob")]
     return out
 
 
