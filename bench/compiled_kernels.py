@@ -58,12 +58,13 @@ def _tool(name):
 
 def _cases():
     """``(label, launcher call)`` pairs: every launcher at realistic shapes and dtypes."""
-    from fastair.kernels import bernoulli as bern
+    from fastair.kernels import bernoulli_log_prob as bern
     from fastair.kernels import capped_weight_norm as cwn
-    from fastair.kernels import gaussian as gauss
+    from fastair.kernels import gaussian_log_prob as gauss
     from fastair.kernels import iwae_bernoulli_gaussian as iwae
-    from fastair.kernels import linear_bernoulli as lin
-    from fastair.kernels import logsumexp as lse
+    from fastair.kernels import iwae_bound as bound
+    from fastair.kernels import linear_bernoulli_log_prob as lin
+    from fastair.kernels import linear_head as head
     out = []
     k, b, d, z_dim = 64, 100, 784, 50
     for acc in (torch.float32, torch.float64):
@@ -74,20 +75,23 @@ def _cases():
         g = torch.zeros(k, b, dtype=acc)
         for lt in logit_types:
             logits = torch.zeros(k, b, d, dtype=lt)
-            out += [(f"iwae_bg_fwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv:
-                     iwae.iwae_bg_fwd(x, lg, z, mu, lv)),
-                    (f"iwae_bg_bwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv, g=g: (
-                        iwae.iwae_bg_bwd(g[0], None, g, g[0], x, lg, z, mu, lv),
-                        iwae.iwae_bg_bwd(g[0], g, g, g[0], x, lg, z, mu, lv))),
-                    (f"bernoulli_fwd {lt}", lambda lg=logits, x=x: bern.bernoulli_fwd(lg, x)),
-                    (f"bernoulli_bwd {lt}", lambda lg=logits, x=x, g=g:
-                     bern.bernoulli_bwd(g, lg, x))]
-        out += [(f"gaussian {acc}", lambda z=z, mu=mu, lv=lv, g=g:
-                 (gauss.gaussian_fwd(z, mu, lv), gauss.gaussian_bwd(g, z, mu, lv)))]
+            out += [(f"iwae_bernoulli_gaussian_fwd {lt}", lambda lg=logits, x=x, z=z, mu=mu, lv=lv:
+                     iwae.iwae_bernoulli_gaussian_fwd(x, lg, z, mu, lv)),
+                    (f"iwae_bernoulli_gaussian_bwd {lt}",
+                     lambda lg=logits, x=x, z=z, mu=mu, lv=lv, g=g: (
+                         iwae.iwae_bernoulli_gaussian_bwd(g[0], None, g, g[0], x, lg, z, mu, lv),
+                         iwae.iwae_bernoulli_gaussian_bwd(g[0], g, g, g[0], x, lg, z, mu, lv))),
+                    (f"bernoulli_log_prob_fwd {lt}", lambda lg=logits, x=x:
+                     bern.bernoulli_log_prob_fwd(lg, x)),
+                    (f"bernoulli_log_prob_bwd {lt}", lambda lg=logits, x=x, g=g:
+                     bern.bernoulli_log_prob_bwd(g, lg, x))]
+        out += [(f"gaussian_log_prob {acc}", lambda z=z, mu=mu, lv=lv, g=g:
+                 (gauss.gaussian_log_prob_fwd(z, mu, lv),
+                  gauss.gaussian_log_prob_bwd(g, z, mu, lv)))]
         for n in (64, 5000):
             v = torch.zeros(n, b, dtype=acc)
-            out += [(f"logsumexp n={n} {acc}", lambda v=v: (
-                lse.logsumexp_fwd(v), lse.logsumexp_bwd(v[0], v, v[0])))]
+            out += [(f"iwae_bound n={n} {acc}", lambda v=v: (
+                bound.iwae_bound_fwd(v), bound.iwae_bound_bwd(v[0], v, v[0])))]
         for shape in ((200, 784), (784, 200), (4096, 4096)):
             for vt in logit_types:
                 v, u = torch.zeros(shape, dtype=vt), torch.zeros(shape[0], dtype=acc)
@@ -98,24 +102,27 @@ def _cases():
             h, w = torch.zeros(rows, 200, dtype=acc), torch.zeros(d, 200, dtype=acc)
             bias, gr = torch.zeros(d, dtype=acc), torch.zeros(rows, dtype=acc)
             for with_bias in (bias, None):
-                out += [(f"linear_bernoulli R={rows} {acc}", lambda h=h, w=w, bb=with_bias, x=x,
-                         gr=gr: (lin.linear_bernoulli_fwd(h, w, bb, x),
-                                 lin.linear_bernoulli_bwd(gr, h, w, bb, x)))]
+                out += [(f"linear_bernoulli_log_prob R={rows} {acc}",
+                         lambda h=h, w=w, bb=with_bias, x=x, gr=gr: (
+                             lin.linear_bernoulli_log_prob_fwd(h, w, bb, x),
+                             lin.linear_bernoulli_log_prob_bwd(gr, h, w, bb, x)))]
             if acc == torch.float32:  # the user allows TF32: tl.dot on the tensor cores
-                out += [(f"linear_bernoulli R={rows} tf32", lambda h=h, w=w, bb=bias, x=x, gr=gr:
-                         _with_tf32(lambda: (lin.linear_bernoulli_fwd(h, w, bb, x),
-                                             lin.linear_bernoulli_bwd(gr, h, w, bb, x))))]
+                out += [(f"linear_bernoulli_log_prob R={rows} tf32",
+                         lambda h=h, w=w, bb=bias, x=x, gr=gr: _with_tf32(lambda: (
+                             lin.linear_bernoulli_log_prob_fwd(h, w, bb, x),
+                             lin.linear_bernoulli_log_prob_bwd(gr, h, w, bb, x))))]
                 for low in (torch.bfloat16, torch.float16):  # as a GPU launch takes them
                     hl, wl, bl = h.to(low), w.to(low), bias.to(low)
-                    out += [(f"linear_bernoulli R={rows} {low}",
-                             lambda h=hl, w=wl, bb=bl, x=x, gr=gr: _as_on_gpu(lin, lambda: (
-                                 lin.linear_bernoulli_fwd(h, w, bb, x),
-                                 lin.linear_bernoulli_bwd(gr, h, w, bb, x))))]
+                    out += [(f"linear_bernoulli_log_prob R={rows} {low}",
+                             lambda h=hl, w=wl, bb=bl, x=x, gr=gr: _as_on_gpu(head, lambda: (
+                                 lin.linear_bernoulli_log_prob_fwd(h, w, bb, x),
+                                 lin.linear_bernoulli_log_prob_bwd(gr, h, w, bb, x))))]
     return out
 
 
 def _as_on_gpu(module, call):
-    """``call()`` with the head's ``tl.dot`` mode chosen as for CUDA tensors."""
+    """``call()`` with the head's ``tl.dot`` mode (``module.dot_mode``, of
+    :mod:`fastair.kernels.linear_head`) chosen as for CUDA tensors."""
     original = module.dot_mode
     module.dot_mode = lambda dtype, on_gpu: original(dtype, True)
     try:
@@ -313,7 +320,7 @@ def summary(rows, command):
     lines = [f"# fastair's Triton kernels compiled without a GPU (Triton {triton.__version__})\n",
              machine_line() + "\n", f"Command: `{command}`\n",
              "Each distinct launch of the launchers at the shapes of `_cases()` (k = 64, B = "
-             "100, D = 784, Z = 50; logsumexp at n = 64 and 5000; capped weight norm at 200 x "
+             "100, D = 784, Z = 50; iwae_bound at n = 64 and 5000; capped weight norm at 200 x "
              "784, 784 x 200 and 4096 x 4096; the decoder head at 6400 and 100 rows), compiled "
              "for each arch; registers and spills from `ptxas -v`, instructions from "
              "`cuobjdump -sass`.\n",

@@ -191,9 +191,8 @@ def iwae_bound(log_w, dim=0):
     if backend == "reference" or log_w.numel() == 0:
         return reference.iwae_bound(log_w, dim)
     v = log_w.to(accumulation_dtype(log_w.dtype)).movedim(dim, 0)
-    rest = v.shape[1:]
-    lse = ops.logsumexp(v.reshape(n, -1).contiguous(), backend)
-    return lse.reshape(rest) - math.log(n)
+    bound, _ = ops.iwae_bound(v.reshape(n, -1).contiguous(), backend)
+    return bound.reshape(v.shape[1:])
 
 
 def iwae_bernoulli_gaussian(x, logits, z, mu, logvar, *, return_log_w=False):

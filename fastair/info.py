@@ -82,10 +82,10 @@ def _cpu_model():
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _cpu_flags():
-    from fastair.precision import _cpu_flags as flags
+def _cpu_flags_report():
+    from fastair.precision import cpu_flags
 
-    present = flags()
+    present = cpu_flags()
     if not present:
         return "unknown (no /proc/cpuinfo)"
     have = " ".join(f for f in CPU_FLAGS if f in present) or "none"
@@ -172,7 +172,7 @@ def collect():
         "build cache": str(_build_root()),
         "threads": _threads(),
         "cpu": f"{_cpu_model()} ({platform.machine()}); torch CPU capability {capability}",
-        "cpu flags": _cpu_flags(),
+        "cpu flags": _cpu_flags_report(),
         "bf16 matmul": ("native (AVX512-BF16 or AMX)" if native_bf16("cpu")
                         else "emulated on this CPU (bf16 slower than fp32)"),
         "cuda devices": _cuda(),

@@ -10,7 +10,7 @@ import functools
 import torch
 
 __all__ = ["PRECISIONS", "check_precision", "autocast", "flush_denormals", "flushing_denormals",
-           "native_bf16"]
+           "native_bf16", "cpu_flags"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Name -> autocast dtype (None: no autocast)."""
@@ -58,7 +58,9 @@ def flush_denormals(enabled=True):
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags():
+def cpu_flags():
+    """The CPU's feature flags (``avx512_bf16``, ``amx_bf16``, ...) from Linux's
+    ``/proc/cpuinfo``, as a frozenset; empty where that file is missing."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -79,4 +81,4 @@ def native_bf16(device):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})

@@ -1,21 +1,20 @@
-"""Triton kernels of fastair, installed as ``fastair.kernels``: one module per op.
+"""Triton kernels of fastair, installed as ``fastair.kernels``: one module per op, named after it.
 
-Each module holds its ``@triton.jit`` kernels and plain launcher functions, named in its
-``__all__``, taking the canonical contiguous shapes of :mod:`fastair.backends` (no argument
-checks, no autograd). :mod:`fastair.backends.triton` collects the launchers of every module here,
-so a new module needs no list edited elsewhere:
+Each module holds its ``@triton.jit`` kernels and plain launcher functions ``NAME_fwd`` and
+``NAME_bwd`` of the op ``NAME``, named in its ``__all__``, taking the canonical contiguous shapes
+of :mod:`fastair.backends` (no argument checks, no autograd). :mod:`fastair.backends.triton`
+collects the launchers of every module here, so a new module needs no list edited elsewhere:
 
-- ``bernoulli``: ``bernoulli_fwd``, ``bernoulli_bwd``
-- ``gaussian``: ``gaussian_fwd``, ``gaussian_bwd``
-- ``logsumexp``: ``logsumexp_fwd``, ``logsumexp_bwd``
-- ``iwae_bernoulli_gaussian``: ``iwae_bg_fwd``, ``iwae_bg_bwd`` (the whole k-sample bound)
-- ``capped_weight_norm``: ``capped_weight_norm_fwd``, ``capped_weight_norm_bwd``
-- ``linear_bernoulli``: ``linear_bernoulli_fwd``, ``linear_bernoulli_bwd`` (the fused decoder head)
-- ``continuous_bernoulli``: ``continuous_bernoulli_fwd``, ``continuous_bernoulli_bwd``
-- ``linear_likelihoods``: ``linear_continuous_bernoulli_fwd``/``_bwd``, ``linear_gaussian_fwd``/
-  ``_bwd`` (the fused decoder head for the other likelihoods: ``linear_bernoulli``'s kernels,
-  generic over the likelihood, and the Gaussian's log-variance gradient)
+- ``bernoulli_log_prob``, ``continuous_bernoulli_log_prob``, ``gaussian_log_prob``: the
+  likelihoods summed over the last dim
+- ``iwae_bound``: the k-sample bound of log weights (log-sum-exp minus log n)
+- ``iwae_bernoulli_gaussian``: the whole k-sample bound of a Bernoulli decoder and a Gaussian
+  encoder in one pass over the logits
+- ``capped_weight_norm``
+- ``linear_bernoulli_log_prob``, ``linear_continuous_bernoulli_log_prob``,
+  ``linear_gaussian_log_prob``: the fused decoder heads (the Gaussian's adds its log-variance
+  gradient)
 
-``common`` holds the shared pieces (row blocking, the device guard, stable softplus/sigmoid) and
-no launchers.
+``common`` (row blocking, the device guard, stable softplus/sigmoid) and ``linear_head`` (the
+fused heads' kernels, generic over the likelihood) hold shared pieces and no launchers.
 """

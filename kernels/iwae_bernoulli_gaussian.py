@@ -15,13 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .bernoulli import bernoulli_bwd_launch, bernoulli_rows
+from .bernoulli_log_prob import bernoulli_log_prob_bwd_launch, bernoulli_rows
 from .common import min_programs, on_input_device, row_blocks
-from .gaussian import gaussian_bwd_launch, gaussian_rows
-from .logsumexp import logsumexp_launch
+from .gaussian_log_prob import gaussian_log_prob_bwd_launch, gaussian_rows
+from .iwae_bound import logsumexp_launch
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["iwae_bg_fwd", "iwae_bg_bwd"]
+__all__ = ["iwae_bernoulli_gaussian_fwd", "iwae_bernoulli_gaussian_bwd"]
 
 
 @triton.jit
@@ -35,7 +35,7 @@ def _iwae_bg_fwd_kernel(x_ptr, l_ptr, z_ptr, mu_ptr, lv_ptr, out_ptr, R, B, D, Z
 
 
 @on_input_device
-def iwae_bg_fwd(x, logits, z, mu, logvar):
+def iwae_bernoulli_gaussian_fwd(x, logits, z, mu, logvar):
     """-> ``(log_w [k, B], bound [B])``, both in the accumulation dtype (x's)."""
     k, B, D = logits.shape
     Z = z.shape[2]
@@ -51,11 +51,11 @@ def iwae_bg_fwd(x, logits, z, mu, logvar):
 
 
 @on_input_device
-def iwae_bg_bwd(grad_bound, grad_log_w, log_w, bound, x, logits, z, mu, logvar):
+def iwae_bernoulli_gaussian_bwd(grad_bound, grad_log_w, log_w, bound, x, logits, z, mu, logvar):
     """``grad_bound [B]`` and ``grad_log_w [k, B]`` (either None) with the forward's ``log_w``
     and ``bound`` -> ``(dlogits [k, B, D] in logits' dtype, dz [k, B, Z], dmu [B, Z],
     dlogvar [B, Z])``."""
     iw = (grad_bound, grad_log_w, log_w, bound)
-    dlogits = bernoulli_bwd_launch(logits, x, None, iw)
-    dz, dmu, dlogvar = gaussian_bwd_launch(None, z, mu, logvar, iw)
+    dlogits = bernoulli_log_prob_bwd_launch(logits, x, None, iw)
+    dz, dmu, dlogvar = gaussian_log_prob_bwd_launch(None, z, mu, logvar, iw)
     return dlogits, dz, dmu, dlogvar

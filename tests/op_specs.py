@@ -260,4 +260,5 @@ EDGES = [  # name: what every backend gives there
     EdgeCase("gaussian-logvar-plus-minus-100", "gaussian_log_prob",  # finite, as in float64
              _gaussian_logvar_pm100, _like_float64_reference("gaussian_log_prob")),
 ]
-"""The edge cases every backend, the reference included, is held to (tests/ops/test_op_contract.py)."""
+"""The edge cases every backend, the reference included, is held to
+(tests/ops/test_op_contract.py)."""

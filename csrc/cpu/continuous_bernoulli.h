@@ -1,7 +1,7 @@
 // The continuous Bernoulli log-density per element and per row, and its derivative: the pieces
-// shared by continuous_bernoulli.cpp (logits [M, N, D]) and the fused decoder head
-// (linear_likelihoods.cpp, logits made a tile at a time). Per element (docs/design.md section
-// 1.13), with a = |l| and e = exp(-a):
+// shared by continuous_bernoulli_log_prob.cpp (logits [M, N, D]) and the fused decoder head
+// (linear_continuous_bernoulli_log_prob.cpp, logits made a tile at a time). Per element
+// (docs/design.md section 1.13), with a = |l| and e = exp(-a):
 //   value     (x - 1/2) l - sum_n d_n l^2n                  for a < s (the series)
 //             x l - max(l, 0) + log(a / (1 - e))            for a >= s
 //   gradient  (x - 1/2) - sum_n c_n l^(2n-1)                for a < s

@@ -33,14 +33,17 @@ inline T gaussian_ratio_row(const T* z, const T* mu, const T* logvar, const T* i
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> iwae_bg_fwd(const at::Tensor& x, const at::Tensor& logits,
-                                               const at::Tensor& z, const at::Tensor& mu,
-                                               const at::Tensor& logvar) {
+std::tuple<at::Tensor, at::Tensor> iwae_bernoulli_gaussian_fwd(const at::Tensor& x,
+                                                               const at::Tensor& logits,
+                                                               const at::Tensor& z,
+                                                               const at::Tensor& mu,
+                                                               const at::Tensor& logvar) {
   const int64_t K = logits.size(0), B = logits.size(1), D = logits.size(2), Z = z.size(2);
   auto log_w = at::empty({K, B}, z.options());
   auto lse = at::empty({B}, z.options());
   const auto inv_std = at::exp(logvar * -0.5);
-  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_fwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bernoulli_gaussian_fwd",
+                [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -77,7 +80,7 @@ at::Tensor importance_gradient(const std::optional<at::Tensor>& grad_bound,
                                const at::Tensor& log_w, const at::Tensor& bound) {
   const int64_t K = log_w.size(0), B = log_w.size(1);
   auto G = at::empty({K, B}, log_w.options());
-  AT_DISPATCH_FLOATING_TYPES(log_w.scalar_type(), "iwae_bg_weights", [&] {
+  AT_DISPATCH_FLOATING_TYPES(log_w.scalar_type(), "iwae_bernoulli_gaussian_weights", [&] {
     const scalar_t* lw = log_w.const_data_ptr<scalar_t>();
     const scalar_t* bd = bound.const_data_ptr<scalar_t>();
     const scalar_t* gb = grad_bound ? grad_bound->const_data_ptr<scalar_t>() : nullptr;
@@ -103,7 +106,7 @@ at::Tensor importance_gradient(const std::optional<at::Tensor>& grad_bound,
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bernoulli_gaussian_bwd(
     const std::optional<at::Tensor>& grad_bound, const std::optional<at::Tensor>& grad_log_w,
     const at::Tensor& log_w, const at::Tensor& bound, const at::Tensor& x,
     const at::Tensor& logits, const at::Tensor& z, const at::Tensor& mu,
@@ -115,7 +118,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
   auto dmu = at::empty_like(mu);
   auto dlogvar = at::empty_like(logvar);
   const auto inv_std = at::exp(logvar * -0.5);
-  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bg_bwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), z.scalar_type(), "iwae_bernoulli_gaussian_bwd",
+                [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -160,13 +164,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bg_bwd(
 
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
-  m.def("iwae_bg_fwd(Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor)");
-  m.def("iwae_bg_bwd(Tensor? grad_bound, Tensor? grad_log_w, Tensor log_w, Tensor bound, "
-        "Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
+  m.def("iwae_bernoulli_gaussian_fwd(Tensor x, Tensor logits, Tensor z, Tensor mu, "
+        "Tensor logvar) -> (Tensor, Tensor)");
+  m.def("iwae_bernoulli_gaussian_bwd(Tensor? grad_bound, Tensor? grad_log_w, Tensor log_w, "
+        "Tensor bound, Tensor x, Tensor logits, Tensor z, Tensor mu, Tensor logvar) -> "
         "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
-  m.impl("iwae_bg_fwd", &fastair::iwae_bg_fwd);
-  m.impl("iwae_bg_bwd", &fastair::iwae_bg_bwd);
+  m.impl("iwae_bernoulli_gaussian_fwd", &fastair::iwae_bernoulli_gaussian_fwd);
+  m.impl("iwae_bernoulli_gaussian_bwd", &fastair::iwae_bernoulli_gaussian_bwd);
 }

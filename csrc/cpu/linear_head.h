@@ -1,8 +1,9 @@
 // The decoder's output layer fused with a likelihood term, for h [R, H], weight [D, H], bias [D],
 // x [N, D] (row r of h pairs with row r % N of x) and, for the Gaussian, logvar [N, D]:
 //   out[r] = sum_d term(l_d, x_d),  l = h[r] @ weight^T + bias,
-// generic over the likelihood (a policy, below): Bernoulli (linear_bernoulli.cpp), continuous
-// Bernoulli and Gaussian (linear_likelihoods.cpp).
+// generic over the likelihood (a policy, below): Bernoulli (linear_bernoulli_log_prob.cpp),
+// continuous Bernoulli (linear_continuous_bernoulli_log_prob.cpp) and Gaussian
+// (linear_gaussian_log_prob.cpp).
 // The [R, D] logits are never stored: rows go in tiles (kTile rows, more in bfloat16/float16),
 // each thread making one tile's product h @ weight^T in its own [tile, D] buffer (a
 // single-threaded GEMM by ATen inside the parallel region), then, row by row, the bias and the

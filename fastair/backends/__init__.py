@@ -29,46 +29,60 @@ contiguous shapes prepared by :mod:`fastair.functional`, do no argument checking
 inputs are float64); every tensor argument is in acc except ``logits`` (and the weights ``v``
 and their gradient), which may also be float16/bfloat16 while acc is float32.
 
-=================================================  ==============================================
-function                                           returns
-=================================================  ==============================================
-``bernoulli_fwd(logits[M,N,D], x[N,D])``           ``[M,N]``: ``sum_d x*l - softplus(l)``
-``bernoulli_bwd(grad[M,N], logits, x)``            ``dlogits[M,N,D]`` (logits' dtype):
-                                                   ``grad * (x - sigmoid(l))``
-``gaussian_fwd(z[M,N,Z], mu[N,Z], logvar[N,Z])``   ``[M,N]``: ``log N(z; mu, exp(logvar))``
-``gaussian_bwd(grad[M,N], z, mu, logvar)``         ``(dz[M,N,Z], dmu[N,Z], dlogvar[N,Z])``
-``logsumexp_fwd(v[n,R])``                          ``[R]``: ``log sum_i exp(v[i, r])``
-``logsumexp_bwd(grad[R], v[n,R], lse[R])``         ``[n,R]``: ``grad * exp(v - lse)``, 0 where
-                                                   ``lse == -inf``
-``iwae_bg_fwd(x[B,D], logits[k,B,D], z[k,B,Z],``   ``(log_w[k,B], bound[B])``; ``bound`` is the
-``mu[B,Z], logvar[B,Z])``                          logsumexp of ``log_w`` over k minus log k
-``iwae_bg_bwd(gb[B] or None, gl[k,B] or None,``    ``(dlogits, dz, dmu, dlogvar)`` for
-``log_w, bound, x, logits, z, mu, logvar)``        ``G = gl + gb * softmax_k(log_w)``, the
-                                                   gradient with respect to ``log_w`` (the
-                                                   weight 0 where ``bound`` is not finite)
-``capped_weight_norm_fwd(v[O,I], u[O], H)``        ``(w[O,I], norm[O])``: ``w_i = s_i v_i``,
-                                                   ``s_i = 1`` if ``||v_i|| <= H sigmoid(u_i)``
-                                                   else ``H sigmoid(u_i) / ||v_i||``
-``capped_weight_norm_bwd(dw, v, u, norm, H)``      ``(dv[O,I], du[O])``
-``linear_bernoulli_fwd(h[R,H], weight[D,H],``      ``[R]``: ``bernoulli_fwd`` of the logits
-``bias[D] or None, x[N,D])``                       ``h @ weight.T + bias`` (row r pairs with x
-                                                   row r % N), never stored whole
-``linear_bernoulli_bwd(grad[R], h, weight, bias,``  ``(dh[R,H], dweight[D,H], dbias[D])``,
-``x)``                                             recomputing the logits tile by tile
-``continuous_bernoulli_fwd(logits[M,N,D],``        ``[M,N]``: ``sum_d (x - 1/2) l -``
-``x[N,D])``                                        ``log(sinh(l/2) / (l/2))``, the continuous
-                                                   Bernoulli log-density
-``continuous_bernoulli_bwd(grad[M,N],``            ``dlogits[M,N,D]`` (logits' dtype):
-``logits, x)``                                     ``grad * (x - 1/(1 - e^-l) + 1/l)``
-``linear_continuous_bernoulli_fwd(h, weight,``     ``[R]``: ``continuous_bernoulli_fwd`` of
-``bias, x)``                                       ``h @ weight.T + bias``, never stored whole
-``linear_continuous_bernoulli_bwd(grad[R], h,``     ``(dh, dweight, dbias)``, as the Bernoulli
-``weight, bias, x)``                               head's
-``linear_gaussian_fwd(h, weight, bias, x,``        ``[R]``: ``sum_d log N(x; m, exp(logvar))``,
-``logvar[N,D])``                                   ``m = h @ weight.T + bias`` never stored whole
-``linear_gaussian_bwd(grad[R], h, weight, bias,``  ``(dh, dweight, dbias, dlogvar[N,D])``
-``x, logvar)``
-=================================================  ==============================================
+Each op ``NAME`` of :mod:`fastair.functional` has the raw functions ``NAME_fwd`` and ``NAME_bwd``
+(``csrc/cpu/NAME.cpp``, ``kernels/NAME.py``), called by the custom op ``fastair::NAME``
+(``fastair/ops/NAME.py``):
+
+========================================================  ========================================
+function                                                  returns
+========================================================  ========================================
+``bernoulli_log_prob_fwd(logits[M,N,D], x[N,D])``         ``[M,N]``: ``sum_d x*l - softplus(l)``
+``bernoulli_log_prob_bwd(grad[M,N], logits, x)``          ``dlogits[M,N,D]`` (logits' dtype):
+                                                          ``grad * (x - sigmoid(l))``
+``gaussian_log_prob_fwd(z[M,N,Z], mu[N,Z],``              ``[M,N]``: ``log N(z; mu, exp(logvar))``
+``logvar[N,Z])``
+``gaussian_log_prob_bwd(grad[M,N], z, mu, logvar)``       ``(dz[M,N,Z], dmu[N,Z], dlogvar[N,Z])``
+``iwae_bound_fwd(v[n,R])``                                ``(bound[R], lse[R])``:
+                                                          ``lse = log sum_i exp(v[i, r])``,
+                                                          ``bound = lse - log n``
+``iwae_bound_bwd(grad[R], v[n,R], lse[R])``               ``[n,R]``: ``grad * exp(v - lse)``, 0
+                                                          where ``lse == -inf``
+``iwae_bernoulli_gaussian_fwd(x[B,D], logits[k,B,D],``    ``(log_w[k,B], bound[B])``; ``bound`` is
+``z[k,B,Z], mu[B,Z], logvar[B,Z])``                       the logsumexp of ``log_w`` over k minus
+                                                          log k
+``iwae_bernoulli_gaussian_bwd(gb[B] or None,``            ``(dlogits, dz, dmu, dlogvar)`` for
+``gl[k,B] or None, log_w, bound, x, logits, z, mu,``      ``G = gl + gb * softmax_k(log_w)``, the
+``logvar)``                                               gradient with respect to ``log_w`` (the
+                                                          weight 0 where ``bound`` is not finite)
+``capped_weight_norm_fwd(v[O,I], u[O], H)``               ``(w[O,I], norm[O])``:
+                                                          ``w_i = s_i v_i``, ``s_i = 1`` if
+                                                          ``||v_i|| <= H sigmoid(u_i)`` else
+                                                          ``H sigmoid(u_i) / ||v_i||``
+``capped_weight_norm_bwd(dw, v, u, norm, H)``             ``(dv[O,I], du[O])``
+``linear_bernoulli_log_prob_fwd(h[R,H], weight[D,H],``    ``[R]``: ``bernoulli_log_prob_fwd`` of
+``bias[D] or None, x[N,D])``                              the logits ``h @ weight.T + bias`` (row
+                                                          r pairs with x row r % N), never stored
+                                                          whole
+``linear_bernoulli_log_prob_bwd(grad[R], h, weight,``     ``(dh[R,H], dweight[D,H], dbias[D])``,
+``bias, x)``                                              recomputing the logits tile by tile
+``continuous_bernoulli_log_prob_fwd(logits[M,N,D],``      ``[M,N]``: ``sum_d (x - 1/2) l -``
+``x[N,D])``                                               ``log(sinh(l/2) / (l/2))``, the
+                                                          continuous Bernoulli log-density
+``continuous_bernoulli_log_prob_bwd(grad[M,N],``          ``dlogits[M,N,D]`` (logits' dtype):
+``logits, x)``                                            ``grad * (x - 1/(1 - e^-l) + 1/l)``
+``linear_continuous_bernoulli_log_prob_fwd(h, weight,``   ``[R]``:
+``bias, x)``                                              ``continuous_bernoulli_log_prob_fwd`` of
+                                                          ``h @ weight.T + bias``, never stored
+                                                          whole
+``linear_continuous_bernoulli_log_prob_bwd(grad[R],``     ``(dh, dweight, dbias)``, as the
+``h, weight, bias, x)``                                   Bernoulli head's
+``linear_gaussian_log_prob_fwd(h, weight, bias, x,``      ``[R]``:
+``logvar[N,D])``                                          ``sum_d log N(x; m, exp(logvar))``,
+                                                          ``m = h @ weight.T + bias`` never
+                                                          stored whole
+``linear_gaussian_log_prob_bwd(grad[R], h, weight,``      ``(dh, dweight, dbias, dlogvar[N,D])``
+``bias, x, logvar)``
+========================================================  ========================================
 
 with ``log_w = bernoulli(logits, x) + log N(z; 0, I) - log N(z; mu, exp(logvar))``, so that
 ``dlogits = G (x - sigmoid(l))``, ``dz = G (-z + (z - mu) exp(-logvar))``,
@@ -77,8 +91,8 @@ Capped weight norm: where the cap is active, ``dv = (c/n) (dw - v (v.dw) / n^2)`
 ``du = (v.dw / n) H sigmoid(u) (1 - sigmoid(u))`` (``n = ||v_i||``, ``c = H sigmoid(u_i)``);
 elsewhere, the tie included, ``dv = dw`` and ``du = 0``. ``v`` (and ``dw``, ``w``, ``dv``) may be
 float16/bfloat16 with ``u`` and ``norm`` in float32.
-``bernoulli_fwd`` and ``iwae_bg_fwd`` read the logits once; the backward functions read them once
-and allocate nothing of their size except ``dlogits``.
+``bernoulli_log_prob_fwd`` and ``iwae_bernoulli_gaussian_fwd`` read the logits once; the backward
+functions read them once and allocate nothing of their size except ``dlogits``.
 """
 
 import contextlib

@@ -195,7 +195,8 @@ def build():
 
 
 def __getattr__(name):
-    """``native.bernoulli_fwd`` etc.: the registered operator, after building and loading."""
+    """``native.bernoulli_log_prob_fwd`` etc.: the registered operator, after building and
+    loading."""
     if name.startswith("_"):
         raise AttributeError(name)
     load()

@@ -19,7 +19,7 @@ __all__ = ["iwae_bernoulli_gaussian", "iwae_bernoulli_gaussian_backward"]
 def iwae_bernoulli_gaussian(x: Tensor, logits: Tensor, z: Tensor, mu: Tensor, logvar: Tensor,
                             backend: str) -> tuple[Tensor, Tensor]:
     """``(log_w [k, B], bound [B])``."""
-    return module(backend).iwae_bg_fwd(x, logits, z, mu, logvar)
+    return module(backend).iwae_bernoulli_gaussian_fwd(x, logits, z, mu, logvar)
 
 
 @iwae_bernoulli_gaussian.register_fake
@@ -34,8 +34,8 @@ def iwae_bernoulli_gaussian_backward(grad_bound: Optional[Tensor], grad_log_w: O
                                      backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(dlogits, dz, dmu, dlogvar)`` for the gradients ``grad_bound`` [B] of the bound and
     ``grad_log_w`` [k, B] of ``log_w`` (either may be None: zero)."""
-    return module(backend).iwae_bg_bwd(grad_bound, grad_log_w, log_w, bound, x, logits, z, mu,
-                                       logvar)
+    return module(backend).iwae_bernoulli_gaussian_bwd(grad_bound, grad_log_w, log_w, bound, x,
+                                                       logits, z, mu, logvar)
 
 
 @iwae_bernoulli_gaussian_backward.register_fake

@@ -88,7 +88,7 @@ def test_failed_build_falls_back_to_reference_with_one_warning(monkeypatch):
 
 def test_import_builds_nothing():
     code = ("import sys, fastair; import torch; "
-            "print(hasattr(torch.ops.fastair_native, 'iwae_bg_fwd'), "
+            "print(hasattr(torch.ops.fastair_native, 'iwae_bernoulli_gaussian_fwd'), "
             "'fastair.kernels' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False"], out.stderr

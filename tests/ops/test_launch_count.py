@@ -106,17 +106,17 @@ def test_launches_fill_the_gpu_they_are_given(monkeypatch):
     from triton.runtime.interpreter import InterpretedFunction
 
     from fastair.kernels import common
-    from fastair.kernels.linear_bernoulli import linear_bernoulli_bwd
-    from fastair.kernels.logsumexp import logsumexp_fwd
+    from fastair.kernels.iwae_bound import iwae_bound_fwd
+    from fastair.kernels.linear_bernoulli_log_prob import linear_bernoulli_log_prob_bwd
     monkeypatch.setattr(common, "MIN_PROGRAMS", 264)  # what min_programs gives a 132-SM GPU
     grids = []
 
     def record(self, *args, grid, **kwargs):
         grids.append((self.fn.__name__, tuple(grid)))
     monkeypatch.setattr(InterpretedFunction, "run", record)
-    logsumexp_fwd(torch.randn(5000, 100))
+    iwae_bound_fwd(torch.randn(5000, 100))
     h, w, x = torch.randn(6400, 200), torch.randn(784, 200), torch.ones(100, 784)
-    linear_bernoulli_bwd(torch.randn(6400), h, w, None, x)
+    linear_bernoulli_log_prob_bwd(torch.randn(6400), h, w, None, x)
     programs = {name: torch.tensor(grid).prod().item() for name, grid in grids}
     assert grids[0][0] == "_logsumexp_kernel" and torch.tensor(grids[0][1]).prod() >= 264
     assert programs["_lb_dw_kernel"] >= 264

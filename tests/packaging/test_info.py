@@ -56,7 +56,7 @@ def test_info_without_triton_says_so(tmp_path):
 
 def test_collect_loads_no_kernel_in_a_fresh_process():
     code = ("import sys, torch, fastair.info as i; i.report(); "
-            "print(hasattr(torch.ops.fastair_native, 'bernoulli_fwd'), "
+            "print(hasattr(torch.ops.fastair_native, 'bernoulli_log_prob_fwd'), "
             "'fastair.kernels' in sys.modules, 'fastair.backends.triton' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)

@@ -59,9 +59,8 @@ PRIVATE_ACCESS_ALLOWED = {
     "tests/training/test_first_hour.py": {"fastair.io._mode"},
 }
 """``{path relative to the root: {"fastair.module._name", ...}}``: the private attributes of
-fastair modules that a file may still use, each with its reason. (``VAE._estimate`` in
-tests/nn/test_estimators.py is a method of a model, not an attribute of a module: this check
-does not see it.)"""
+fastair modules that a file may still use, each with its reason. (A private attribute of an
+object, such as a model's, is not an attribute of a module: this check does not see it.)"""
 
 _BY_NAME = {"getattr", "setattr", "delattr", "hasattr"}
 """Calls that reach an attribute by name: the builtins, and ``monkeypatch.setattr`` and the like

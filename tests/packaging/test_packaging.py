@@ -41,7 +41,7 @@ def test_a_plain_checkout_finds_the_kernels_and_sources(tmp_path):
             "import fastair, fastair.kernels, fastair.csrc\n"
             "from fastair.backends import module, native, resolve\n"
             "print(fastair.kernels.__file__, native.source_dir(), resolve('triton', 'cpu'),\n"
-            "      hasattr(module('triton'), 'iwae_bg_fwd'))\n")
+            "      hasattr(module('triton'), 'iwae_bernoulli_gaussian_fwd'))\n")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path), site],
                          capture_output=True, text=True, cwd=tmp_path,
                          env={"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})

@@ -16,7 +16,7 @@ def linear_continuous_bernoulli_log_prob(h: Tensor, weight: Tensor, bias: Option
                                          x: Tensor, backend: str) -> Tensor:
     """``out[r] = sum_d (x[r % N, d] - 1/2) l[r, d] - log(sinh(l/2) / (l/2))``,
     ``l = h @ weight.T + bias``."""
-    return module(backend).linear_continuous_bernoulli_fwd(h, weight, bias, x)
+    return module(backend).linear_continuous_bernoulli_log_prob_fwd(h, weight, bias, x)
 
 
 @linear_continuous_bernoulli_log_prob.register_fake
@@ -31,7 +31,7 @@ def linear_continuous_bernoulli_log_prob_backward(grad: Tensor, h: Tensor, weigh
                                                   backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(dh [R, H], dweight [D, H], dbias [D])`` for the upstream gradient ``grad`` [R], with
     ``dl = grad[r] (x - mean(l))``."""
-    return module(backend).linear_continuous_bernoulli_bwd(grad, h, weight, bias, x)
+    return module(backend).linear_continuous_bernoulli_log_prob_bwd(grad, h, weight, bias, x)
 
 
 @linear_continuous_bernoulli_log_prob_backward.register_fake

@@ -1,10 +1,14 @@
-"""Log-sum-exp over the first dim and its gradient.
+"""The k-sample bound of log weights over the first dim, and its gradient.
 
-``lse[r] = log sum_i exp(v[i, r])`` for ``v [n, R]``, with a running max and a rescaled running
-sum; ``dv = grad[r] * exp(v - lse[r])``, 0 where ``lse = -inf`` (a column of -inf). The forward is
-column-parallel; long columns (``n > ROWS_PER_PROGRAM``) are cut into chunks whose partial
-log-sum-exps ``[S, R]`` are reduced by a second launch of the same kernel.
+``bound[r] = lse[r] - log n`` with ``lse[r] = log sum_i exp(v[i, r])`` for ``v [n, R]``, the
+log-sum-exp taken with a running max and a rescaled running sum;
+``dv = grad[r] * exp(v - lse[r])``, 0 where ``lse = -inf`` (a column of -inf): the softmax over
+the first dim. The log-sum-exp is column-parallel; long columns (``n > ROWS_PER_PROGRAM``) are
+cut into chunks whose partial log-sum-exps ``[S, R]`` are reduced by a second launch of the same
+kernel. :func:`logsumexp_launch` is also the bound of :mod:`.iwae_bernoulli_gaussian`.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -12,7 +16,7 @@ import triton.language as tl
 from .common import min_programs, on_input_device
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["logsumexp_fwd", "logsumexp_bwd"]
+__all__ = ["iwae_bound_fwd", "iwae_bound_bwd"]
 
 _INF = tl.constexpr(float("inf"))
 ROWS_PER_PROGRAM = 512
@@ -64,14 +68,17 @@ def _logsumexp_bwd_kernel(g_ptr, v_ptr, lse_ptr, out_ptr, numel, R, BLOCK: tl.co
 
 
 @on_input_device
-def logsumexp_fwd(v):
-    """``v [n, R]`` -> ``lse [R]`` = ``log sum_i exp(v[i, r])`` (``-inf`` for an all ``-inf``
-    column)."""
-    return logsumexp_launch(v)
+def iwae_bound_fwd(v):
+    """``v [n, R]`` -> ``(bound [R], lse [R])``: ``lse = log sum_i exp(v[i, r])`` (``-inf`` for
+    an all ``-inf`` column) and ``bound = lse - log n``, ``log n`` a Python float as torch
+    subtracts it (the backward reads ``lse``)."""
+    lse = logsumexp_launch(v)
+    return lse - math.log(v.shape[0]), lse
 
 
 def logsumexp_launch(v, mean_of=0):
-    """:func:`logsumexp_fwd`, minus ``log mean_of`` where ``mean_of > 0``. One launch for
+    """``v [n, R]`` -> ``log sum_i exp(v[i, r])`` ``[R]`` (``-inf`` for an all ``-inf`` column),
+    minus ``log mean_of`` (in the kernel) where ``mean_of > 0``. One launch for
     ``n <= ROWS_PER_PROGRAM``; above, the rows are cut into chunks of at most that many (and at
     least ``MIN_CHUNK``) so that the first launch has about :func:`min_programs` programs, and a
     second launch reduces the chunks."""
@@ -95,7 +102,7 @@ def logsumexp_launch(v, mean_of=0):
 
 
 @on_input_device
-def logsumexp_bwd(grad, v, lse):
+def iwae_bound_bwd(grad, v, lse):
     """``grad [R]``, ``v [n, R]``, ``lse [R]`` -> ``grad * exp(v - lse)`` ``[n, R]``, 0 where
     ``lse = -inf``."""
     out = torch.empty(v.shape, dtype=v.dtype, device=v.device)

@@ -11,7 +11,7 @@ __all__ = ["continuous_bernoulli_log_prob", "continuous_bernoulli_log_prob_backw
 def continuous_bernoulli_log_prob(logits: Tensor, x: Tensor, backend: str) -> Tensor:
     """``out[m, n] = sum_d (x[n, d] - 1/2) l[m, n, d] - log(sinh(l/2) / (l/2))``, the continuous
     Bernoulli log-density (docs/design.md §1.13)."""
-    return module(backend).continuous_bernoulli_fwd(logits, x)
+    return module(backend).continuous_bernoulli_log_prob_fwd(logits, x)
 
 
 @continuous_bernoulli_log_prob.register_fake
@@ -24,7 +24,7 @@ def continuous_bernoulli_log_prob_backward(grad: Tensor, logits: Tensor, x: Tens
                                            backend: str) -> Tensor:
     """``dlogits[m, n, d] = grad[m, n] * (x[n, d] - mean(l[m, n, d]))``, with the mean
     ``1 / (1 - exp(-l)) - 1 / l`` (1/2 at ``l = 0``)."""
-    return module(backend).continuous_bernoulli_bwd(grad, logits, x)
+    return module(backend).continuous_bernoulli_log_prob_bwd(grad, logits, x)
 
 
 @continuous_bernoulli_log_prob_backward.register_fake

@@ -10,7 +10,7 @@ __all__ = ["gaussian_log_prob", "gaussian_log_prob_backward"]
 @torch.library.custom_op("fastair::gaussian_log_prob", mutates_args=())
 def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor, backend: str) -> Tensor:
     """``out[m, n] = -1/2 sum_j (z - mu)^2 exp(-logvar) + logvar + log 2 pi``."""
-    return module(backend).gaussian_fwd(z, mu, logvar)
+    return module(backend).gaussian_log_prob_fwd(z, mu, logvar)
 
 
 @gaussian_log_prob.register_fake
@@ -22,7 +22,7 @@ def _(z, mu, logvar, backend):
 def gaussian_log_prob_backward(grad: Tensor, z: Tensor, mu: Tensor, logvar: Tensor,
                                backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])`` for the upstream ``grad`` [M, N]."""
-    return module(backend).gaussian_bwd(grad, z, mu, logvar)
+    return module(backend).gaussian_log_prob_bwd(grad, z, mu, logvar)
 
 
 @gaussian_log_prob_backward.register_fake

@@ -15,7 +15,7 @@ __all__ = ["linear_bernoulli_log_prob", "linear_bernoulli_log_prob_backward"]
 def linear_bernoulli_log_prob(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor,
                               backend: str) -> Tensor:
     """``out[r] = sum_d x[r % N, d] l[r, d] - softplus(l[r, d])``, ``l = h @ weight.T + bias``."""
-    return module(backend).linear_bernoulli_fwd(h, weight, bias, x)
+    return module(backend).linear_bernoulli_log_prob_fwd(h, weight, bias, x)
 
 
 @linear_bernoulli_log_prob.register_fake
@@ -28,7 +28,7 @@ def linear_bernoulli_log_prob_backward(grad: Tensor, h: Tensor, weight: Tensor,
                                        bias: Optional[Tensor], x: Tensor,
                                        backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(dh [R, H], dweight [D, H], dbias [D])`` for the upstream gradient ``grad`` [R]."""
-    return module(backend).linear_bernoulli_bwd(grad, h, weight, bias, x)
+    return module(backend).linear_bernoulli_log_prob_bwd(grad, h, weight, bias, x)
 
 
 @linear_bernoulli_log_prob_backward.register_fake

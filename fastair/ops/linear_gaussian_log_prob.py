@@ -16,7 +16,7 @@ def linear_gaussian_log_prob(h: Tensor, weight: Tensor, bias: Optional[Tensor], 
                              logvar: Tensor, backend: str) -> Tensor:
     """``out[r] = -1/2 sum_d (x - m)^2 exp(-logvar) + logvar + log 2 pi`` with the mean
     ``m = h @ weight.T + bias`` and ``x``, ``logvar`` at row ``r % N``."""
-    return module(backend).linear_gaussian_fwd(h, weight, bias, x, logvar)
+    return module(backend).linear_gaussian_log_prob_fwd(h, weight, bias, x, logvar)
 
 
 @linear_gaussian_log_prob.register_fake
@@ -31,7 +31,7 @@ def linear_gaussian_log_prob_backward(grad: Tensor, h: Tensor, weight: Tensor,
     """``(dh [R, H], dweight [D, H], dbias [D], dlogvar [N, D])`` for the upstream gradient
     ``grad`` [R]: with ``t = (x - m) exp(-logvar / 2)``, ``dm = grad[r] t exp(-logvar / 2)`` and
     ``dlogvar[n] = sum_{r % N = n} grad[r] (t^2 - 1) / 2``."""
-    return module(backend).linear_gaussian_bwd(grad, h, weight, bias, x, logvar)
+    return module(backend).linear_gaussian_log_prob_bwd(grad, h, weight, bias, x, logvar)
 
 
 @linear_gaussian_log_prob_backward.register_fake

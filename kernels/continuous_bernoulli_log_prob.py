@@ -3,7 +3,7 @@
 ``out[m, n] = sum_d x l - softplus(l) + log C(l)`` with ``C(l) = l / tanh(l / 2)`` for
 ``logits [M, N, D]``, ``x [N, D]``, evaluated as ``(x - 1/2) l - log(sinh(l/2) / (l/2))``
 (docs/design.md §1.13); its gradient is ``dl = grad[m, n] * (x - mean(l))`` with the mean
-``1 / (1 - exp(-l)) - 1 / l``. The layout is that of :mod:`.bernoulli`: a program takes
+``1 / (1 - exp(-l)) - 1 / l``. The layout is that of :mod:`.bernoulli_log_prob`: a program takes
 ``BLOCK_R`` rows of the flattened ``[M * N, D]`` logits and loops over D in ``BLOCK_D`` tiles.
 
 Per element, with ``a = |l|`` and ``e = exp(-a)``: for ``a < s`` the series
@@ -21,7 +21,7 @@ import triton.language as tl
 from .common import min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["continuous_bernoulli_fwd", "continuous_bernoulli_bwd"]
+__all__ = ["continuous_bernoulli_log_prob_fwd", "continuous_bernoulli_log_prob_bwd"]
 
 
 @triton.jit
@@ -134,7 +134,7 @@ def _cb_bwd_kernel(g_ptr, l_ptr, x_ptr, dl_ptr, R, N, D,
 
 
 @on_input_device
-def continuous_bernoulli_fwd(logits, x):
+def continuous_bernoulli_log_prob_fwd(logits, x):
     """``logits [M, N, D]``, ``x [N, D]`` -> ``[M, N]`` in x's dtype (the accumulation dtype)."""
     M, N, D = logits.shape
     out = torch.empty((M, N), dtype=x.dtype, device=logits.device)
@@ -148,7 +148,7 @@ def continuous_bernoulli_fwd(logits, x):
 
 
 @on_input_device
-def continuous_bernoulli_bwd(grad, logits, x):
+def continuous_bernoulli_log_prob_bwd(grad, logits, x):
     """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (in the
     logits' dtype)."""
     M, N, D = logits.shape

@@ -5,10 +5,10 @@
 
 namespace fastair {
 
-at::Tensor continuous_bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
+at::Tensor continuous_bernoulli_log_prob_fwd(const at::Tensor& logits, const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto out = at::empty({M, N}, x.options());
-  dispatch_pair(logits.scalar_type(), x.scalar_type(), "continuous_bernoulli_fwd",
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "continuous_bernoulli_log_prob_fwd",
                 [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
@@ -24,11 +24,11 @@ at::Tensor continuous_bernoulli_fwd(const at::Tensor& logits, const at::Tensor& 
   return out;
 }
 
-at::Tensor continuous_bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits,
-                                    const at::Tensor& x) {
+at::Tensor continuous_bernoulli_log_prob_bwd(const at::Tensor& grad, const at::Tensor& logits,
+                                             const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto dlogits = at::empty_like(logits);
-  dispatch_pair(logits.scalar_type(), x.scalar_type(), "continuous_bernoulli_bwd",
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "continuous_bernoulli_log_prob_bwd",
                 [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
@@ -49,11 +49,11 @@ at::Tensor continuous_bernoulli_bwd(const at::Tensor& grad, const at::Tensor& lo
 
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
-  m.def("continuous_bernoulli_fwd(Tensor logits, Tensor x) -> Tensor");
-  m.def("continuous_bernoulli_bwd(Tensor grad, Tensor logits, Tensor x) -> Tensor");
+  m.def("continuous_bernoulli_log_prob_fwd(Tensor logits, Tensor x) -> Tensor");
+  m.def("continuous_bernoulli_log_prob_bwd(Tensor grad, Tensor logits, Tensor x) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
-  m.impl("continuous_bernoulli_fwd", &fastair::continuous_bernoulli_fwd);
-  m.impl("continuous_bernoulli_bwd", &fastair::continuous_bernoulli_bwd);
+  m.impl("continuous_bernoulli_log_prob_fwd", &fastair::continuous_bernoulli_log_prob_fwd);
+  m.impl("continuous_bernoulli_log_prob_bwd", &fastair::continuous_bernoulli_log_prob_bwd);
 }

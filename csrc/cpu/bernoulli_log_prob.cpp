@@ -3,10 +3,11 @@
 
 namespace fastair {
 
-at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
+at::Tensor bernoulli_log_prob_fwd(const at::Tensor& logits, const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto out = at::empty({M, N}, x.options());
-  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_fwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_log_prob_fwd",
+                [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -21,10 +22,12 @@ at::Tensor bernoulli_fwd(const at::Tensor& logits, const at::Tensor& x) {
   return out;
 }
 
-at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& x) {
+at::Tensor bernoulli_log_prob_bwd(const at::Tensor& grad, const at::Tensor& logits,
+                                  const at::Tensor& x) {
   const int64_t M = logits.size(0), N = logits.size(1), D = logits.size(2);
   auto dlogits = at::empty_like(logits);
-  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_bwd", [&](auto ltag, auto atag) {
+  dispatch_pair(logits.scalar_type(), x.scalar_type(), "bernoulli_log_prob_bwd",
+                [&](auto ltag, auto atag) {
     using scalar_t = typename decltype(ltag)::type;
     using acc_t = typename decltype(atag)::type;
     const scalar_t* l = logits.const_data_ptr<scalar_t>();
@@ -45,11 +48,11 @@ at::Tensor bernoulli_bwd(const at::Tensor& grad, const at::Tensor& logits, const
 
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
-  m.def("bernoulli_fwd(Tensor logits, Tensor x) -> Tensor");
-  m.def("bernoulli_bwd(Tensor grad, Tensor logits, Tensor x) -> Tensor");
+  m.def("bernoulli_log_prob_fwd(Tensor logits, Tensor x) -> Tensor");
+  m.def("bernoulli_log_prob_bwd(Tensor grad, Tensor logits, Tensor x) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
-  m.impl("bernoulli_fwd", &fastair::bernoulli_fwd);
-  m.impl("bernoulli_bwd", &fastair::bernoulli_bwd);
+  m.impl("bernoulli_log_prob_fwd", &fastair::bernoulli_log_prob_fwd);
+  m.impl("bernoulli_log_prob_bwd", &fastair::bernoulli_log_prob_bwd);
 }

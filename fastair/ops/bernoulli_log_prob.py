@@ -10,7 +10,7 @@ __all__ = ["bernoulli_log_prob", "bernoulli_log_prob_backward"]
 @torch.library.custom_op("fastair::bernoulli_log_prob", mutates_args=())
 def bernoulli_log_prob(logits: Tensor, x: Tensor, backend: str) -> Tensor:
     """``out[m, n] = sum_d x[n, d] * l[m, n, d] - softplus(l[m, n, d])``."""
-    return module(backend).bernoulli_fwd(logits, x)
+    return module(backend).bernoulli_log_prob_fwd(logits, x)
 
 
 @bernoulli_log_prob.register_fake
@@ -21,7 +21,7 @@ def _(logits, x, backend):
 @torch.library.custom_op("fastair::bernoulli_log_prob_backward", mutates_args=())
 def bernoulli_log_prob_backward(grad: Tensor, logits: Tensor, x: Tensor, backend: str) -> Tensor:
     """``dlogits[m, n, d] = grad[m, n] * (x[n, d] - sigmoid(l[m, n, d]))``."""
-    return module(backend).bernoulli_bwd(grad, logits, x)
+    return module(backend).bernoulli_log_prob_bwd(grad, logits, x)
 
 
 @bernoulli_log_prob_backward.register_fake

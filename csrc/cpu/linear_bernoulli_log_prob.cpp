@@ -26,18 +26,19 @@ struct BernoulliHead {
 };
 }  // namespace
 
-at::Tensor linear_bernoulli_fwd(const at::Tensor& h, const at::Tensor& weight,
-                                const c10::optional<at::Tensor>& bias, const at::Tensor& x) {
+at::Tensor linear_bernoulli_log_prob_fwd(const at::Tensor& h, const at::Tensor& weight,
+                                         const c10::optional<at::Tensor>& bias,
+                                         const at::Tensor& x) {
   return linear_head::fwd<BernoulliHead>(h, weight, bias, x, at::Tensor(),
-                                         "linear_bernoulli_fwd");
+                                         "linear_bernoulli_log_prob_fwd");
 }
 
 // -> (dh [R, H], dweight [D, H], dbias [D]) for the upstream gradient grad [R].
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bernoulli_bwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bernoulli_log_prob_bwd(
     const at::Tensor& grad, const at::Tensor& h, const at::Tensor& weight,
     const c10::optional<at::Tensor>& bias, const at::Tensor& x) {
   auto out = linear_head::bwd<BernoulliHead>(grad, h, weight, bias, x, at::Tensor(),
-                                             "linear_bernoulli_bwd");
+                                             "linear_bernoulli_log_prob_bwd");
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -45,12 +46,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bernoulli_bwd(
 
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
-  m.def("linear_bernoulli_fwd(Tensor h, Tensor weight, Tensor? bias, Tensor x) -> Tensor");
-  m.def("linear_bernoulli_bwd(Tensor grad, Tensor h, Tensor weight, Tensor? bias, Tensor x) -> "
-        "(Tensor, Tensor, Tensor)");
+  m.def("linear_bernoulli_log_prob_fwd(Tensor h, Tensor weight, Tensor? bias, Tensor x) -> "
+        "Tensor");
+  m.def("linear_bernoulli_log_prob_bwd(Tensor grad, Tensor h, Tensor weight, Tensor? bias, "
+        "Tensor x) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
-  m.impl("linear_bernoulli_fwd", &fastair::linear_bernoulli_fwd);
-  m.impl("linear_bernoulli_bwd", &fastair::linear_bernoulli_bwd);
+  m.impl("linear_bernoulli_log_prob_fwd", &fastair::linear_bernoulli_log_prob_fwd);
+  m.impl("linear_bernoulli_log_prob_bwd", &fastair::linear_bernoulli_log_prob_bwd);
 }

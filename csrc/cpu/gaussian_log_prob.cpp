@@ -7,10 +7,11 @@ namespace {
 constexpr double kLog2Pi = 1.8378770664093454835606594728112;
 }
 
-at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar) {
+at::Tensor gaussian_log_prob_fwd(const at::Tensor& z, const at::Tensor& mu,
+                                 const at::Tensor& logvar) {
   const int64_t M = z.size(0), N = z.size(1), Z = z.size(2);
   auto out = at::empty({M, N}, z.options());
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_log_prob_fwd", [&] {
     using Vec = Vectorized<scalar_t>;
     constexpr int64_t W = Vec::size();
     // ((z - mu) inv_std)^2 with inv_std = exp(-logvar / 2): finite for z - mu of the scale of
@@ -42,15 +43,15 @@ at::Tensor gaussian_fwd(const at::Tensor& z, const at::Tensor& mu, const at::Ten
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& grad,
-                                                            const at::Tensor& z,
-                                                            const at::Tensor& mu,
-                                                            const at::Tensor& logvar) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_log_prob_bwd(const at::Tensor& grad,
+                                                                     const at::Tensor& z,
+                                                                     const at::Tensor& mu,
+                                                                     const at::Tensor& logvar) {
   const int64_t M = z.size(0), N = z.size(1), Z = z.size(2);
   auto dz = at::empty_like(z);
   auto dmu = at::empty_like(mu);
   auto dlogvar = at::empty_like(logvar);
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "gaussian_log_prob_bwd", [&] {
     const auto inv_std = at::exp(logvar * -0.5);  // as in the forward
     const scalar_t *g = grad.const_data_ptr<scalar_t>(), *zp = z.const_data_ptr<scalar_t>();
     const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *ip = inv_std.const_data_ptr<scalar_t>();
@@ -104,11 +105,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_bwd(const at::Tensor& gr
 
 // This file's operators, registered with the library fastair_native when it is loaded.
 TORCH_LIBRARY_FRAGMENT(fastair_native, m) {
-  m.def("gaussian_fwd(Tensor z, Tensor mu, Tensor logvar) -> Tensor");
-  m.def("gaussian_bwd(Tensor grad, Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor)");
+  m.def("gaussian_log_prob_fwd(Tensor z, Tensor mu, Tensor logvar) -> Tensor");
+  m.def("gaussian_log_prob_bwd(Tensor grad, Tensor z, Tensor mu, Tensor logvar) -> "
+        "(Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastair_native, CPU, m) {
-  m.impl("gaussian_fwd", &fastair::gaussian_fwd);
-  m.impl("gaussian_bwd", &fastair::gaussian_bwd);
+  m.impl("gaussian_log_prob_fwd", &fastair::gaussian_log_prob_fwd);
+  m.impl("gaussian_log_prob_bwd", &fastair::gaussian_log_prob_bwd);
 }

@@ -19,7 +19,7 @@ from .common import (
 )
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["bernoulli_fwd", "bernoulli_bwd"]
+__all__ = ["bernoulli_log_prob_fwd", "bernoulli_log_prob_bwd"]
 
 
 @triton.jit
@@ -76,7 +76,7 @@ def _bernoulli_bwd_kernel(g_ptr, gl_ptr, lw_ptr, bound_ptr, l_ptr, x_ptr, dl_ptr
 
 
 @on_input_device
-def bernoulli_fwd(logits, x):
+def bernoulli_log_prob_fwd(logits, x):
     """``logits [M, N, D]``, ``x [N, D]`` -> ``[M, N]`` in x's dtype (the accumulation dtype)."""
     M, N, D = logits.shape
     out = torch.empty((M, N), dtype=x.dtype, device=logits.device)
@@ -90,13 +90,13 @@ def bernoulli_fwd(logits, x):
 
 
 @on_input_device
-def bernoulli_bwd(grad, logits, x):
+def bernoulli_log_prob_bwd(grad, logits, x):
     """``grad [M, N]``, ``logits [M, N, D]``, ``x [N, D]`` -> ``dlogits [M, N, D]`` (in the
     logits' dtype)."""
-    return bernoulli_bwd_launch(logits, x, grad)
+    return bernoulli_log_prob_bwd_launch(logits, x, grad)
 
 
-def bernoulli_bwd_launch(logits, x, grad, iw=None):
+def bernoulli_log_prob_bwd_launch(logits, x, grad, iw=None):
     """``dlogits [M, N, D]`` for ``grad [M, N]``, or with ``iw = (grad_bound [N] or None,
     grad_log_w [M, N] or None, log_w [M, N], bound [N])`` for the importance-weighted gradient
     formed in the kernel (:func:`iw_grad`)."""

@@ -1,16 +1,12 @@
-"""A decoder's output layer fused with the continuous Bernoulli and the Gaussian log-densities.
+"""A decoder's output layer fused with the Gaussian log-density of the data, and its gradients.
 
-The kernels of :mod:`.linear_bernoulli`, generic over the likelihood (``LIK``), with
-``h [R, H]``, ``weight [D, H]``, ``bias [D]`` (or None), ``x [N, D]`` (row r of h pairs with row
-``r % N`` of x) and ``l = h @ weight^T + bias``, never stored:
+The kernels of :mod:`.linear_head` with ``LIK`` = :data:`~.linear_head.GAUSSIAN`, for
+``h [R, H]``, ``weight [D, H]``, ``bias [D]`` (or None), ``x [N, D]`` and ``logvar [N, D]`` (row r
+of h pairs with row ``r % N`` of x and logvar) and the mean ``l = h @ weight^T + bias``, never
+stored: ``out[r] = -1/2 sum_d t^2 + logvar + log 2 pi`` with ``t = (x - l) exp(-logvar / 2)``,
+``dl = grad[r] t exp(-logvar / 2)`` and ``dlogvar[n] = sum_{r % N = n} grad[r] (t^2 - 1) / 2``.
 
-* continuous Bernoulli: ``out[r] = sum_d (x - 1/2) l - log(sinh(l/2) / (l/2))`` (the series and
-  closed form of :mod:`.continuous_bernoulli`), ``dl = grad[r] (x - mean(l))``;
-* Gaussian, ``l`` the mean and ``logvar [N, D]`` paired like x:
-  ``out[r] = -1/2 sum_d t^2 + logvar + log 2 pi`` with ``t = (x - l) exp(-logvar / 2)``,
-  ``dl = grad[r] t exp(-logvar / 2)`` and ``dlogvar[n] = sum_{r % N = n} grad[r] (t^2 - 1) / 2``.
-
-``dh``, ``dweight`` and ``dbias`` are those of :func:`.linear_bernoulli.head_bwd`. ``dlogvar``
+``dh``, ``dweight`` and ``dbias`` are those of :func:`.linear_head.head_bwd`. ``dlogvar``
 is a reduction over the rows ``n, n + N, n + 2N, ...`` that share an x row, done without
 atomics (deterministic) by :func:`_lg_dlogvar_kernel`: a program per (``BLOCK_N`` x rows,
 ``BLOCK_D`` columns, split s) remakes the mean tile of the rows ``n + j N`` for ``j = s, s + S,
@@ -23,19 +19,10 @@ import triton
 import triton.language as tl
 
 from .common import min_programs, on_input_device
-from .linear_bernoulli import (
-    CONTINUOUS_BERNOULLI,
-    GAUSSIAN,
-    _bias_args,
-    _logits_tile,
-    dot_mode,
-    head_bwd,
-    head_fwd,
-)
+from .linear_head import GAUSSIAN, bias_args, dot_mode, head_bwd, head_fwd, logits_tile
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["linear_continuous_bernoulli_fwd", "linear_continuous_bernoulli_bwd",
-           "linear_gaussian_fwd", "linear_gaussian_bwd"]
+__all__ = ["linear_gaussian_log_prob_fwd", "linear_gaussian_log_prob_bwd"]
 
 
 @triton.jit
@@ -58,7 +45,7 @@ def _lg_dlogvar_kernel(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, dlv_ptr, M, N,
     for m0 in range(0, M, SPLITS):
         rows = (m0 + split) * N + ns
         rmask = nmask & (rows < M * N)  # m0 + split < M
-        mean = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+        mean = logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
                             BLOCK_N, BLOCK_D, BLOCK_H, DOT)
         g = tl.load(g_ptr + rows, mask=rmask, other=0.0)[:, None]
         t = (x - mean) * inv_std
@@ -77,29 +64,14 @@ def _dlogvar_config(N, D, dtype, on_gpu):
 
 
 @on_input_device
-def linear_continuous_bernoulli_fwd(h, weight, bias, x):
-    """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]`` (all contiguous, one
-    float dtype) -> ``out [R]``: ``sum_d (x - 1/2) l - log(sinh(l/2) / (l/2))`` with
-    ``l = h @ weight^T + bias``."""
-    return head_fwd(CONTINUOUS_BERNOULLI, h, weight, bias, x)
-
-
-@on_input_device
-def linear_continuous_bernoulli_bwd(grad, h, weight, bias, x):
-    """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D])`` with
-    ``dl = grad[r] (x - mean(l))`` (dbias returned also when bias is None)."""
-    return head_bwd(CONTINUOUS_BERNOULLI, grad, h, weight, bias, x)
-
-
-@on_input_device
-def linear_gaussian_fwd(h, weight, bias, x, logvar):
+def linear_gaussian_log_prob_fwd(h, weight, bias, x, logvar):
     """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]``, ``logvar [N, D]`` ->
     ``out [R]``: ``sum_d log N(x; m, exp(logvar))`` with the mean ``m = h @ weight^T + bias``."""
     return head_fwd(GAUSSIAN, h, weight, bias, x, logvar)
 
 
 @on_input_device
-def linear_gaussian_bwd(grad, h, weight, bias, x, logvar):
+def linear_gaussian_log_prob_bwd(grad, h, weight, bias, x, logvar):
     """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D],
     dlogvar [N, D])`` (module docstring)."""
     dh, dweight, dbias = head_bwd(GAUSSIAN, grad, h, weight, bias, x, logvar)
@@ -112,7 +84,7 @@ def linear_gaussian_bwd(grad, h, weight, bias, x, logvar):
     grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(D, cfg["BLOCK_D"]))
     splits = max(min(M, triton.cdiv(min_programs(h), grid[0] * grid[1])), 1)
     dlv = torch.empty((splits, N, D), dtype=logvar.dtype, device=logvar.device)
-    b, has_bias = _bias_args(bias, weight)
+    b, has_bias = bias_args(bias, weight)
     _lg_dlogvar_kernel[grid + (splits,)](grad, h, weight, b, x, logvar, dlv, M, N, D, H, splits,
                                          HAS_BIAS=has_bias, **cfg)
     return dh, dweight, dbias, dlv[0] if splits == 1 else dlv.sum(0)

@@ -18,14 +18,14 @@ import triton.language as tl
 from .common import TILE, iw_grad, iw_pointers, min_programs, on_input_device, row_blocks
 
 # The launchers; fastair.backends.triton collects them.
-__all__ = ["gaussian_fwd", "gaussian_bwd"]
+__all__ = ["gaussian_log_prob_fwd", "gaussian_log_prob_bwd"]
 
 # log(2 pi) as an exact float32 part plus a remainder: scalar constants may be rounded to
 # float32 by Triton, and the sum keeps float64 kernels exact (float32 ones just see the first).
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2PI_F32 = struct.unpack("f", struct.pack("f", _LOG_2PI))[0]
-_LOG_2PI_HI = tl.constexpr(_LOG_2PI_F32)
-_LOG_2PI_LO = tl.constexpr(_LOG_2PI - _LOG_2PI_F32)
+LOG_2PI_HI = tl.constexpr(_LOG_2PI_F32)
+LOG_2PI_LO = tl.constexpr(_LOG_2PI - _LOG_2PI_F32)
 
 @triton.jit
 def gaussian_rows(z_ptr, mu_ptr, lv_ptr, rows, rmask, N, Z, IWAE: tl.constexpr,
@@ -48,7 +48,7 @@ def gaussian_rows(z_ptr, mu_ptr, lv_ptr, rows, rmask, N, Z, IWAE: tl.constexpr,
         if IWAE:
             term = z * z - quad - lv
         else:
-            term = quad + lv + _LOG_2PI_HI + _LOG_2PI_LO
+            term = quad + lv + LOG_2PI_HI + LOG_2PI_LO
         acc += tl.where(mask, term, 0.0)
     return -0.5 * tl.sum(acc, axis=1)
 
@@ -125,7 +125,7 @@ def _sum_splits_kernel(pmu_ptr, plv_ptr, dmu_ptr, dlv_ptr, S, NZ, BLOCK: tl.cons
     tl.store(dlv_ptr + cols, acc_lv, mask=mask)
 
 
-def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
+def gaussian_log_prob_bwd_launch(grad, z, mu, logvar, iw=None):
     """Shared launcher of :func:`gaussian_bwd_kernel`:
     ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])`` for ``grad [M, N]`` of ``log N(z; mu,
     exp(logvar))``, or with ``iw = (grad_bound, grad_log_w, log_w, bound)`` for the IWAE log
@@ -163,7 +163,7 @@ def gaussian_bwd_launch(grad, z, mu, logvar, iw=None):
 
 
 @on_input_device
-def gaussian_fwd(z, mu, logvar):
+def gaussian_log_prob_fwd(z, mu, logvar):
     """``z [M, N, Z]``, ``mu, logvar [N, Z]`` -> ``log N(z; mu, exp(logvar))`` ``[M, N]``."""
     M, N, Z = z.shape
     out = torch.empty((M, N), dtype=z.dtype, device=z.device)
@@ -177,6 +177,6 @@ def gaussian_fwd(z, mu, logvar):
 
 
 @on_input_device
-def gaussian_bwd(grad, z, mu, logvar):
+def gaussian_log_prob_bwd(grad, z, mu, logvar):
     """``grad [M, N]`` -> ``(dz [M, N, Z], dmu [N, Z], dlogvar [N, Z])``."""
-    return gaussian_bwd_launch(grad, z, mu, logvar)
+    return gaussian_log_prob_bwd_launch(grad, z, mu, logvar)

@@ -1,13 +1,16 @@
-"""A decoder's output layer fused with the Bernoulli log-likelihood, and its gradients.
+"""A decoder's output layer fused with a likelihood term, and its gradients: the kernels shared
+by the three fused heads (no launchers of its own).
 
 For ``h [R, H]``, ``weight [D, H]``, ``bias [D]`` (or None) and ``x [N, D]`` (row r of h pairs
 with row ``r % N`` of x), with the logits ``l = h @ weight^T + bias``:
-``out[r] = sum_d x[r % N, d] l[r, d] - softplus(l[r, d])``. With ``dl = grad[r] (x - sigmoid(l))``:
-``dh = dl @ weight``, ``dweight = dl^T @ h``, ``dbias = sum_r dl``.
+``out[r] = sum_d term(l[r, d], x[r % N, d])``, e.g. the Bernoulli ``x l - softplus(l)``. With
+``dl = grad[r] dterm/dl`` (Bernoulli: ``x - sigmoid(l)``): ``dh = dl @ weight``,
+``dweight = dl^T @ h``, ``dbias = sum_r dl``.
 
-The kernels are generic over the likelihood, a ``tl.constexpr`` ``LIK``: :data:`BERNOULLI` (this
-module's launchers), :data:`CONTINUOUS_BERNOULLI` and :data:`GAUSSIAN` (the launchers of
-:mod:`.linear_likelihoods`, which adds the Gaussian's log-variance gradient), each a per-element
+The kernels are generic over the likelihood, a ``tl.constexpr`` ``LIK``: :data:`BERNOULLI` (the
+launchers of :mod:`.linear_bernoulli_log_prob`), :data:`CONTINUOUS_BERNOULLI`
+(:mod:`.linear_continuous_bernoulli_log_prob`) and :data:`GAUSSIAN`
+(:mod:`.linear_gaussian_log_prob`, which adds the log-variance's gradient), each a per-element
 term of the logits and ``x`` (and the log-variance ``logvar [N, D]``, paired like x) and its
 derivative ``dl``; the tiling below is the same for all three.
 
@@ -37,18 +40,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import MIN_PROGRAMS, bernoulli_term, min_programs, on_input_device, sigmoid_pair
-from .continuous_bernoulli import cb_grad, cb_term
-from .gaussian import _LOG_2PI_HI, _LOG_2PI_LO
-
-# The launchers; fastair.backends.triton collects them.
-__all__ = ["linear_bernoulli_fwd", "linear_bernoulli_bwd"]
+from .common import MIN_PROGRAMS, bernoulli_term, min_programs, sigmoid_pair
+from .continuous_bernoulli_log_prob import cb_grad, cb_term
+from .gaussian_log_prob import LOG_2PI_HI, LOG_2PI_LO
 
 # LIK, the likelihood of the kernels' term: sum_d term(l, x) per row
 BERNOULLI = 0  # x l - softplus(l), dl = x - sigmoid(l)
 CONTINUOUS_BERNOULLI = 1  # (x - 1/2) l - log(sinh(l/2) / (l/2)), dl = x - mean(l)
 GAUSSIAN = 2  # log N(x; l, exp(lv)) = -(t^2 + lv + log 2 pi) / 2, t = (x - l) exp(-lv/2),
-#               dl = t exp(-lv/2) (the log-variance's gradient: .linear_likelihoods)
+#               dl = t exp(-lv/2) (the log-variance's gradient: .linear_gaussian_log_prob)
 
 
 @triton.jit
@@ -69,7 +69,7 @@ def _mm(a, b, acc, DOT: tl.constexpr):
 
 
 @triton.jit
-def _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS: tl.constexpr,
+def logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS: tl.constexpr,
                  BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
                  DOT: tl.constexpr):
     """``l = h[rows] @ weight[cols]^T + bias[cols]``: ``[BLOCK_R, BLOCK_D]``, summing over H in
@@ -101,7 +101,7 @@ def head_term(l, x, lv_ptr, offs, mask, LIK: tl.constexpr):
     else:
         lv = tl.load(lv_ptr + offs, mask=mask, other=0.0)
         t = (x - l) * tl.exp(-0.5 * lv)
-        return -0.5 * (t * t + lv + _LOG_2PI_HI + _LOG_2PI_LO)
+        return -0.5 * (t * t + lv + LOG_2PI_HI + LOG_2PI_LO)
 
 
 @triton.jit
@@ -110,7 +110,7 @@ def _dlogits_tile(g_ptr, h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, rows, rmask, cols, 
                   BLOCK_H: tl.constexpr, DOT: tl.constexpr, LIK: tl.constexpr):
     """``dl = grad[rows] dterm/dl`` of the remade logits tile (Bernoulli: ``x - sigmoid(l)``):
     ``[BLOCK_R, BLOCK_D]``, 0 outside ``rmask x cmask``."""
-    l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+    l = logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
                      BLOCK_R, BLOCK_D, BLOCK_H, DOT)
     mask = rmask[:, None] & cmask[None, :]
     offs = (rows % N).to(tl.int64)[:, None] * D + cols[None, :]
@@ -141,7 +141,7 @@ def _lb_fwd_kernel(h_ptr, w_ptr, b_ptr, x_ptr, lv_ptr, out_ptr, R, N, D, H,
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         cmask = cols < D
-        l = _logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
+        l = logits_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, H, HAS_BIAS,
                          BLOCK_R, BLOCK_D, BLOCK_H, DOT)
         mask = rmask[:, None] & cmask[None, :]
         offs = x_row + cols[None, :]
@@ -250,7 +250,7 @@ def _configs(R, D, H, dtype, programs=MIN_PROGRAMS, on_gpu=False):
     return fwd, dh, dw
 
 
-def _bias_args(bias, weight):
+def bias_args(bias, weight):
     """``(pointer, HAS_BIAS)``: an unused pointer (weight's) stands in for a missing bias."""
     return (weight, False) if bias is None else (bias, True)
 
@@ -264,7 +264,7 @@ def head_fwd(lik, h, weight, bias, x, logvar=None):
     if R == 0:
         return out
     cfg, _, _ = _configs(R, D, H, h.dtype, min_programs(h), h.is_cuda)
-    b, has_bias = _bias_args(bias, weight)
+    b, has_bias = bias_args(bias, weight)
     lv = x if logvar is None else logvar  # an unused pointer stands in for a missing logvar
     _lb_fwd_kernel[(triton.cdiv(R, cfg["BLOCK_R"]),)](
         h, weight, b, x, lv, out, R, N, D, H, HAS_BIAS=has_bias, LIK=lik, **cfg)
@@ -282,7 +282,7 @@ def head_bwd(lik, grad, h, weight, bias, x, logvar=None):
         return dh.zero_(), torch.zeros_like(weight), weight.new_zeros((D,))
     programs = min_programs(h)
     cfg_dh, cfg_dw = _configs(R, D, H, h.dtype, programs, h.is_cuda)[1:]
-    b, has_bias = _bias_args(bias, weight)
+    b, has_bias = bias_args(bias, weight)
     args = (grad, h, weight, b, x, x if logvar is None else logvar)
     if H > 0:
         grid = (triton.cdiv(R, cfg_dh["BLOCK_R"]), triton.cdiv(H, cfg_dh["BLOCK_HO"]))
@@ -297,18 +297,3 @@ def head_bwd(lik, grad, h, weight, bias, x, logvar=None):
                                     LIK=lik, **cfg_dw)
     dw, db = (dw[0], db[0]) if splits == 1 else (dw.sum(0), db.sum(0))
     return dh, dw.to(weight.dtype), db.to(weight.dtype)
-
-
-@on_input_device
-def linear_bernoulli_fwd(h, weight, bias, x):
-    """``h [R, H]``, ``weight [D, H]``, ``bias [D]`` or None, ``x [N, D]`` (all contiguous, one
-    float dtype) -> ``out [R]``: ``sum_d x l - softplus(l)`` with ``l = h @ weight^T + bias``."""
-    return head_fwd(BERNOULLI, h, weight, bias, x)
-
-
-@on_input_device
-def linear_bernoulli_bwd(grad, h, weight, bias, x):
-    """``grad [R]`` and the forward's inputs -> ``(dh [R, H], dweight [D, H], dbias [D])`` with
-    ``dl = grad[r] (x - sigmoid(l))``: ``dh = dl @ weight``, ``dweight = dl^T @ h``,
-    ``dbias = sum_r dl`` (returned also when bias is None)."""
-    return head_bwd(BERNOULLI, grad, h, weight, bias, x)
