@@ -67,7 +67,7 @@ import torch
 from fastair.evaluation.bound import at_least_float32, batches, block_generator
 from fastair.evaluation.fit_q import fit_gaussian_q
 from fastair.evaluation.hmc import hmc_transition
-from fastair.evaluation.protocol import check_model, log_weights
+from fastair.evaluation.protocol import check_model, log_weights, sample_x
 from fastair.evaluation.result import SE_WARN
 from fastair.evaluation.settings import IWSVISettings
 from fastair.io import progress_bar
@@ -375,7 +375,7 @@ def ais_log_likelihood(model, x, *, steps=STEPS, chains=CHAINS, init="encoder",
             ``decode_logits``; its own ``log_weights`` or a fused head are used where present),
             checked before any work (``TypeError``), run in eval mode with its parameters frozen
             (restored afterwards).
-        x: ``[N, D]`` binary data on the model's device.
+        x: ``[N, D]`` data on the model's device (binary for the Bernoulli likelihood).
         steps: ``T``, the number of temperatures after ``b_0 = 0`` (``T - 1`` HMC transitions);
             ``1`` is importance sampling from ``q0`` with ``chains`` draws.
         chains: ``C`` independent AIS runs per example (the estimate's chains).
@@ -477,7 +477,7 @@ class BDMCResult:
     """Bidirectional Monte Carlo on ``n`` simulated examples; per-example fields on the CPU.
 
     Attributes:
-        x: ``[n, D]`` the simulated binary data (``x ~ p(x|z)``, ``z ~ p(z)``), model dtype.
+        x: ``[n, D]`` the simulated data (``x ~ p(x|z)``, ``z ~ p(z)``), model dtype.
         z: ``[n, Z]`` the latents that generated them (exact posterior draws).
         lower: forward AIS ``log_px`` ``[n]``: a stochastic lower bound of ``ln p(x)``
             (float64).
@@ -544,8 +544,10 @@ def bdmc(model, n, *, steps=STEPS, chains=CHAINS, leapfrog=LEAPFROG, init="prior
          step_size=STEP_SIZE, adapt="pilot", adapt_rate=ADAPT_RATE, pilot=PILOT):
     """Bidirectional Monte Carlo (Grosse et al. 2015): bracket ``ln p(x)`` on simulated data.
 
-    Draws ``z ~ N(0, I)`` ``[n, Z]`` and binary ``x ~ Bernoulli(sigmoid(decode_logits(z)))``; each
-    ``z`` is then an exact draw of ``p(z|x)``. Forward AIS (``q0 -> p(z|x)``, as
+    Draws ``z ~ N(0, I)`` ``[n, Z]`` and ``x ~ p(x|z)`` from the model's likelihood
+    (:func:`~fastair.evaluation.protocol.sample_x`: binary ``x ~ Bernoulli(sigmoid(l))`` for the
+    default Bernoulli, grey levels for the continuous Bernoulli, real values for the Gaussian);
+    each ``z`` is then an exact draw of ``p(z|x)``. Forward AIS (``q0 -> p(z|x)``, as
     :func:`ais_log_likelihood`) gives ``lower``, ``E[lower] <= ln p(x)``. Reverse AIS starts every
     chain at the generating ``z`` and runs the schedule backwards (``b`` from 1 to 0, HMC at each
     intermediate ``b``); its weights ``log w' = sum_t (b_t - b_{t-1}) g(z_{t-1})`` (now with
@@ -590,8 +592,8 @@ def bdmc(model, n, *, steps=STEPS, chains=CHAINS, leapfrog=LEAPFROG, init="prior
         data = torch.Generator(device=device).manual_seed(seed)
         z_true = torch.randn((n, z_dim), generator=data, dtype=dtype, device=device)
         with torch.no_grad(), amp:
-            probs = torch.sigmoid(model.decode_logits(z_true).to(dtype))
-        x = (torch.rand(probs.shape, generator=data, dtype=dtype, device=device) < probs).to(dtype)
+            out = model.decode_logits(z_true).to(dtype)
+        x = sample_x(model, out, data)
     finally:
         undo()
     path = check_model(model, x)

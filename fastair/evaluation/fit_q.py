@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastair.evaluation.protocol import log_weights, resolve_path
+from fastair.evaluation.protocol import log_weights, model_likelihood, resolve_path
 from fastair.evaluation.settings import IWSVISettings
 from fastair.functional import iwae_bernoulli_gaussian
 
@@ -99,11 +99,7 @@ def fit_gaussian_q(model, x, mu, logvar, *, k=_D.k_svi, lr=_D.lr, max_steps=_D.m
                          f"patience={patience}, max_steps={max_steps}, tol={tol}, lr={lr}, "
                          f"decay={decay}")
     path = resolve_path(model, x, path)
-    bernoulli = getattr(model, "likelihood", "bernoulli") == "bernoulli"
-    if not bernoulli and path != "log_weights":
-        raise TypeError(f"fit_gaussian_q: a model with likelihood={model.likelihood!r} needs its "
-                        f"own log_weights(x, mu=, logvar=, z=) (the other paths score a "
-                        f"Bernoulli decoder); {type(model).__name__} has none")
+    bernoulli = model_likelihood(model)[0] == "bernoulli"
     n, z_dim = mu.shape
     device, dtype = mu.device, mu.dtype
     params = torch.cat([mu, logvar], 1).detach().clone()           # [B, 2Z]

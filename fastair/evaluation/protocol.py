@@ -10,7 +10,14 @@ fastest path it offers (:func:`log_weights`).
   (logits, not probabilities), keeping ``z``'s leading dims (``n`` draws per example:
   ``z [n, B, Z] -> [n, B, D]``; an ``nn.Linear`` stack applied to the last dim does this).
 
-The prior is ``N(0, I)``; the data are binary ``[N, D]``.
+The prior is ``N(0, I)``; the data are binary ``[N, D]`` for the default Bernoulli likelihood.
+
+**Optional likelihood.** ``likelihood`` (str, one of :data:`fastair.nn.LIKELIHOODS`; default
+``"bernoulli"``) names ``p(x|z)`` and what ``decode_logits`` returns: the Bernoulli logits; the
+continuous Bernoulli's logits (grey levels in [0, 1]); the Gaussian's mean, with the
+log-variance ``logvar_x`` (a tensor broadcastable to ``[B, D]``: ``[]``, ``[D]`` or ``[B, D]``)
+an attribute of the model or of ``model.decoder`` (:class:`fastair.models.VAE` and its decoders
+have both). Every path below scores the model's own likelihood.
 
 **Optional faster paths** for ``log w = log p(x|z) + log p(z) - log q(z|x)`` (:data:`PATHS`, the
 first that applies is used):
@@ -22,14 +29,15 @@ first that applies is used):
    ``z [..., Z] -> h [..., H]``) and ``model.decoder.out`` (an ``nn.Linear(H, D)``), and
    ``decode_logits(z)`` equals ``decoder.out(decoder.trunk(z))``, as for
    :class:`fastair.nn.BernoulliMLPDecoder` (the pair :class:`fastair.nn.IWAELoss` takes as
-   ``decoder.trunk`` and ``head=decoder.out``). The last layer and the Bernoulli term are then one
-   fused op (:func:`fastair.linear_bernoulli_log_prob`, docs/design.md §1.7) and no
-   ``[n, B, D]`` logits are stored (under autocast the logits are formed in the reduced
-   precision and scored by :func:`fastair.bernoulli_log_prob`, as the decoder's own
-   ``log_prob`` does). :func:`check_model` compares the two on probe draws and uses the
-   generic path where they differ.
-3. ``"generic"``: ``bernoulli_log_prob(model.decode_logits(z), x)``, which holds one
-   ``[n, B, D]`` logits tensor per call.
+   ``decoder.trunk`` and ``head=decoder.out``). The last layer and the likelihood's term are
+   then one fused op (:func:`fastair.linear_bernoulli_log_prob` and its continuous Bernoulli and
+   Gaussian twins, docs/design.md §1.7) and no ``[n, B, D]`` logits are stored (under autocast
+   the logits are formed in the reduced precision and scored by the unfused op, as the
+   decoder's own ``log_prob`` does). :func:`check_model` compares the two on probe draws and
+   uses the generic path where they differ.
+3. ``"generic"``: the likelihood's op on ``model.decode_logits(z)`` (e.g.
+   ``bernoulli_log_prob(model.decode_logits(z), x)``), which holds one ``[n, B, D]`` logits
+   tensor per call.
 
 The Gaussian terms are :func:`fastair.gaussian_log_prob`. Callers draw ``z`` ``chunk`` samples
 at a time, so on every path memory follows ``chunk``, never the total number of samples.
@@ -48,9 +56,18 @@ import inspect
 import torch
 from torch import nn
 
-from fastair.functional import bernoulli_log_prob, gaussian_log_prob, linear_bernoulli_log_prob
+from fastair.functional import (
+    bernoulli_log_prob,
+    continuous_bernoulli_log_prob,
+    gaussian_log_prob,
+    linear_bernoulli_log_prob,
+    linear_continuous_bernoulli_log_prob,
+    linear_gaussian_log_prob,
+)
+from fastair.nn.loss import LIKELIHOODS
 
-__all__ = ["PATHS", "REQUIRED", "check_model", "log_weights", "resolve_path", "weights_path"]
+__all__ = ["PATHS", "REQUIRED", "check_model", "log_weights", "model_likelihood", "resolve_path",
+           "sample_x", "weights_path"]
 
 PATHS = ("log_weights", "fused_head", "generic")
 """The ways :func:`log_weights` forms the log weights, fastest first (module docstring)."""
@@ -87,6 +104,74 @@ def _head(model):
     if isinstance(decoder, nn.Module) and callable(trunk) and isinstance(out, nn.Linear):
         return trunk, out
     return None
+
+
+def model_likelihood(model):
+    """``(likelihood, logvar_x)`` of ``p(x|z)`` for ``model`` (module docstring): its
+    ``likelihood`` attribute, ``"bernoulli"`` without one, and for ``"gaussian"`` the
+    log-variance ``logvar_x`` of the model or of ``model.decoder`` (None otherwise).
+
+    Raises:
+        TypeError: ``likelihood`` is not one of :data:`fastair.nn.LIKELIHOODS`, or a Gaussian
+            model has no ``logvar_x`` tensor.
+    """
+    likelihood = getattr(model, "likelihood", "bernoulli")
+    if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
+        raise TypeError(f"model: {_name(model)}.likelihood is {likelihood!r}; expected one of "
+                        f"{LIKELIHOODS} (or no such attribute, for the Bernoulli likelihood)")
+    if likelihood != "gaussian":
+        return likelihood, None
+    for owner in (model, getattr(model, "decoder", None)):
+        logvar_x = getattr(owner, "logvar_x", None)
+        if isinstance(logvar_x, torch.Tensor):
+            return likelihood, logvar_x
+    raise TypeError(f"model: {_name(model)} has likelihood 'gaussian' but no logvar_x tensor "
+                    f"(the log-variance of p(x|z), broadcastable to [B, D]) on the model or on "
+                    f"model.decoder; add one (e.g. a property returning 2 * log_scale)")
+
+
+def _score(likelihood, logvar_x, out, x):
+    """``log p(x|z) [n, B]`` from the decoder's output ``out [n, B, D]``."""
+    if likelihood == "bernoulli":
+        return bernoulli_log_prob(out, x)
+    if likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_log_prob(out, x)
+    return gaussian_log_prob(out, x, logvar_x)  # symmetric in its first two arguments
+
+
+def _score_head(likelihood, logvar_x, h, out, x):
+    """``log p(x|z) [n, B]`` through the fused head ``out`` (an ``nn.Linear``) on ``h``."""
+    if likelihood == "bernoulli":
+        return linear_bernoulli_log_prob(h, out.weight, out.bias, x)
+    if likelihood == "continuous_bernoulli":
+        return linear_continuous_bernoulli_log_prob(h, out.weight, out.bias, x)
+    return linear_gaussian_log_prob(h, out.weight, out.bias, x, logvar_x)
+
+
+def sample_x(model, out, generator):
+    """Data drawn from ``p(x|z)`` given the decoder's output ``out [..., D]``, in ``out``'s
+    dtype (the grey and real draws made in float64): binary ``x ~ Bernoulli(sigmoid(l))``;
+    continuous Bernoulli grey levels by its inverse CDF, ``x = log(1 + u (e^l - 1)) / l``
+    (written ``1 + log(u + (1 - u) e^-l) / l`` for ``l > 0`` so that no exponential overflows,
+    and ``u`` itself at ``|l| < 1e-8``); Gaussian ``x = mean + exp(logvar_x / 2) eps``.
+    ``generator`` drives the draws."""
+    likelihood, logvar_x = model_likelihood(model)
+    if likelihood == "bernoulli":  # in out's dtype: the draws of earlier releases, bit for bit
+        probs = torch.sigmoid(out.detach())
+        return (torch.rand(probs.shape, generator=generator, dtype=out.dtype,
+                           device=out.device) < probs).to(out.dtype)
+    o = out.detach().double()
+    u = torch.rand(o.shape, generator=generator, dtype=torch.float64, device=o.device)
+    if likelihood == "continuous_bernoulli":
+        small = o.abs() < 1e-8
+        safe = torch.where(small, torch.ones_like(o), o)
+        pos = 1 + torch.log(u + (1 - u) * torch.exp(-safe.clamp(min=0))) / safe
+        neg = torch.log1p(u * torch.expm1(safe.clamp(max=0))) / safe
+        x = torch.where(small, u, torch.where(o > 0, pos, neg)).clamp(0, 1)
+    else:
+        eps = torch.randn(o.shape, generator=generator, dtype=torch.float64, device=o.device)
+        x = o + torch.exp(0.5 * logvar_x.detach().double()) * eps
+    return x.to(out.dtype)
 
 
 def weights_path(model):
@@ -157,6 +242,7 @@ def check_model(model, x=None):
     for method in REQUIRED:
         if not callable(getattr(model, method, None)):
             raise _missing(model, method)
+    model_likelihood(model)
     path = weights_path(model)
     if x is None:
         return path
@@ -214,7 +300,7 @@ def log_weights(model, x, mu, logvar, z, *, path=None):
 
     Args:
         model: a model of the protocol (module docstring).
-        x: ``[B, D]`` binary data.
+        x: ``[B, D]`` data (binary for the default Bernoulli likelihood).
         mu: ``[B, Z]``: the mean of the Gaussian ``q = N(mu, exp(logvar))`` the draws come
             from.
         logvar: ``[B, Z]``: its log-variance.
@@ -229,14 +315,15 @@ def log_weights(model, x, mu, logvar, z, *, path=None):
                          f"(an nn.Linear); {_name(model)} has no such pair")
     if path == "log_weights":
         return model.log_weights(x, mu=mu, logvar=logvar, z=z)
+    likelihood, logvar_x = model_likelihood(model)
     if path == "fused_head":
         trunk, out = _head(model)
         if torch.is_autocast_enabled(z.device.type):
-            log_lik = bernoulli_log_prob(out(trunk(z)), x)
+            log_lik = _score(likelihood, logvar_x, out(trunk(z)), x)
         else:
-            log_lik = linear_bernoulli_log_prob(trunk(z), out.weight, out.bias, x)
+            log_lik = _score_head(likelihood, logvar_x, trunk(z), out, x)
     elif path == "generic":
-        log_lik = bernoulli_log_prob(model.decode_logits(z), x)
+        log_lik = _score(likelihood, logvar_x, model.decode_logits(z), x)
     else:
         raise ValueError(f"path: expected one of {PATHS}, got {path!r}")
     return (log_lik + gaussian_log_prob(z) - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)
