@@ -327,7 +327,8 @@ def _linear_head(name, h, weight, bias, x, logvar=None):
     """The fused head ``name`` (``linear_bernoulli_log_prob``, ...) on checked arguments: autocast
     as ``nn.Linear`` has it, then the reference or the backend's op on canonical shapes (h rows
     ``[M * N, H]``, x rows ``[N, D]``, and for the Gaussian logvar rows ``[N, D]`` paired with
-    x's; a broadcast of x and logvar that these cannot express is expanded)."""
+    x's, or, on the C++ kernels, one row ``[1, D]`` where logvar is shared by every row (``[]``,
+    ``[D]``); a broadcast of x and logvar that these cannot express is expanded)."""
     out_shape = tuple(h.shape[:-1]) + (weight.shape[0],)
     extra = () if logvar is None else (logvar,)
     device_type = h.device.type
@@ -345,8 +346,14 @@ def _linear_head(name, h, weight, bias, x, logvar=None):
     if logvar is not None:  # x and logvar rows that pair alike with the rows of h
         pshape = torch.broadcast_shapes(x.shape, logvar.shape)
         x = x.expand(pshape)
-        (lv_rows, _, _) = _rows_of(logvar.to(acc).expand(pshape), out_shape)
-        extra = (lv_rows.contiguous(),)
+        shared = logvar.dim() <= 1 or all(s == 1 for s in logvar.shape[:-1])
+        if backend == "native" and shared:  # one row for all: the C++ kernel reads [1, D]
+            d = out_shape[-1]
+            extra = (logvar.to(acc).reshape(-1)[-1:].expand(d).reshape(1, d).contiguous()
+                     if logvar.numel() == 1 else logvar.to(acc).reshape(1, d).contiguous(),)
+        else:
+            (lv_rows, _, _) = _rows_of(logvar.to(acc).expand(pshape), out_shape)
+            extra = (lv_rows.contiguous(),)
     x_rows, m, n = _rows_of(x, out_shape)
     same = h.dtype == weight.dtype and (bias is None or bias.dtype == h.dtype)
     wdt = h.dtype if same and _reduced_gemm(backend, h) else acc

@@ -1,10 +1,11 @@
 // The decoder's output layer fused with the Gaussian log-density of the data, for h [R, H],
-// weight [D, H], bias [D], x [N, D] and logvar [N, D] (row r of h pairs with row r % N of x and
-// logvar), with the mean m = h[r] @ weight^T + bias:
+// weight [D, H], bias [D], x [N, D] and logvar [NL, D], NL = N or 1 (row r of h pairs with row
+// n = r % N of x and row n % NL of logvar: one shared row is read as it is, never expanded),
+// with the mean m = h[r] @ weight^T + bias:
 //   out[r] = -1/2 sum_d t_d^2 + logvar_d + log 2 pi,  t = (x - m) exp(-logvar / 2),
 //   dm = g t exp(-logvar / 2),  dlogvar[n] += g (t^2 - 1) / 2.
 // The tiled kernel, generic over the likelihood, is linear_head.h: the means are made a tile of
-// rows at a time and never stored; dlogvar is summed per thread in an [N, D] buffer of the
+// rows at a time and never stored; dlogvar is summed per thread in an [NL, D] buffer of the
 // accumulation type, the threads' buffers added at the end.
 #include "linear_head.h"
 
@@ -24,16 +25,20 @@ struct GaussianHead {
     // range (as gaussian_log_prob.cpp)
     at::Tensor inv_std_;
     const acc_t *x, *lv, *is;
-    int64_t D;
+    int64_t D, NL;
     Rows(const at::Tensor& x, const at::Tensor& logvar, int64_t D)
         : inv_std_(at::exp(logvar * -0.5).contiguous()),
           x(x.const_data_ptr<acc_t>()),
           lv(logvar.const_data_ptr<acc_t>()),
           is(inv_std_.const_data_ptr<acc_t>()),
-          D(D) {}
+          D(D),
+          NL(logvar.size(0)) {}
+
+    // the logvar row of x's row n (one shared row where NL = 1)
+    int64_t lrow(int64_t n) const { return NL == 1 ? 0 : n; }
 
     acc_t value(const acc_t* m, int64_t n) const {
-      const acc_t *xr = x + n * D, *lr = lv + n * D, *ir = is + n * D;
+      const acc_t *xr = x + n * D, *lr = lv + lrow(n) * D, *ir = is + lrow(n) * D;
       Vec acc0(acc_t(0)), acc1(acc_t(0));
       int64_t d = 0;
       for (; d + 2 * W <= D; d += 2 * W) {
@@ -55,8 +60,9 @@ struct GaussianHead {
     }
 
     // m -> g t inv_std in place (tiny values flushed, flush_tiny), dlogvar += g (t^2 - 1) / 2
+    // (dlogvar: the row of the [NL, D] buffer that x's row n pairs with, lrow(n))
     void grad(acc_t g, acc_t* m, int64_t n, acc_t* dlogvar) const {
-      const acc_t *xr = x + n * D, *ir = is + n * D;
+      const acc_t *xr = x + n * D, *ir = is + lrow(n) * D;
       const Vec gv(g), hg(acc_t(0.5) * g), one(acc_t(1));
       int64_t d = 0;
       for (; d + W <= D; d += W) {
@@ -82,7 +88,7 @@ at::Tensor linear_gaussian_log_prob_fwd(const at::Tensor& h, const at::Tensor& w
                                         "linear_gaussian_log_prob_fwd");
 }
 
-// -> (dh [R, H], dweight [D, H], dbias [D], dlogvar [N, D]) for the upstream gradient grad [R].
+// -> (dh [R, H], dweight [D, H], dbias [D], dlogvar [NL, D]) for the upstream gradient grad [R].
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_gaussian_log_prob_bwd(
     const at::Tensor& grad, const at::Tensor& h, const at::Tensor& weight,
     const c10::optional<at::Tensor>& bias, const at::Tensor& x, const at::Tensor& logvar) {

@@ -1,5 +1,6 @@
 // The decoder's output layer fused with a likelihood term, for h [R, H], weight [D, H], bias [D],
-// x [N, D] (row r of h pairs with row r % N of x) and, for the Gaussian, logvar [N, D]:
+// x [N, D] (row r of h pairs with row r % N of x) and, for the Gaussian, logvar [NL, D]
+// (NL = N, or 1: one row shared by every row of x):
 //   out[r] = sum_d term(l_d, x_d),  l = h[r] @ weight^T + bias,
 // generic over the likelihood (a policy, below): Bernoulli (linear_bernoulli_log_prob.cpp),
 // continuous Bernoulli (linear_continuous_bernoulli_log_prob.cpp) and Gaussian
@@ -21,7 +22,7 @@
 // and bias gradients are summed in float32 before the final cast.
 //
 // A likelihood policy Lik has
-//   static constexpr bool kLogvar;  // reads logvar [N, D] and returns its gradient
+//   static constexpr bool kLogvar;  // reads logvar [NL, D] and returns its gradient
 //   template <typename acc_t> struct Rows {
 //     Rows(const at::Tensor& x, const at::Tensor& logvar, int64_t D);  // outside the parallel
 //                                                                      // region (may allocate)
@@ -144,7 +145,7 @@ at::Tensor fwd(const at::Tensor& h, const at::Tensor& weight,
   return out;
 }
 
-// -> (dh [R, H], dweight [D, H], dbias [D], dlogvar [N, D] or an undefined tensor without
+// -> (dh [R, H], dweight [D, H], dbias [D], dlogvar [NL, D] or an undefined tensor without
 // Lik::kLogvar) for the upstream gradient grad [R].
 template <typename Lik>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
@@ -160,7 +161,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
   auto dweights_t = at::zeros({threads, H, D}, x.options());
   auto dbiases = at::zeros({threads, D}, x.options());
   // the log-variance's gradient, per thread (summed at the end: no two threads add to one row)
-  at::Tensor dlogvars = Lik::kLogvar ? at::zeros({threads, N, D}, x.options()) : at::Tensor();
+  // (logvar [NL, D]: NL = N, or 1 for one row shared by all rows of x)
+  const int64_t NL = Lik::kLogvar ? logvar.size(0) : 0;
+  at::Tensor dlogvars = Lik::kLogvar ? at::zeros({threads, NL, D}, x.options()) : at::Tensor();
   auto bufs = at::empty({threads, std::min(tile, R), D}, h.options());
   auto rows = at::empty({threads, D}, x.options());
   auto products = reduced ? at::empty({threads, H, D}, weight.options()) : at::Tensor();
@@ -177,11 +180,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bwd(
       scalar_t* l = product.data_ptr<scalar_t>();
       acc_t* row = rows[thread].data_ptr<acc_t>();
       acc_t* db = dbiases[thread].data_ptr<acc_t>();
-      acc_t* dlv = Lik::kLogvar ? dlv_base + thread * N * D : nullptr;
+      acc_t* dlv = Lik::kLogvar ? dlv_base + thread * NL * D : nullptr;
       for (int64_t i = 0; i < n; ++i) {  // product -> dlogits, in place
         widen_add_bias<scalar_t, acc_t>(l + i * D, bp, row, D);
         const int64_t xr = (r0 + i) % N;
-        lik.grad(g[r0 + i], row, xr, Lik::kLogvar ? dlv + xr * D : nullptr);
+        lik.grad(g[r0 + i], row, xr, Lik::kLogvar ? dlv + (NL == 1 ? 0 : xr) * D : nullptr);
         accumulate_narrow<scalar_t, acc_t>(row, db, l + i * D, D);
       }
       auto dh_rows = dh.narrow(0, r0, n);
