@@ -377,11 +377,13 @@ def sample_command(args):
         shape = _image_shape(model.x_dim, args.shape)
         g = torch.Generator().manual_seed(args.seed)
         z = torch.randn(args.n, model.z_dim, generator=g)
-        samples = model.pixel_means(z)
+        means = getattr(model, "pixel_means", None) or (
+            lambda z: torch.sigmoid(model.decode_logits(z)))  # a Bernoulli model without it
+        samples = means(z)
         pick = torch.randperm(len(data.test), generator=g)[:args.n]
         x = data.test[pick]
         mu, _ = model.encode(x)
-        recon = model.pixel_means(mu)
+        recon = means(mu)
         columns = min(args.columns, args.n)
         pairs = []  # a row of test digits, then the row of their reconstructions
         for start in range(0, len(x), columns):
