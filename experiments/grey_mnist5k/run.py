@@ -128,8 +128,10 @@ def summarize(out):
             m, se = _mean_se(diffs)
             lines.append(f"- k = {k}: {m:+.2f} ± {se:.2f} nats (standard error, {len(diffs)} "
                          f"seeds; t = {m / se:.1f})")
-    lines += ["", "Samples (seed 0, the decoder's mean of each pixel): " + ", ".join(
-        f"`samples_{m}_k{k}.png`" for m in MODELS for k in KS), ""]
+    pictures = [f"`samples_{m}_k{k}.png`" for m in MODELS for k in KS
+                if os.path.exists(os.path.join(HERE, f"samples_{m}_k{k}.png"))]
+    lines += ["", "Samples (seed 0, the mean of each pixel under p(x|z), z from the prior): "
+              + ", ".join(pictures), ""]
     with open(os.path.join(HERE, "summary.md"), "w") as f:
         f.write("\n".join(lines))
     return rows
