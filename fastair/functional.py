@@ -349,8 +349,7 @@ def _linear_head(name, h, weight, bias, x, logvar=None):
         shared = logvar.dim() <= 1 or all(s == 1 for s in logvar.shape[:-1])
         if backend == "native" and shared:  # one row for all: the C++ kernel reads [1, D]
             d = out_shape[-1]
-            extra = (logvar.to(acc).reshape(-1)[-1:].expand(d).reshape(1, d).contiguous()
-                     if logvar.numel() == 1 else logvar.to(acc).reshape(1, d).contiguous(),)
+            extra = (logvar.to(acc).reshape(-1).expand(d).reshape(1, d).contiguous(),)
         else:
             (lv_rows, _, _) = _rows_of(logvar.to(acc).expand(pshape), out_shape)
             extra = (lv_rows.contiguous(),)

@@ -77,10 +77,11 @@ function                                                  returns
 ``linear_continuous_bernoulli_log_prob_bwd(grad[R],``     ``(dh, dweight, dbias)``, as the
 ``h, weight, bias, x)``                                   Bernoulli head's
 ``linear_gaussian_log_prob_fwd(h, weight, bias, x,``      ``[R]``:
-``logvar[N,D])``                                          ``sum_d log N(x; m, exp(logvar))``,
+``logvar[NL,D])``                                         ``sum_d log N(x; m, exp(logvar))``,
                                                           ``m = h @ weight.T + bias`` never
-                                                          stored whole
-``linear_gaussian_log_prob_bwd(grad[R], h, weight,``      ``(dh, dweight, dbias, dlogvar[N,D])``
+                                                          stored whole; ``NL = N``, or 1 for
+                                                          a row shared by every row (C++)
+``linear_gaussian_log_prob_bwd(grad[R], h, weight,``      ``(dh, dweight, dbias, dlogvar[NL,D])``
 ``bias, x, logvar)``
 ========================================================  ========================================
 

@@ -56,15 +56,8 @@ import inspect
 import torch
 from torch import nn
 
-from fastair.functional import (
-    bernoulli_log_prob,
-    continuous_bernoulli_log_prob,
-    gaussian_log_prob,
-    linear_bernoulli_log_prob,
-    linear_continuous_bernoulli_log_prob,
-    linear_gaussian_log_prob,
-)
-from fastair.nn.loss import LIKELIHOODS
+from fastair.functional import gaussian_log_prob
+from fastair.nn.likelihoods import LIKELIHOODS, head_log_likelihood, log_likelihood
 
 __all__ = ["PATHS", "REQUIRED", "check_model", "log_weights", "model_likelihood", "resolve_path",
            "sample_x", "weights_path"]
@@ -128,24 +121,6 @@ def model_likelihood(model):
     raise TypeError(f"model: {_name(model)} has likelihood 'gaussian' but no logvar_x tensor "
                     f"(the log-variance of p(x|z), broadcastable to [B, D]) on the model or on "
                     f"model.decoder; add one (e.g. a property returning 2 * log_scale)")
-
-
-def _score(likelihood, logvar_x, out, x):
-    """``log p(x|z) [n, B]`` from the decoder's output ``out [n, B, D]``."""
-    if likelihood == "bernoulli":
-        return bernoulli_log_prob(out, x)
-    if likelihood == "continuous_bernoulli":
-        return continuous_bernoulli_log_prob(out, x)
-    return gaussian_log_prob(out, x, logvar_x)  # symmetric in its first two arguments
-
-
-def _score_head(likelihood, logvar_x, h, out, x):
-    """``log p(x|z) [n, B]`` through the fused head ``out`` (an ``nn.Linear``) on ``h``."""
-    if likelihood == "bernoulli":
-        return linear_bernoulli_log_prob(h, out.weight, out.bias, x)
-    if likelihood == "continuous_bernoulli":
-        return linear_continuous_bernoulli_log_prob(h, out.weight, out.bias, x)
-    return linear_gaussian_log_prob(h, out.weight, out.bias, x, logvar_x)
 
 
 def sample_x(model, out, generator):
@@ -319,11 +294,11 @@ def log_weights(model, x, mu, logvar, z, *, path=None):
     if path == "fused_head":
         trunk, out = _head(model)
         if torch.is_autocast_enabled(z.device.type):
-            log_lik = _score(likelihood, logvar_x, out(trunk(z)), x)
+            log_lik = log_likelihood(likelihood, out(trunk(z)), x, logvar_x)
         else:
-            log_lik = _score_head(likelihood, logvar_x, trunk(z), out, x)
+            log_lik = head_log_likelihood(likelihood, trunk(z), out.weight, out.bias, x, logvar_x)
     elif path == "generic":
-        log_lik = _score(likelihood, logvar_x, model.decode_logits(z), x)
+        log_lik = log_likelihood(likelihood, model.decode_logits(z), x, logvar_x)
     else:
         raise ValueError(f"path: expected one of {PATHS}, got {path!r}")
     return (log_lik + gaussian_log_prob(z) - gaussian_log_prob(z, mu, logvar)).to(mu.dtype)

@@ -8,7 +8,8 @@ from fastair.nn.capped_weight_norm import (
            row_norm_stats,
 )
 from fastair.nn.estimators import importance_bound
-from fastair.nn.loss import LIKELIHOODS, IWAELoss, analytic_kl, iwae_loss
+from fastair.nn.likelihoods import LIKELIHOODS, head_log_likelihood, log_likelihood
+from fastair.nn.loss import IWAELoss, analytic_kl, iwae_loss
 from fastair.nn.mlp import (
            DECODERS,
            BernoulliMLPDecoder,
@@ -21,4 +22,5 @@ from fastair.nn.mlp import (
 __all__ = ["CappedWeightNorm", "CappedWeightNormLinear", "capped_weight_norm_",
            "GaussianMLPEncoder", "BernoulliMLPDecoder", "ContinuousBernoulliMLPDecoder",
            "GaussianMLPDecoder", "DECODERS", "LIKELIHOODS", "tanh_mlp", "IWAELoss", "iwae_loss",
-           "analytic_kl", "importance_bound", "row_norm_stats"]
+           "analytic_kl", "importance_bound", "row_norm_stats", "log_likelihood",
+           "head_log_likelihood"]

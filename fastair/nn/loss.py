@@ -53,27 +53,20 @@ from fastair._checks import check_broadcasts_to, check_likelihood_data, shape_st
 from fastair.errors import EmptyBatch
 from fastair.functional import (
     bernoulli_log_prob,
-    continuous_bernoulli_log_prob,
     gaussian_log_prob,
     iwae_bound,
-    linear_bernoulli_log_prob,
-    linear_continuous_bernoulli_log_prob,
-    linear_gaussian_log_prob,
 )
 from fastair.nn.estimators import get_estimator, importance_bound, normalized_weights
+from fastair.nn.likelihoods import LIKELIHOODS, head_log_likelihood, log_likelihood
 from fastair.nn.mlp import GAUSSIAN_SCALES
 
-__all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES", "LIKELIHOODS",
+__all__ = ["IWAELoss", "iwae_loss", "analytic_kl", "REDUCTIONS", "KL_CHOICES",
            "GAUSSIAN_SCALES"]
 
 REDUCTIONS = ("mean", "sum", "none")
 KL_CHOICES = (None, "analytic")
 """``kl=None``: the sampled ``log p(z) - log q(z|x)`` in every log weight (any k);
 ``kl="analytic"``: the closed-form ``KL(q(z|x) || N(0, I))`` (k = 1 only)."""
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
-"""``p(x|z)`` and what the decoder outputs: Bernoulli logits (binary data), continuous
-Bernoulli logits (data in [0, 1]), the Gaussian mean (finite data; with a log-variance
-``logvar_x``)."""
 
 
 _CHOOSING = """Which to choose (the three estimators give one value, ``L_k``, on the same draws):
@@ -177,17 +170,6 @@ def _logvar_x(logvar_x, x, likelihood):
         raise ValueError(f"logvar_x: on {logvar_x.device}, x on {x.device}: put them on one "
                          f"device (an IWAELoss's log_scale: move the loss, loss_fn.to(device))")
     return logvar_x
-
-
-def _scorer(likelihood, x, logvar_x):
-    """``out [n, B, D] -> log p(x|z) [n, B]`` for the decoder's (or head's) output ``out``."""
-    if likelihood == "bernoulli":
-        return lambda out: bernoulli_log_prob(out, x)
-    if likelihood == "continuous_bernoulli":
-        return lambda out: continuous_bernoulli_log_prob(out, x)
-    # N(x; mean, v) = N(mean; x, v): the means take gaussian_log_prob's sample slot, the data
-    # [B, D] (and logvar_x) broadcast against them; gradients reach all three
-    return lambda out: gaussian_log_prob(out, x, logvar_x)
 
 
 def _check_probabilities(logits, state):
@@ -398,7 +380,7 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
             if pending_check[0]:  # the first chunk's forward only, not its recomputation
                 pending_check[0] = False
                 _check_probabilities(logits, state)
-            return _scorer(likelihood, x, lv)(logits)
+            return log_likelihood(likelihood, logits, x, lv)
         h = decoder(z)
         if (not isinstance(h, torch.Tensor) or tuple(h.shape[:-1]) != tuple(z.shape[:-1])
                 or h.dim() != 3 or h.shape[-1] != weight.shape[1]):
@@ -406,11 +388,8 @@ def _negative_bound(x, mu, logvar, decoder, k, estimator, generator, check_input
             raise ValueError(f"trunk: expected h of shape [k, B, H] = "
                              f"{shape_str(tuple(z.shape[:-1]) + (weight.shape[1],))} for z "
                              f"{shape_str(z.shape)} (H from head), got {got}")
-        if bernoulli:  # the layer fused with the likelihood: no [n, B, D] output stored
-            return linear_bernoulli_log_prob(h, w, b, x)
-        if likelihood == "continuous_bernoulli":
-            return linear_continuous_bernoulli_log_prob(h, w, b, x)
-        return linear_gaussian_log_prob(h, w, b, x, lv)
+        # the layer fused with the likelihood: no [n, B, D] output stored
+        return head_log_likelihood(likelihood, h, w, b, x, lv)
 
     if k_chunk is None and kl is None:  # all k samples at once
         z = mu + torch.exp(0.5 * logvar) * eps

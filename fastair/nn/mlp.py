@@ -17,14 +17,7 @@ docs/design.md §1.7), so the ``[..., B, D]`` output is never stored.
 import torch
 from torch import nn
 
-from fastair.functional import (
-    bernoulli_log_prob,
-    continuous_bernoulli_log_prob,
-    gaussian_log_prob,
-    linear_bernoulli_log_prob,
-    linear_continuous_bernoulli_log_prob,
-    linear_gaussian_log_prob,
-)
+from fastair.nn.likelihoods import head_log_likelihood, log_likelihood
 
 __all__ = ["tanh_mlp", "GaussianMLPEncoder", "BernoulliMLPDecoder",
            "ContinuousBernoulliMLPDecoder", "GaussianMLPDecoder", "DECODERS", "GAUSSIAN_SCALES"]
@@ -82,8 +75,26 @@ class _MLPDecoder(nn.Module):
         self.trunk = tanh_mlp((z_dim,) + hidden)
         self.out = nn.Linear(hidden[-1] if hidden else z_dim, x_dim)
 
+    likelihood = None
+    """The likelihood's name (:data:`fastair.nn.likelihoods.LIKELIHOODS`), set by each class."""
+    logvar_x = None
+    """The Gaussian's log-variance (a tensor there); None for the other likelihoods."""
+
     def forward(self, z):
         return self.out(self.trunk(z))
+
+    def log_prob(self, z, x):
+        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` broadcastable to
+        ``[..., B, D]``: the output layer and the likelihood's term fused
+        (:func:`fastair.nn.likelihoods.head_log_likelihood`: e.g.
+        :func:`fastair.linear_bernoulli_log_prob`), so the ``[..., B, D]`` output is never
+        stored. Equal to ``log_likelihood(self.likelihood, self(z), x, self.logvar_x)``, which
+        is what runs under autocast (the reduced-precision layer, then the fused likelihood op
+        on its output, float32 result)."""
+        if torch.is_autocast_enabled(z.device.type):
+            return log_likelihood(self.likelihood, self(z), x, self.logvar_x)
+        return head_log_likelihood(self.likelihood, self.trunk(z), self.out.weight,
+                                   self.out.bias, x, self.logvar_x)
 
 
 class BernoulliMLPDecoder(_MLPDecoder):
@@ -95,16 +106,6 @@ class BernoulliMLPDecoder(_MLPDecoder):
 
     likelihood = "bernoulli"
 
-    def log_prob(self, z, x):
-        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` broadcastable to
-        ``[..., B, D]``: the output layer and the Bernoulli term fused
-        (:func:`fastair.linear_bernoulli_log_prob`), so the ``[..., B, D]`` logits are never
-        stored. Equal to ``bernoulli_log_prob(self(z), x)``, which is what runs under autocast
-        (the reduced-precision matmul then the fused Bernoulli term on its logits)."""
-        if torch.is_autocast_enabled(z.device.type):
-            return bernoulli_log_prob(self(z), x)
-        return linear_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias, x)
-
 
 class ContinuousBernoulliMLPDecoder(_MLPDecoder):
     """``z [..., z_dim] -> logits [..., x_dim]`` of a factorized continuous Bernoulli ``p(x|z)``
@@ -112,17 +113,6 @@ class ContinuousBernoulliMLPDecoder(_MLPDecoder):
     levels (:func:`fastair.continuous_bernoulli_log_prob`, docs/design.md §1.13)."""
 
     likelihood = "continuous_bernoulli"
-
-    def log_prob(self, z, x):
-        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and data ``x`` in [0, 1]
-        broadcastable to ``[..., B, D]``: the output layer and the continuous Bernoulli term
-        fused (:func:`fastair.linear_continuous_bernoulli_log_prob`), so the ``[..., B, D]``
-        logits are never stored. Equal to ``continuous_bernoulli_log_prob(self(z), x)``, which
-        is what runs under autocast (float32 result), as for :class:`BernoulliMLPDecoder`."""
-        if torch.is_autocast_enabled(z.device.type):
-            return continuous_bernoulli_log_prob(self(z), x)
-        return linear_continuous_bernoulli_log_prob(self.trunk(z), self.out.weight, self.out.bias,
-                                                    x)
 
 
 class GaussianMLPDecoder(_MLPDecoder):
@@ -149,17 +139,6 @@ class GaussianMLPDecoder(_MLPDecoder):
     def logvar_x(self):
         """``2 * log_scale``: the log-variance of ``p(x|z)``, ``[]`` or ``[x_dim]``."""
         return 2 * self.log_scale
-
-    def log_prob(self, z, x):
-        """``log p(x|z)`` ``[..., B]`` for ``z [..., B, Z]`` and finite data ``x``
-        broadcastable to ``[..., B, D]``: ``gaussian_log_prob(x, self(z), 2 * log_scale)``, by
-        the output layer and the Gaussian term fused (:func:`fastair.linear_gaussian_log_prob`,
-        gradients to ``log_scale`` too), so the ``[..., B, D]`` means are never stored; under
-        autocast the unfused form runs (float32 result), as for :class:`BernoulliMLPDecoder`."""
-        if torch.is_autocast_enabled(z.device.type):
-            return gaussian_log_prob(self(z), x, self.logvar_x)
-        return linear_gaussian_log_prob(self.trunk(z), self.out.weight, self.out.bias, x,
-                                        self.logvar_x)
 
     def extra_repr(self):
         return f"scale={self.scale!r}"
